@@ -1,0 +1,1 @@
+"""Checkpoint to ONNX and TensorRT export (arrives with the export issue)."""

@@ -1,0 +1,5 @@
+"""The lightweight runtime of tem-track.
+
+Must never import torch; heavy optional libraries (onnxruntime, av, tensorrt) are
+imported lazily where they are used.
+"""

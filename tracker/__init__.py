@@ -1,0 +1,1 @@
+"""Linking dislocations across frames; knows nothing of the other tem-track packages."""
