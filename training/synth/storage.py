@@ -1,0 +1,275 @@
+"""Synthetic datasets on disk: writing (parallel, atomic, resumable) and reading.
+
+Layout of a dataset folder (documented in the README)::
+
+    DIR/dataset.json           what was generated: format, generator version, config, seed, n
+    DIR/images/000000.png      8-bit grayscale image
+    DIR/masks/000000.npz       "masks" (N, H, W) uint8 0/1, "ids" (N,), "pileups" (N,)
+    DIR/labels/000000.json     sample seed, centrelines, and the full scene (every parameter)
+
+A run writes into ``DIR.partial`` and renames it to ``DIR`` when every sample is
+complete; each sample's label JSON is written last (atomically), so an interrupted run
+is resumed by skipping the samples whose label exists. Files are byte-identical for
+the same config and seed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .config import SynthConfig, validate_config
+from .render import Sample, render_scene
+from .scene import Scene, sample_scene
+
+FORMAT = "tem-track-synth"
+FORMAT_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing, incomplete or malformed."""
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample ``index`` of a dataset generated with ``seed`` (independent streams)."""
+    state = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(index),)).generate_state(1)
+    return int(state[0] & 0x7FFFFFFF)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Quantise a [0, 1] float image to uint8 (round half to even)."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _name(index: int) -> str:
+    return f"{index:06d}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    # np.savez stamps the current time into the zip entries; fixed dates keep files
+    # byte-identical between runs.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for key, array in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def labels_of(sample: Sample, *, image: str, seed: int) -> dict:
+    """The label document of a sample: centrelines (x, y px, 0.01 px) and its scene."""
+    return {
+        "image": image,
+        "seed": seed,
+        "size": list(sample.scene.size),
+        "dislocations": [
+            {"id": int(i), "pileup": int(p), "points": np.round(c, 2).tolist()}
+            for i, p, c in zip(sample.ids, sample.pileups, sample.centrelines)
+        ],
+        "scene": sample.scene.model_dump(mode="json"),
+    }
+
+
+def write_sample(root: Path, index: int, sample: Sample, *, seed: int) -> None:
+    """Write one sample's image, masks and labels under ``root`` (labels last)."""
+    name = _name(index)
+    ok, png = cv2.imencode(".png", to_uint8(sample.image))
+    if not ok:
+        raise OSError(f"could not encode image {index}")
+    _write_atomic(root / "images" / f"{name}.png", png.tobytes())
+    _write_atomic(
+        root / "masks" / f"{name}.npz",
+        _npz_bytes({"masks": sample.masks, "ids": sample.ids, "pileups": sample.pileups}),
+    )
+    labels = labels_of(sample, image=f"images/{name}.png", seed=seed)
+    _write_atomic(root / "labels" / f"{name}.json", json.dumps(labels).encode())
+
+
+@dataclass(frozen=True)
+class _Job:
+    config: SynthConfig
+    seed: int
+    root: Path
+    backgrounds: str | None
+
+    def __call__(self, index: int) -> int:
+        seed = sample_seed(self.seed, index)
+        scene = sample_scene(self.config, seed, backgrounds=self.backgrounds)
+        write_sample(self.root, index, render_scene(scene, backgrounds=self.backgrounds), seed=seed)
+        return index
+
+
+def write_dataset(
+    out: str | Path,
+    config: SynthConfig,
+    n: int,
+    *,
+    seed: int = 0,
+    backgrounds: str | Path | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate ``n`` samples of ``config`` into the folder ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Dataset folder; must not exist unless ``overwrite`` (replaced only once the new
+        dataset is complete).
+    config : SynthConfig
+    n : int
+        Number of images (>= 1).
+    seed : int
+        Dataset seed; sample ``i`` uses ``sample_seed(seed, i)``.
+    backgrounds : path, optional
+        Folder of real background patches (for configs that use them).
+    workers : int
+        Processes generating in parallel.
+    resume : bool
+        Continue an interrupted run from ``out.partial`` (same config and seed).
+    progress : bool
+        Show a progress bar on a terminal.
+    """
+    out = Path(out)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"output folder {out} exists; choose another or pass overwrite (--overwrite)")
+    if backgrounds is not None:
+        backgrounds = str(Path(backgrounds).resolve())
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "generator": _generator(),
+        "preset": config.name,
+        "seed": int(seed),
+        "n": n,
+        "size": list(config.size),
+        "backgrounds": backgrounds,
+        "config": config.model_dump(mode="json"),
+    }
+    partial = out.with_name(out.name + ".partial")
+    done: set[int] = set()
+    if partial.exists():
+        if not resume:
+            raise FileExistsError(
+                f"{partial} holds an interrupted run; pass resume (--resume) to continue it or delete it"
+            )
+        previous = json.loads((partial / "dataset.json").read_text())
+        if {k: previous.get(k) for k in header if k != "generator"} != {k: v for k, v in header.items() if k != "generator"}:
+            raise DatasetError(f"{partial} was started with other settings; it cannot be resumed with these")
+        done = {int(p.stem) for p in (partial / "labels").glob("*.json")}
+    else:
+        for sub in ("images", "masks", "labels"):
+            (partial / sub).mkdir(parents=True)
+        _write_atomic(partial / "dataset.json", json.dumps(header, indent=2).encode())
+
+    todo = [i for i in range(n) if i not in done]
+    job = _Job(config, int(seed), partial, backgrounds)
+    bar = _progress(total=n, initial=n - len(todo), enabled=progress, desc=f"synth {config.name}")
+    try:
+        if workers == 1:
+            for index in todo:
+                job(index)
+                bar.update()
+        else:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(job, todo, chunksize=4):
+                    bar.update()
+    finally:
+        bar.close()
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
+
+
+def _generator() -> str:
+    from temtrack import __version__
+
+    return f"tem-track {__version__}"
+
+
+def _progress(*, total: int, initial: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not (enabled and sys.stderr.isatty()))
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def read_header(root: str | Path) -> dict:
+    """The ``dataset.json`` of a dataset folder."""
+    root = Path(root)
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DatasetError(f"{root} is not a tem-track synthetic dataset (no dataset.json)")
+    header = json.loads(path.read_text())
+    if header.get("format") != FORMAT:
+        raise DatasetError(f"{path} is not a tem-track synthetic dataset (format {header.get('format')!r})")
+    return header
+
+
+def read_sample(root: str | Path, index: int) -> Sample:
+    """Read sample ``index`` of a dataset folder back into a :class:`Sample`.
+
+    The image is the stored 8-bit PNG scaled to [0, 1]; centrelines are the stored
+    ones (rounded to 0.01 px).
+    """
+    root = Path(root)
+    name = _name(index)
+    label_path = root / "labels" / f"{name}.json"
+    if not label_path.is_file():
+        raise DatasetError(f"sample {index} of {root} is missing ({label_path})")
+    labels = json.loads(label_path.read_text())
+    image = cv2.imread(str(root / labels["image"]), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise DatasetError(f"cannot read image of sample {index}: {root / labels['image']}")
+    with np.load(root / "masks" / f"{name}.npz") as stored:
+        masks, ids, pileups = stored["masks"], stored["ids"], stored["pileups"]
+    return Sample(
+        image=image.astype(np.float32) / np.float32(255.0),
+        masks=masks,
+        centrelines=[np.asarray(d["points"], dtype=float).reshape(-1, 2) for d in labels["dislocations"]],
+        ids=ids,
+        pileups=pileups,
+        scene=Scene.model_validate(labels["scene"]),
+    )
+
+
+def regenerate(label_file: str | Path, *, backgrounds: str | Path | None = None) -> Sample:
+    """Render a sample again from its label JSON alone (its scene), bit for bit."""
+    path = Path(label_file)
+    labels = json.loads(path.read_text())
+    if "scene" not in labels:
+        raise DatasetError(f"{path} holds no scene to regenerate from")
+    return render_scene(Scene.model_validate(labels["scene"]), backgrounds=backgrounds)
+
+
+def config_of(root: str | Path) -> SynthConfig:
+    """The generator config a dataset folder was written with."""
+    return validate_config(read_header(root)["config"])
