@@ -411,7 +411,6 @@ def _claim(occupancy: np.ndarray, candidate: list[DislocationSpec], gap: float) 
     """
     height, width = occupancy.shape
     drawn = np.zeros_like(occupancy)
-    boxes = []
     for index, spec in enumerate(candidate):
         radius = spec.thickness / 2.0 + spec.thickness_variation + gap / 2.0
         step = _direction(spec.angle)
@@ -419,8 +418,9 @@ def _claim(occupancy: np.ndarray, candidate: list[DislocationSpec], gap: float) 
             curve = spec.curve()
             box = bounding_box(curve, radius + 1, height, width)
             y0, y1, x0, x1 = box
-            layer = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.uint8)
-            _draw_line(layer, curve - (x0, y0), radius)
+            layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            if layer.size:  # a dislocation wholly outside the image touches nothing
+                _draw_line(layer, curve - (x0, y0), radius)
             if not np.any(layer & drawn[y0:y1, x0:x1]):
                 break
             if index == 0:
@@ -431,7 +431,6 @@ def _claim(occupancy: np.ndarray, candidate: list[DislocationSpec], gap: float) 
         if np.any(layer & occupancy[y0:y1, x0:x1]):
             return False
         drawn[y0:y1, x0:x1] |= layer
-        boxes.append(box)
     occupancy |= drawn
     return True
 

@@ -158,11 +158,11 @@ def place(points: np.ndarray, *, angle: float, origin: tuple[float, float]) -> n
 
 
 def bounding_box(curve: np.ndarray, margin: float, height: int, width: int) -> tuple[int, int, int, int]:
-    """Bounding box ``(y0, y1, x0, x1)`` of ``curve`` grown by ``margin``, clipped to the image."""
+    """Bounding box ``(y0, y1, x0, x1)`` of ``curve`` grown by ``margin``, clipped to the image (may be empty)."""
     x0 = max(int(np.floor(curve[:, 0].min() - margin)), 0)
-    x1 = min(int(np.ceil(curve[:, 0].max() + margin)) + 1, width)
+    x1 = max(min(int(np.ceil(curve[:, 0].max() + margin)) + 1, width), x0)
     y0 = max(int(np.floor(curve[:, 1].min() - margin)), 0)
-    y1 = min(int(np.ceil(curve[:, 1].max() + margin)) + 1, height)
+    y1 = max(min(int(np.ceil(curve[:, 1].max() + margin)) + 1, height), y0)
     return y0, y1, x0, x1
 
 
