@@ -169,6 +169,9 @@ class SlipTraceParams(_Model):
     width: Annotated[Range, _within(1.0, 20.0)] = (1.0, 3.0)
     segment_length: Annotated[Range, _within(1.0, 500.0)] = (5.0, 20.0)
     dark_probability: float = Field(0.6, ge=0.0, le=1.0)
+    # Brightness change of the slip band between the two traces (negative: darker), as
+    # in real images where the swept band differs from its surroundings; (0, 0) is off.
+    band: Annotated[Range, _within(-1.0, 1.0)] = (0.0, 0.0)
 
 
 class SpotParams(_Model):

@@ -62,7 +62,7 @@ _PRESETS: dict[str, dict] = {
             "vignetting_probability": 0.4,
             "gradient_probability": 0.4,
         },
-        "slip_traces": {"probability": 0.5},
+        "slip_traces": {"probability": 0.5, "band": (-0.04, 0.12)},
         "spots": {"count": (0, 12)},
         "grain_boundaries": {"count": (0, 1)},
         "background": {"mode": "perlin"},

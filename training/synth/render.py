@@ -88,7 +88,7 @@ def compose(scene: Scene, background: np.ndarray, *, offset=(0.0, 0.0), gain: fl
     shift = np.asarray(offset, dtype=float)
     for boundary in scene.grain_boundaries:
         _draw_boundary(image, boundary, shift)
-    for spot in scene.spots:
+    for spot in [*scene.slip_bands, *scene.spots]:
         vertices = np.asarray(spot.vertices) + shift
         y0, y1, x0, x1 = bounding_box(vertices, 2, height, width)
         if y1 > y0 and x1 > x0:

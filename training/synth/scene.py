@@ -104,8 +104,10 @@ class LineSpec(_Spec):
 
 
 class SpotSpec(_Spec):
+    """A filled polygon: a spot, or the band between two slip traces."""
+
     vertices: list[Point]
-    contrast: float
+    contrast: float  # > 0 darkens, < 0 brightens
 
 
 class BoundarySpec(_Spec):
@@ -137,6 +139,7 @@ class Scene(_Spec):
     grain_boundaries: list[BoundarySpec] = []
     spots: list[SpotSpec] = []
     slip_traces: list[LineSpec] = []
+    slip_bands: list[SpotSpec] = []
     pileups: list[PileupSpec] = []
     dislocations: list[DislocationSpec] = []
     finish: FinishSpec
@@ -189,7 +192,7 @@ def sample_scene(config: SynthConfig, seed: int, *, backgrounds: str | Path | No
     boundaries = _sample_boundaries(config, rng)
     spots = _sample_spots(config, rng)
     pileups, dislocations = _sample_pileups(config, rng)
-    traces = _sample_slip_traces(config, rng, pileups, dislocations)
+    traces, bands = _sample_slip_traces(config, rng, pileups, dislocations)
     render = config.render
     finish = FinishSpec(
         blur=_u(rng, render.blur),
@@ -210,6 +213,7 @@ def sample_scene(config: SynthConfig, seed: int, *, backgrounds: str | Path | No
         grain_boundaries=boundaries,
         spots=spots,
         slip_traces=traces,
+        slip_bands=bands,
         pileups=pileups,
         dislocations=dislocations,
         finish=finish,
@@ -440,9 +444,9 @@ def _draw_line(canvas: np.ndarray, points: np.ndarray, radius: float) -> None:
     cv2.polylines(canvas, [np.round(points * 16).astype(np.int32)], False, 1, odd_thickness(width), cv2.LINE_8, shift=4)
 
 
-def _sample_slip_traces(config: SynthConfig, rng, pileups, dislocations) -> list[LineSpec]:
+def _sample_slip_traces(config: SynthConfig, rng, pileups, dislocations) -> tuple[list[LineSpec], list[SpotSpec]]:
     p = config.slip_traces
-    traces = []
+    traces, bands = [], []
     by_id = {d.id: d for d in dislocations}
     for pileup in pileups:
         if pileup.isolated or len(pileup.dislocations) < 2 or rng.random() >= p.probability:
@@ -460,4 +464,7 @@ def _sample_slip_traces(config: SynthConfig, rng, pileups, dislocations) -> list
                     seed=_seed(rng),
                 )
             )
-    return traces
+        if p.band != (0.0, 0.0):
+            corners = [first[0], last[0], last[-1], first[-1]]
+            bands.append(SpotSpec(vertices=[tuple(c.tolist()) for c in corners], contrast=-_u(rng, p.band)))
+    return traces, bands
