@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--video", action="store_true", help="write a synthetic video (video.mp4 + ground_truth.parquet)")
     synth.add_argument("--frames", type=int, default=100, help="video length in frames (default: 100)")
     synth.add_argument("--fps", type=float, default=15.0, help="video frame rate (default: 15)")
+    synth.add_argument("--labelme", action="store_true", help="also write labelme JSON beside each image (to correct in labelme)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     synth.add_argument("--resume", action="store_true", help="continue an interrupted run (images only)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,6 +104,7 @@ def _synth(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         progress=not args.quiet,
+        labelme=args.labelme,
     )
     print(f"wrote {args.n} images with ground truth to {args.out}")
     return 0

@@ -358,3 +358,16 @@ def test_cli_synth_writes_a_dataset_and_reports_errors(tmp_path):
     assert main(["synth", "--preset", "nope", "--out", str(tmp_path / "e")]) == 2
     assert main(["synth", "--backgrounds", str(tmp_path / "missing"), "--n", "1", "--out", str(tmp_path / "f")]) == 2
     assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
+
+
+def test_dataset_labelme_output_matches_the_centrelines(tmp_path):
+    from temtrack.sdk.labelme import read_labelme
+
+    out = write_dataset(tmp_path / "ds", small("sd2"), 2, seed=4, progress=False, labelme=True)
+    for index in range(2):
+        stored = read_sample(out, index)
+        annotation = read_labelme(out / "images" / f"{index:06d}.json")
+        assert annotation.image_path == f"{index:06d}.png"
+        assert annotation.group_ids == [int(i) for i in stored.ids]
+        for a, b in zip(annotation.centrelines, stored.centrelines):
+            np.testing.assert_allclose(a, b, atol=0.006)

@@ -87,8 +87,12 @@ def labels_of(sample: Sample, *, image: str, seed: int) -> dict:
     }
 
 
-def write_sample(root: Path, index: int, sample: Sample, *, seed: int) -> None:
-    """Write one sample's image, masks and labels under ``root`` (labels last)."""
+def write_sample(root: Path, index: int, sample: Sample, *, seed: int, labelme: bool = False) -> None:
+    """Write one sample's image, masks and labels under ``root`` (labels last).
+
+    With ``labelme``, the centrelines are also written as ``images/NNNNNN.json`` beside
+    the image, where labelme finds them (track ids as group ids).
+    """
     name = _name(index)
     ok, png = cv2.imencode(".png", to_uint8(sample.image))
     if not ok:
@@ -98,6 +102,17 @@ def write_sample(root: Path, index: int, sample: Sample, *, seed: int) -> None:
         root / "masks" / f"{name}.npz",
         _npz_bytes({"masks": sample.masks, "ids": sample.ids, "pileups": sample.pileups}),
     )
+    if labelme:
+        from temtrack.sdk.labelme import write_labelme
+
+        write_labelme(
+            root / "images" / f"{name}.json",
+            sample.centrelines,
+            image_shape=sample.image.shape,
+            image_path=f"{name}.png",
+            group_ids=[int(i) for i in sample.ids],
+            overwrite=True,
+        )
     labels = labels_of(sample, image=f"images/{name}.png", seed=seed)
     _write_atomic(root / "labels" / f"{name}.json", json.dumps(labels).encode())
 
@@ -108,11 +123,13 @@ class _Job:
     seed: int
     root: Path
     backgrounds: str | None
+    labelme: bool
 
     def __call__(self, index: int) -> int:
         seed = sample_seed(self.seed, index)
         scene = sample_scene(self.config, seed, backgrounds=self.backgrounds)
-        write_sample(self.root, index, render_scene(scene, backgrounds=self.backgrounds), seed=seed)
+        sample = render_scene(scene, backgrounds=self.backgrounds)
+        write_sample(self.root, index, sample, seed=seed, labelme=self.labelme)
         return index
 
 
@@ -127,6 +144,7 @@ def write_dataset(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    labelme: bool = False,
 ) -> Path:
     """Generate ``n`` samples of ``config`` into the folder ``out``.
 
@@ -148,6 +166,8 @@ def write_dataset(
         Continue an interrupted run from ``out.partial`` (same config and seed).
     progress : bool
         Show a progress bar on a terminal.
+    labelme : bool
+        Also write each image's centrelines as labelme JSON beside it.
     """
     out = Path(out)
     if not isinstance(n, int) or n < 1:
@@ -167,6 +187,7 @@ def write_dataset(
         "n": n,
         "size": list(config.size),
         "backgrounds": backgrounds,
+        "labelme": labelme,
         "config": config.model_dump(mode="json"),
     }
     partial = out.with_name(out.name + ".partial")
@@ -186,7 +207,7 @@ def write_dataset(
         _write_atomic(partial / "dataset.json", json.dumps(header, indent=2).encode())
 
     todo = [i for i in range(n) if i not in done]
-    job = _Job(config, int(seed), partial, backgrounds)
+    job = _Job(config, int(seed), partial, backgrounds, labelme)
     bar = _progress(total=n, initial=n - len(todo), enabled=progress, desc=f"synth {config.name}")
     try:
         if workers == 1:
