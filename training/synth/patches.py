@@ -12,15 +12,17 @@ Sources (each optional, at least one needed):
 - ``twip-8.4um/labeled``: frames with hand-labelled dislocations and slip traces.
   The labels, dilated by :data:`FORBIDDEN_MARGIN` px, give a forbidden mask; windows
   with no forbidden pixel are found with an integral image. The authors labelled only
-  the moving dislocations, so among the free windows those with the fewest dark
-  line-like structures (a Hessian ridge measure) and the lowest variance are preferred.
-  These frames are dense: windows of ``size`` px rarely fit, so the crop side shrinks
-  (down to ``size // 2``) until some do.
+  the moving dislocations, so strong unlabelled dark lines (:func:`dark_line_mask`) are
+  forbidden too, windows with more than :data:`TWIP_MAX_LINE_FRACTION` line-like
+  pixels are rejected, and the rest are ranked by line-likeness and variance. These
+  frames are dense with dislocations: only a dark region at the top right of the later
+  frames qualifies, so this source gives few patches, of ``size * 5 // 8`` px or less.
 - ``dislocation-samples``: unlabelled; the crop boxes of :data:`SAMPLE_BOXES` were
   picked by eye.
-- ``fecral-loops/video.mp4``: a few frames decoded with PyAV; crops avoid the burnt-in
-  scale bar and text at the bottom (and the mouse cursor of the first frames). Its dark
-  dots (dislocation loops) are kept as background texture.
+- ``fecral-loops/video.mp4``: the frames :data:`FECRAL_FRAMES` decoded with PyAV; crops
+  avoid the burnt-in scale bar and text at the bottom and a decorated dislocation line
+  (:data:`FECRAL_AVOID`, found by eye). Its dark dots (dislocation loops) are kept as
+  background texture; the flattest, least line-like windows are taken.
 
 Patches are 8-bit grayscale PNGs ``<source>_<index>.png`` (source ``twip``, ``samples``
 or ``fecral``) with a ``patches.json`` provenance file (source file, frame, box).
@@ -46,12 +48,16 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "FECRAL_AVOID",
     "FECRAL_FRAMES",
     "FORBIDDEN_MARGIN",
     "SAMPLE_BOXES",
     "PatchSource",
+    "dark_line_mask",
+    "line_map",
     "make_patch_folder",
     "main",
+    "twip_forbidden",
 ]
 
 #: Default location of the real data, relative to the repository root.
@@ -66,8 +72,9 @@ FORBIDDEN_MARGIN = 15
 
 #: How many labelled twip frames are used (spread over the video; neighbouring frames
 #: are nearly identical) and how many crops each gives at most.
-TWIP_FRAME_COUNT = 6
+TWIP_FRAME_COUNT = 12
 TWIP_CROPS_PER_FRAME = 3
+TWIP_MIN_FRAME_GAP = 60
 
 # Crop boxes (x, y, w, h) of dislocation-samples/sampleN.png (512 x 512) that hold no
 # dislocation. PICKED BY EYE on the images: they stay clear of the pile-ups and of the
@@ -84,9 +91,13 @@ SAMPLE_BOXES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
 #: neighbours show a mouse cursor at the top left; the magnification changes during the
 #: video, so frames are spread over all of it.
 FECRAL_FRAMES = (150, 350, 550, 750, 950, 1150)
-FECRAL_CROPS_PER_FRAME = 2
-#: Rows at and below this one hold the scale bar and the dose text (1120 x 710 frames).
+FECRAL_CROPS_PER_FRAME = 3
+#: Rows at and below this one hold the scale bar and the dose text (1120 x 710 frames;
+#: found by looking at frames 0, 300, 600, 1150).
 FECRAL_TEXT_TOP = 600
+#: Boxes (x, y, w, h) no fecral crop may touch, PICKED BY EYE: a long dislocation line
+#: decorated with loops runs from about (550, 200) to (800, 430) through the whole video.
+FECRAL_AVOID: tuple[tuple[int, int, int, int], ...] = ((520, 170, 300, 280),)
 
 
 @dataclass(frozen=True)
@@ -102,17 +113,19 @@ class PatchSource:
 
 # --- scoring -----------------------------------------------------------------------
 
+#: Ridge strength (relative contrast units, see :func:`line_map`) above which a pixel
+#: counts as part of a dark line.
+LINE_THRESHOLD = 0.2
+#: Threshold and smallest extent (bounding-box diagonal, px) of the ridge components
+#: that :func:`dark_line_mask` reports as long dark lines.
+LONG_LINE_THRESHOLD = 0.35
+LONG_LINE_LENGTH = 40
+#: A twip crop is kept only when at most this share of its pixels is line-like.
+TWIP_MAX_LINE_FRACTION = 0.012
 
-def line_map(image: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """Dark line-likeness per pixel: Hessian ridge strength where one curvature dominates.
 
-    The image is normalised by its 1-99 percentile range, so the values are comparable
-    across frames of one source. Round dark dots (both curvatures large) score low.
-    """
-    img = image.astype(np.float32)
-    low, high = np.percentile(img, (1, 99))
-    img = ((img - np.float32(low)) / np.float32(max(float(high - low), 1e-6))).astype(np.float32)
-    smooth = cv2.GaussianBlur(img, (0, 0), sigma)
+def _ridge(relative: np.ndarray, sigma: float) -> np.ndarray:
+    smooth = cv2.GaussianBlur(relative, (0, 0), sigma)
     dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3)
     dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3)
     dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3)
@@ -123,26 +136,69 @@ def line_map(image: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return np.clip(big - np.abs(small), 0.0, None) * np.float32(sigma**2)
 
 
+def line_map(image: np.ndarray) -> np.ndarray:
+    """Dark line-likeness per pixel (float32, >= 0).
+
+    Hessian ridge strength at two scales (sigma 1.5 and 3 px) of the image divided by
+    its local mean (bright-field contrast is multiplicative, so faint lines in dark
+    regions count as much as in bright ones). Round dark dots, where both curvatures are
+    large, score low.
+    """
+    img = image.astype(np.float32) + np.float32(1.0)
+    relative = img / cv2.GaussianBlur(img, (0, 0), 20.0) - np.float32(1.0)
+    return np.maximum(_ridge(relative, 1.5), _ridge(relative, 3.0))
+
+
+def dark_line_mask(image: np.ndarray, lines: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of long dark line-like structures (bool): unlabelled dislocations, traces.
+
+    Connected components of ``line_map > LONG_LINE_THRESHOLD`` whose bounding box has a
+    diagonal of at least :data:`LONG_LINE_LENGTH` px. Catches the strong lines; faint or
+    dotted ones can escape it, which is why crops are also ranked by line-likeness.
+    """
+    lines = line_map(image) if lines is None else lines
+    binary = (lines > LONG_LINE_THRESHOLD).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    keep = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]) >= LONG_LINE_LENGTH
+    keep[0] = False
+    return keep[labels]
+
+
 def _window_sums(values: np.ndarray, h: int, w: int) -> np.ndarray:
     """Sum of ``values`` over every ``h x w`` window; entry [y, x] is the window at (x, y)."""
     integral = cv2.integral(values.astype(np.float64))
     return integral[h:, w:] - integral[:-h, w:] - integral[h:, :-w] + integral[:-h, :-w]
 
 
-def _window_scores(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Score of every window (lower is better): mean line-likeness plus a variance term."""
+def _window_stats(image: np.ndarray, lines: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: (share of line-like pixels, score to minimise).
+
+    The score adds the line share (scaled to its median over windows) and half the
+    relative standard deviation (scaled likewise): few lines first, then low variance.
+    """
     img = image.astype(np.float64) / 255.0
-    lines = _window_sums(line_map(image), h, w) / (h * w)
+    fraction = _window_sums(lines > LINE_THRESHOLD, h, w) / (h * w)
     mean = _window_sums(img, h, w) / (h * w)
     var = np.clip(_window_sums(img * img, h, w) / (h * w) - mean**2, 0.0, None)
-    return lines / max(float(np.median(lines)), 1e-9) + 0.5 * np.sqrt(var) / max(float(np.median(np.sqrt(var))), 1e-9)
+    spread = np.sqrt(var) / np.maximum(mean, 1e-3)
+    score = fraction / max(float(np.median(fraction)), 1e-4) + 0.5 * spread / max(float(np.median(spread)), 1e-6)
+    return fraction, score
 
 
 def _pick_windows(
-    scores: np.ndarray, valid: np.ndarray, h: int, w: int, count: int, *, max_overlap: float = 0.2, stride: int = 4
+    scores: np.ndarray,
+    valid: np.ndarray,
+    h: int,
+    w: int,
+    count: int,
+    *,
+    max_overlap: float = 0.2,
+    taken: list[tuple[int, int, int, int]] = (),
+    stride: int = 4,
 ) -> list[tuple[int, int, int, int]]:
-    """Greedily take up to ``count`` valid windows with the lowest scores that overlap
-    each earlier choice by at most ``max_overlap`` of their area."""
+    """Greedily take up to ``count`` valid windows with the lowest scores, each
+    overlapping earlier choices (and the boxes ``taken``) by at most ``max_overlap`` of
+    its area."""
     ys, xs = np.nonzero(valid[::stride, ::stride])
     ys, xs = ys * stride, xs * stride
     order = np.argsort(scores[ys, xs], kind="stable")
@@ -150,8 +206,8 @@ def _pick_windows(
     for index in order:
         x, y = int(xs[index]), int(ys[index])
         if all(
-            max(0, min(x + w, cx + w) - max(x, cx)) * max(0, min(y + h, cy + h) - max(y, cy)) <= max_overlap * w * h
-            for cx, cy, _, _ in chosen
+            max(0, min(x + w, cx + cw) - max(x, cx)) * max(0, min(y + h, cy + ch) - max(y, cy)) <= max_overlap * w * h
+            for cx, cy, cw, ch in (*taken, *chosen)
         ):
             chosen.append((x, y, w, h))
             if len(chosen) == count:
@@ -187,40 +243,53 @@ def _twip_frames(labeled: Path) -> list[int]:
 
 def twip_forbidden(labeled: Path, frame: int, margin: int = FORBIDDEN_MARGIN) -> np.ndarray:
     """Labelled dislocations and slip traces of a twip frame, dilated by ``margin`` px (bool)."""
-    shape = None
     forbidden = None
     for suffix in ("dislocations", "slip_traces"):
         path = labeled / f"frame{frame:03d}_{suffix}.png"
         if not path.is_file():
             continue
         label = _read_gray(path) > 0
-        shape = label.shape
         forbidden = label if forbidden is None else forbidden | label
     if forbidden is None:
         raise FileNotFoundError(f"no label image for frame {frame:03d} in {labeled}")
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-    assert shape is not None
     return cv2.dilate(forbidden.astype(np.uint8), kernel) > 0
 
 
 def _twip_crops(root: Path, size: int) -> list[tuple[np.ndarray, PatchSource]]:
     labeled = root / "twip-8.4um" / "labeled"
     out = []
+    # Boxes of earlier frames: nearby frames are nearly identical, so a region is taken
+    # again only from a frame at least TWIP_MIN_FRAME_GAP frames later.
+    history: list[tuple[int, tuple[int, int, int, int]]] = []
     for frame in _twip_frames(labeled):
+        taken = [box for when, box in history if frame - when < TWIP_MIN_FRAME_GAP]
         image = _read_gray(labeled / f"frame{frame:03d}.png")
         forbidden = twip_forbidden(labeled, frame)
         if forbidden.shape != image.shape:
             raise ValueError(f"label and frame {frame:03d} of {labeled} differ in size")
-        boxes = []
+        lines = line_map(image)
+        # Unlabelled strong lines are forbidden too (the authors labelled moving ones only).
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (17, 17))
+        forbidden = forbidden | (cv2.dilate(dark_line_mask(image, lines).astype(np.uint8), kernel) > 0)
+        boxes: list[tuple[int, int, int, int]] = []
         for side in (size, size * 3 // 4, size * 5 // 8, size // 2):
             h, w = min(side, image.shape[0]), min(side, image.shape[1])
-            valid = _window_sums(forbidden.astype(np.float64), h, w) < 0.5
+            valid = _window_sums(forbidden, h, w) < 0.5
+            if not valid.any():
+                continue
+            fraction, score = _window_stats(image, lines, h, w)
+            valid &= fraction <= TWIP_MAX_LINE_FRACTION
             if valid.any():
-                boxes = _pick_windows(_window_scores(image, h, w), valid, h, w, TWIP_CROPS_PER_FRAME)
+                boxes += _pick_windows(
+                    score, valid, h, w, TWIP_CROPS_PER_FRAME - len(boxes), max_overlap=0.3, taken=taken + boxes
+                )
+            if len(boxes) >= TWIP_CROPS_PER_FRAME:
                 break
-        for x, y, w, h in boxes:
-            source = f"twip-8.4um/labeled/frame{frame:03d}.png"
-            out.append((image[y : y + h, x : x + w], PatchSource(source, frame, (x, y, w, h))))
+        history.extend((frame, box) for box in boxes)
+        source = f"twip-8.4um/labeled/frame{frame:03d}.png"
+        for x, y, bw, bh in boxes:
+            out.append((image[y : y + bh, x : x + bw], PatchSource(source, frame, (x, y, bw, bh))))
     return out
 
 
@@ -259,8 +328,13 @@ def _fecral_crops(root: Path, size: int) -> list[tuple[np.ndarray, PatchSource]]
     for index, image in sorted(frames.items()):
         usable = image[: min(FECRAL_TEXT_TOP, image.shape[0])]
         h, w = min(size, usable.shape[0]), min(size, usable.shape[1])
-        valid = np.ones((usable.shape[0] - h + 1, usable.shape[1] - w + 1), bool)
-        boxes = _pick_windows(_window_scores(usable, h, w), valid, h, w, FECRAL_CROPS_PER_FRAME, max_overlap=0.0)
+        avoid = np.zeros(usable.shape, bool)
+        for x, y, bw, bh in FECRAL_AVOID:
+            avoid[y : y + bh, x : x + bw] = True
+        valid = _window_sums(avoid, h, w) < 0.5
+        lines = line_map(usable)
+        _, score = _window_stats(usable, lines, h, w)
+        boxes = _pick_windows(score, valid, h, w, FECRAL_CROPS_PER_FRAME, max_overlap=0.0)
         for x, y, bw, bh in boxes:
             out.append((usable[y : y + bh, x : x + bw], PatchSource("fecral-loops/video.mp4", index, (x, y, bw, bh))))
     return out

@@ -252,9 +252,10 @@ def _sample_background(config: SynthConfig, rng, folder) -> PerlinSpec | Patches
         rot90 = int(rng.integers(4)) if params.patches.rotate else 0
         # A quarter turn swaps the crop's sides; crop what becomes (height, width) after it.
         out_h, out_w = (width, height) if rot90 % 2 else (height, width)
-        zoom = _u(rng, params.patches.zoom)
-        fit = min(image.shape[0] / out_h, image.shape[1] / out_w, 1.0 / zoom)
-        crop_h, crop_w = max(int(out_h * fit * zoom), 8), max(int(out_w * fit * zoom), 8)
+        # zoom > 1 magnifies (a smaller crop); a patch smaller than the crop is used whole.
+        scale = min(1.0 / _u(rng, params.patches.zoom), image.shape[0] / out_h, image.shape[1] / out_w)
+        crop_h = min(max(int(out_h * scale), 8), image.shape[0])
+        crop_w = min(max(int(out_w * scale), 8), image.shape[1])
         y = int(rng.integers(0, image.shape[0] - crop_h + 1))
         x = int(rng.integers(0, image.shape[1] - crop_w + 1))
         patches.append(
