@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "generate_sample": "temtrack.training.synth",
-    "generate_video": "temtrack.training.synth",
+    "iter_video": "temtrack.training.synth",
+    "write_video": "temtrack.training.synth",
     "get_preset": "temtrack.training.synth",
 }
 

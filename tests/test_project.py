@@ -25,3 +25,10 @@ def test_sdk_and_tracker_never_import_torch():
     for folder in ("sdk", "tracker"):
         for path in (ROOT / folder).rglob("*.py"):
             assert not re.search(r"^\s*(import|from)\s+torch", path.read_text(), re.M), path
+
+
+def test_top_level_names_resolve():
+    import temtrack
+
+    for name in temtrack.__all__:
+        assert getattr(temtrack, name) is not None, name

@@ -17,6 +17,7 @@ from .config import ConfigError, SynthConfig, load_config, validate_config
 from .presets import get_preset, preset_names
 from .render import Sample, render_scene
 from .scene import Scene, SceneError, sample_scene
+from .video import VideoFrame, VideoSettings, iter_video, write_video
 
 __all__ = [
     "ConfigError",
@@ -32,6 +33,10 @@ __all__ = [
     "resolve_config",
     "sample_scene",
     "validate_config",
+    "VideoFrame",
+    "VideoSettings",
+    "iter_video",
+    "write_video",
 ]
 
 
