@@ -351,6 +351,9 @@ def write_video(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    partial.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
     try:
         frames = iter_video(config, seed, settings, backgrounds=backgrounds)
         quiet = not (progress and getattr(sys.stderr, "isatty", lambda: False)())
