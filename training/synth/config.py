@@ -151,7 +151,7 @@ class RenderParams(_Model):
     gray_factor: Annotated[Range, _within(0.0, 1.0)] = (0.1, 0.4)
     thickness: Annotated[Range, _within(1.0, 30.0)] = (1.5, 3.5)
     thickness_variation: Annotated[Range, _within(0.0, 10.0)] = (0.0, 0.5)
-    segment_length: Annotated[Range, _within(1.0, 500.0)] = (4.0, 12.0)
+    segment_length: Annotated[Range, _within(1.0, 500.0)] = (6.0, 18.0)
     blur: Annotated[Range, _within(0.0, 10.0)] = (0.5, 1.2)
     noise: Annotated[Range, _within(0.0, 1.0)] = (0.0, 0.02)
     dark_field_probability: float = Field(0.0, ge=0.0, le=1.0)

@@ -152,7 +152,8 @@ def _draw_dislocation(darkening: np.ndarray, spec: DislocationSpec, curve: np.nd
     rng = np.random.default_rng(spec.seed)
     # OpenCV's cost grows with the vertices of a thick polyline; ~2 px chords keep the
     # drawn line within 0.05 px of the spline for curvature radii above 10 px.
-    pieces = [piece[np.unique(np.r_[0 : len(piece) : 5, len(piece) - 1])] for piece in _segments(curve, spec.segment_length)]
+    coarse = curve[np.append(np.arange(0, len(curve) - 1, 5), len(curve) - 1)]
+    pieces = _segments(coarse, spec.segment_length)
     thickness = np.maximum(
         spec.thickness + rng.uniform(-1.0, 1.0, len(pieces)) * spec.thickness_variation, 1.0
     )
