@@ -201,10 +201,10 @@ def patch_background(
     never silently regenerated from different data.
     """
     folder = Path(folder)
+    known = {f.name: f.sha1 for f in list_patch_folder(folder)}
     layers = []
     for patch in patches:
         path = folder / patch["file"]
-        known = {f.name: f.sha1 for f in list_patch_folder(folder)}
         if known.get(patch["file"]) != patch["sha1"]:
             raise BackgroundError(
                 f"background image {path} is missing or differs from the one recorded "
