@@ -36,16 +36,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from temtrack.sdk.outputs import new_partial_folder, publish_folder
 
 __all__ = [
     "FECRAL_AVOID",
@@ -415,7 +415,7 @@ def make_patch_folder(
         raise FileNotFoundError(f"the real data in {root} gave no background patch")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = new_partial_folder(out_dir)
     try:
         records = []
         counters: dict[str, int] = {}
@@ -459,19 +459,9 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
 
 
 def _replace(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        _check_target(out_dir, overwrite)
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        old.rmdir()
-        os.replace(out_dir, old)
-        try:
-            os.replace(tmp, out_dir)
-        except BaseException:
-            os.replace(old, out_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    # Checked again at the end: the folder may have appeared while the crops were cut.
+    _check_target(out_dir, overwrite)
+    publish_folder(tmp, out_dir, overwrite=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from temtrack.sdk.outputs import publish_folder
 
 from .config import SynthConfig, validate_config
 from .render import Sample, render_scene
@@ -222,10 +223,7 @@ def write_dataset(
                     bar.update()
     finally:
         bar.close()
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
-    return out
+    return publish_folder(partial, out, overwrite=overwrite)
 
 
 def _generator() -> str:

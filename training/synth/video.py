@@ -15,10 +15,8 @@ pyarrow are imported only by :func:`write_video`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +25,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from temtrack.sdk.outputs import new_partial_folder, publish_folder
 
 from .config import Positive, SynthConfig
 from .render import compose, render_background
@@ -349,11 +349,7 @@ def write_video(
         "settings": settings.model_dump(mode="json"),
         "version": __version__,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    partial.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
+    partial = new_partial_folder(path)
     try:
         frames = iter_video(config, seed, settings, backgrounds=backgrounds)
         quiet = not (progress and getattr(sys.stderr, "isatty", lambda: False)())
@@ -361,7 +357,7 @@ def write_video(
             scene = _write_streams(partial, bar, meta, settings, (height, width))
         document = {**meta, "frames": settings.frames, "fps": settings.fps, "scene": scene.model_dump(mode="json")}
         (partial / "video.json").write_text(json.dumps(document, indent=2))
-        _publish(partial, path, overwrite)
+        publish_folder(partial, path, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -409,21 +405,3 @@ def _write_streams(folder: Path, frames, meta: dict, settings: VideoSettings, si
                 rows = {name: [] for name in schema.names}
         container.mux(stream.encode(None))  # flush the encoder's delayed frames
     return first
-
-
-def _publish(partial: Path, path: Path, overwrite: bool) -> None:
-    """Rename the complete ``partial`` folder to ``path``, replacing an old one only now."""
-    if not path.exists() and not path.is_symlink():
-        os.rename(partial, path)
-        return
-    if not overwrite:
-        raise FileExistsError(f"output {path} already exists; pass overwrite=True to replace it")
-    old = Path(tempfile.mkdtemp(prefix=f"{path.name}.", suffix=".old", dir=path.parent))
-    os.rename(path, old / path.name)
-    try:
-        os.rename(partial, path)
-    except BaseException:
-        os.rename(old / path.name, path)  # put the previous output back
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
