@@ -1,0 +1,719 @@
+"""From N mask probabilities per frame to dislocations as splines.
+
+The model predicts N masks per frame, ideally one dislocation per mask. This module
+follows Govind's thesis (section 3.4.3) and paper (sections 6.3-6.4): threshold at 0.5,
+8-connected components, a size filter, Lee skeletonization, a smoothing spline through
+the centreline and ``n`` equally spaced points; masks whose Dice loss is below 0.5 hold
+the same dislocation. On top of that:
+
+- the centreline is the longest path through the skeleton graph (scipy's csgraph), so
+  spurs are pruned; branches longer than ``spur_length`` are further dislocations in
+  the same mask, flagged and split, with the four arms at a crossing paired by
+  straightness;
+- pieces of one dislocation (in one mask or split across two) whose ends meet in line
+  are joined, and a piece lying inside a larger one is dropped, so nothing is counted
+  twice;
+- everything works on bounding-box crops: an empty mask costs one threshold pass and
+  one bounding-box scan.
+
+Pure numpy/OpenCV/scikit-image/scipy; no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse import csgraph
+
+from .geometry import DEFAULT_SIGMA, Spline, fit_spline
+
+__all__ = [
+    "Dislocation",
+    "FrameDislocations",
+    "MaskSummary",
+    "Merge",
+    "PostprocessSettings",
+    "binarize",
+    "extract_dislocations",
+]
+
+_SQRT2 = math.sqrt(2.0)
+# Arm direction at a junction: from the junction to the point this far along the arm.
+_ARM_PX = 8.0
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """Tuning of mask-to-spline post-processing (all lengths in pixels).
+
+    Attributes
+    ----------
+    threshold : float
+        Probabilities above it are dislocation (thesis: 0.5). Ignored for uint8/bool masks,
+        where any nonzero pixel is dislocation.
+    min_pixels : int
+        8-connected components with fewer pixels are noise and dropped.
+    spur_length : float
+        Skeleton branches shorter than this are spurs (pruned); longer ones are further
+        dislocations in the same mask.
+    n_points : int
+        Equally spaced points per dislocation (paper: 50).
+    sigma : float
+        Smoothing of the spline: the expected deviation of skeleton pixels from the
+        true line.
+    duplicate_dice : float
+        Two pieces with a Dice score above it (Dice loss below ``1 - duplicate_dice``;
+        paper 6.3: loss < 0.5) hold the same dislocation; one is kept.
+    contained : float
+        A piece with at least this fraction of its pixels inside a larger piece is part
+        of it and dropped.
+    join_distance, join_angle : float
+        Open pieces whose ends are at most ``join_distance`` apart and whose directions
+        there differ by at most ``join_angle`` degrees are one dislocation, joined.
+    """
+
+    threshold: float = 0.5
+    min_pixels: int = 20
+    spur_length: float = 10.0
+    n_points: int = 50
+    sigma: float = DEFAULT_SIGMA
+    duplicate_dice: float = 0.5
+    contained: float = 0.8
+    join_distance: float = 5.0
+    join_angle: float = 30.0
+
+    def __post_init__(self):
+        checks = {
+            "threshold": 0.0 <= self.threshold < 1.0,
+            "min_pixels": isinstance(self.min_pixels, (int, np.integer)) and self.min_pixels >= 1,
+            "spur_length": self.spur_length >= 0,
+            "n_points": isinstance(self.n_points, (int, np.integer)) and self.n_points >= 2,
+            "sigma": self.sigma >= 0,
+            "duplicate_dice": 0.0 < self.duplicate_dice <= 1.0,
+            "contained": 0.0 < self.contained <= 1.0,
+            "join_distance": self.join_distance >= 0,
+            "join_angle": 0.0 <= self.join_angle <= 180.0,
+        }
+        allowed = {
+            "threshold": "in [0, 1)",
+            "min_pixels": "an integer >= 1",
+            "spur_length": ">= 0 px",
+            "n_points": "an integer >= 2",
+            "sigma": ">= 0 px",
+            "duplicate_dice": "in (0, 1]",
+            "contained": "in (0, 1]",
+            "join_distance": ">= 0 px",
+            "join_angle": "in [0, 180] degrees",
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"PostprocessSettings.{name} must be {allowed[name]}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Dislocation:
+    """One dislocation found in a frame.
+
+    Attributes
+    ----------
+    points : (n, 2) ndarray of float64
+        ``(x, y)`` in pixels, equally spaced along the spline from one end to the other
+        (for a closed loop the last point repeats the first).
+    length : float
+        Arc length of the spline in pixels.
+    mean_curvature, max_curvature : float
+        Unsigned curvature along the spline, in 1/px.
+    closed : bool
+        A closed loop.
+    mask_index : int
+        The mask it came from (for joined pieces, the first one's).
+    part : int
+        Which piece of that mask (0 unless the mask held several dislocations).
+    score : float
+        Mean probability over its pixels (1.0 for binary masks).
+    n_pixels : int
+        Mask pixels assigned to it.
+    centreline : (m, 2) ndarray of float64
+        The ordered skeleton pixels the spline was fitted to.
+    box : (y0, y1, x0, x1)
+        Bounding box of ``pixels`` in the frame.
+    pixels : (y1 - y0, x1 - x0) ndarray of bool
+        Its mask pixels within ``box``.
+    """
+
+    points: np.ndarray
+    length: float
+    mean_curvature: float
+    max_curvature: float
+    closed: bool
+    mask_index: int
+    part: int
+    score: float
+    n_pixels: int
+    centreline: np.ndarray = field(repr=False)
+    box: tuple = field(repr=False)
+    pixels: np.ndarray = field(repr=False)
+
+    @property
+    def start(self) -> np.ndarray:
+        return self.points[0]
+
+    @property
+    def end(self) -> np.ndarray:
+        return self.points[-1]
+
+    @property
+    def centroid(self) -> np.ndarray:
+        """Mean of the equally spaced points: the centre of the line, not of its pixels."""
+        points = self.points[:-1] if self.closed else self.points
+        return points.mean(axis=0)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.mask_index, self.part)
+
+
+@dataclass(frozen=True)
+class MaskSummary:
+    """What one input mask held.
+
+    ``multiple`` is True when it held more than one dislocation (several large
+    components or a skeleton with more than one long branch) after pieces of one
+    dislocation were joined; the thesis' metric scores such a mask 0.
+    """
+
+    index: int
+    n_pixels: int
+    n_components: int
+    n_dislocations: int
+    multiple: bool
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A piece that was merged into another: ``dropped`` and ``kept`` are (mask, part).
+
+    ``reason`` is ``"duplicate"`` (Dice above ``duplicate_dice``), ``"contained"`` (the
+    piece lies inside the kept one) or ``"joined"`` (end to end, now one dislocation).
+    """
+
+    kept: tuple[int, int]
+    dropped: tuple[int, int]
+    reason: str
+    dice: float
+
+
+@dataclass(frozen=True)
+class FrameDislocations:
+    """The dislocations of one frame.
+
+    Attributes
+    ----------
+    dislocations : tuple of Dislocation
+        The final dislocations, duplicates merged, each once.
+    candidates : tuple of Dislocation
+        Every piece found per mask before merging across masks (what the thesis'
+        metric scores).
+    masks : tuple of MaskSummary
+        One per input mask, in order.
+    merges : tuple of Merge
+        How candidates became dislocations.
+    shape : (H, W)
+    settings : PostprocessSettings
+    """
+
+    dislocations: tuple
+    candidates: tuple
+    masks: tuple
+    merges: tuple
+    shape: tuple
+    settings: PostprocessSettings
+
+
+def _check_masks(masks) -> np.ndarray:
+    if not isinstance(masks, np.ndarray):
+        raise TypeError(f"masks must be a numpy array of shape (N, H, W), got {type(masks).__name__}")
+    if masks.ndim != 3:
+        raise ValueError(f"masks must have shape (N, H, W), got {masks.ndim}-D shape {masks.shape}")
+    if masks.dtype != bool and masks.dtype != np.uint8 and not np.issubdtype(masks.dtype, np.floating):
+        raise TypeError(f"masks must be float probabilities in [0, 1], uint8 or bool; got dtype {masks.dtype}")
+    if np.issubdtype(masks.dtype, np.floating) and masks.size:
+        low, high = float(masks.min()), float(masks.max())  # NaN propagates into both
+        if math.isnan(low) or math.isnan(high):
+            raise ValueError("masks hold NaN values; expected probabilities in [0, 1]")
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"mask probabilities must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    return masks
+
+
+def binarize(masks: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
+    """Binary masks ``(N, H, W)`` of bool: probabilities above ``threshold``, or nonzero uint8/bool."""
+    masks = _check_masks(masks)
+    if np.issubdtype(masks.dtype, np.floating):
+        return masks > threshold
+    return masks.astype(bool, copy=False) if masks.dtype == bool else masks != 0
+
+
+def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | None = None) -> FrameDislocations:
+    """Turn one frame's N masks into dislocations as splines.
+
+    Parameters
+    ----------
+    masks : (N, H, W) ndarray
+        Mask probabilities (float, in [0, 1]) or thresholded masks (uint8 or bool,
+        nonzero = dislocation). Not modified.
+    settings : PostprocessSettings, optional
+        Thresholds and lengths; the defaults follow the thesis.
+
+    Returns
+    -------
+    FrameDislocations
+
+    Examples
+    --------
+    >>> import cv2, numpy as np
+    >>> masks = np.zeros((2, 64, 64), np.uint8)
+    >>> _ = cv2.line(masks[0], (5, 10), (55, 10), 1, 3)
+    >>> frame = extract_dislocations(masks)
+    >>> len(frame.dislocations), round(frame.dislocations[0].length)
+    (1, 50)
+    """
+    settings = settings or PostprocessSettings()
+    binary = binarize(masks, threshold=settings.threshold)
+    probabilities = masks if np.issubdtype(masks.dtype, np.floating) else None
+    summaries, candidates, merges = [], [], []
+    for index in range(binary.shape[0]):
+        pieces, summary, joins = _mask_pieces(binary[index], probabilities, index, settings)
+        summaries.append(summary)
+        candidates.extend(pieces)
+        merges.extend(joins)
+    final, cross = _merge_across_masks(candidates, settings)
+    return FrameDislocations(
+        dislocations=tuple(final),
+        candidates=tuple(candidates),
+        masks=tuple(summaries),
+        merges=tuple(merges + cross),
+        shape=tuple(binary.shape[1:]),
+        settings=settings,
+    )
+
+
+# --- one mask -----------------------------------------------------------------------
+
+
+def _mask_pieces(binary: np.ndarray, probabilities, index: int, settings: PostprocessSettings):
+    x, y, w, h = cv2.boundingRect(binary.view(np.uint8))
+    if w == 0:
+        return [], MaskSummary(index, 0, 0, 0, False), []
+    crop = binary[y : y + h, x : x + w].view(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    pieces = []
+    n_components = 0
+    for label in range(1, count):
+        cx, cy, cw, ch, area = stats[label]
+        if area < settings.min_pixels:
+            continue
+        n_components += 1
+        # The component with a 1 px empty border: thinning, the distance transform and
+        # the neighbour lookups of the pixel graph then need no bounds checks.
+        component = np.zeros((ch + 2, cw + 2), bool)
+        inner = labels[cy : cy + ch, cx : cx + cw] == label
+        component[1:-1, 1:-1] = inner
+        origin = (y + cy - 1, x + cx - 1)
+        score = 1.0
+        if probabilities is not None:
+            score = float(probabilities[index, y + cy : y + cy + ch, x + cx : x + cx + cw][inner].mean())
+        paths = _component_paths(component, settings.spur_length)
+        if paths:
+            paths = _extend_ends(paths, component, origin, binary.shape)
+        for path, closed in paths:
+            pieces.append((path, closed, component, origin, score, len(paths) == 1))
+    dislocations = [
+        _make_dislocation(path, closed, component, origin, score, index, part, settings, single=single)
+        for part, (path, closed, component, origin, score, single) in enumerate(pieces)
+    ]
+    dislocations, joins = _join_pieces(dislocations, settings)
+    summary = MaskSummary(index, int(binary[y : y + h, x : x + w].sum()), n_components, len(dislocations), len(dislocations) > 1)
+    return dislocations, summary, joins
+
+
+def _make_dislocation(path, closed, component, origin, score, index, part, settings, *, single: bool) -> Dislocation:
+    """A Dislocation from a skeleton path (component-local (row, col) pixels)."""
+    centreline = np.column_stack([path[:, 1] + origin[1], path[:, 0] + origin[0]]).astype(float)
+    spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma, closed=closed)
+    if single:
+        pixels = component
+    else:
+        # A component holding several dislocations: each gets the pixels near its path.
+        width = max(3, 2 * int(round(component.sum() / max(_path_length(path), 1.0) / 2)) + 1)
+        drawn = np.zeros(component.shape, np.uint8)
+        cv2.polylines(drawn, [np.round(path[:, ::-1]).astype(np.int32).reshape(-1, 1, 2)], closed, 1, width)
+        pixels = component & drawn.astype(bool)
+    return _dislocation(spline, index, part, score, centreline, origin, pixels)
+
+
+def _dislocation(spline: Spline, index, part, score, centreline, origin, pixels) -> Dislocation:
+    rows, cols = np.nonzero(pixels)
+    if len(rows) == 0:
+        box, pixels = (origin[0], origin[0], origin[1], origin[1]), pixels[:0, :0]
+    else:
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        box = (origin[0] + r0, origin[0] + r1, origin[1] + c0, origin[1] + c1)
+        pixels = pixels[r0:r1, c0:c1]
+    return Dislocation(
+        points=spline.points,
+        length=spline.length,
+        mean_curvature=spline.mean_curvature,
+        max_curvature=spline.max_curvature,
+        closed=spline.closed,
+        mask_index=index,
+        part=part,
+        score=score,
+        n_pixels=int(pixels.sum()),
+        centreline=centreline,
+        box=tuple(int(v) for v in box),
+        pixels=pixels,
+    )
+
+
+def _path_length(path: np.ndarray) -> float:
+    return float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+
+
+# --- skeleton graph -----------------------------------------------------------------
+
+_PROBE = np.arange(1, 41) * 0.5  # steps along an end tangent, up to 20 px
+
+
+def _reach(end: np.ndarray, direction: np.ndarray, component, origin, shape, half: float):
+    """Where the centreline really ends beyond the skeleton end ``end`` (row, col), or None."""
+    norm = np.hypot(*direction)
+    if norm == 0:
+        return None
+    direction = direction / norm
+    probes = np.rint(end[None, :] + _PROBE[:, None] * direction[None, :]).astype(np.int64)
+    in_image = (probes[:, 0] + origin[0] >= 0) & (probes[:, 0] + origin[0] < shape[0])
+    in_image &= (probes[:, 1] + origin[1] >= 0) & (probes[:, 1] + origin[1] < shape[1])
+    in_crop = (probes[:, 0] >= 0) & (probes[:, 0] < component.shape[0]) & (probes[:, 1] >= 0) & (probes[:, 1] < component.shape[1])
+    inside = np.zeros(len(probes), bool)
+    inside[in_crop] = component[probes[in_crop, 0], probes[in_crop, 1]]
+    stop = int(np.argmin(inside)) if not inside.all() else len(probes)
+    last = _PROBE[stop - 1] if stop > 0 else 0.0
+    if stop < len(probes) and not in_image[stop]:
+        reach = last  # the line leaves the image here: it runs to the border
+    else:
+        reach = last + 0.5 - half
+    return end + reach * direction if reach > 0.25 else None
+
+
+def _extend_ends(paths, component: np.ndarray, origin, shape) -> list:
+    """Give back what thinning takes from the ends of open paths.
+
+    Lee thinning stops about half a line width short of where the centreline ends: the
+    centre of a round end cap lies half a width inside the mask's tip. Each end is moved
+    along its tangent to the mask's tip less the line's half width (the median distance
+    to the background along the path), or to the image border when the line leaves the
+    image there.
+    """
+    distance = cv2.distanceTransform(component.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    extended = []
+    for path, closed in paths:
+        if closed or len(path) < 3:
+            extended.append((path, closed))
+            continue
+        half = float(np.median(distance[path[:, 0], path[:, 1]])) - 0.5
+        points = path.astype(float)
+        inner = min(len(points) - 1, int(_ARM_PX) // 2)
+        new_ends = [_reach(end, end - points[k], component, origin, shape, half) for end, k in ((points[0], inner), (points[-1], -1 - inner))]
+        head = [] if new_ends[0] is None else [new_ends[0]]
+        tail = [] if new_ends[1] is None else [new_ends[1]]
+        extended.append((np.vstack([*head, points, *tail]), closed))
+    return extended
+
+
+def _skeleton(component: np.ndarray) -> np.ndarray:
+    from skimage.morphology import skeletonize
+
+    return skeletonize(component, method="lee").astype(bool)
+
+
+def _pixel_graph(skeleton: np.ndarray):
+    """8-neighbour graph of skeleton pixels, without the diagonal shortcuts of corners.
+
+    ``skeleton`` has an empty 1 px border. Returns the (row, col) of each node, the
+    symmetric CSR graph weighted by step length, the node degrees and the edge count.
+    """
+    rows, cols = np.nonzero(skeleton)
+    n = len(rows)
+    index = np.full(skeleton.shape, -1, np.int32)
+    index[rows, cols] = np.arange(n, dtype=np.int32)
+    heads, tails, weights = [], [], []
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        other = index[rows + dr, cols + dc]
+        keep = other >= 0
+        if dr and dc:
+            # A diagonal step between two pixels that share a 4-neighbour on the skeleton
+            # is a shortcut around a corner, not a branch.
+            keep &= ~(skeleton[rows, cols + dc] | skeleton[rows + dr, cols])
+        heads.append(np.flatnonzero(keep).astype(np.int32))
+        tails.append(other[keep])
+        weights.append(np.full(int(keep.sum()), _SQRT2 if dr and dc else 1.0))
+    heads, tails, weights = np.concatenate(heads), np.concatenate(tails), np.concatenate(weights)
+    source = np.concatenate([heads, tails])
+    order = np.argsort(source, kind="stable")
+    indptr = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(source, minlength=n), out=indptr[1:])
+    graph = csr_matrix(
+        (np.concatenate([weights, weights])[order], np.concatenate([tails, heads])[order], indptr), shape=(n, n)
+    )
+    return np.column_stack([rows, cols]), graph, np.diff(indptr), len(heads)
+
+
+def _component_paths(component: np.ndarray, spur_length: float) -> list[tuple[np.ndarray, bool]]:
+    """Ordered skeleton paths ((m, 2) row, col) of one component, and whether each is closed."""
+    skeleton = _skeleton(component)
+    coords, graph, degree, n_edges = _pixel_graph(skeleton)
+    n = len(coords)
+    if n < 2:
+        return []
+    ends = np.flatnonzero(degree == 1)
+    if not (degree >= 3).any():
+        if len(ends) == 0:  # a simple loop
+            order = csgraph.depth_first_order(graph, 0, directed=False, return_predecessors=False)
+            return [(coords[order], True)]
+        order = csgraph.depth_first_order(graph, ends[0], directed=False, return_predecessors=False)
+        return [(coords[order], False)]
+    if n_edges >= n:
+        loop = _loop_paths(coords, graph, degree, spur_length)
+        if loop is not None:
+            return loop
+        graph = csgraph.minimum_spanning_tree(graph)
+        graph = graph + graph.T
+    return _tree_paths(coords, graph, spur_length)
+
+
+def _longest_path(graph, source: int) -> np.ndarray:
+    """Node indices of the longest shortest path from ``source``'s farthest node (double sweep)."""
+    distance = csgraph.dijkstra(graph, directed=False, indices=source)
+    start = int(np.argmax(np.where(np.isfinite(distance), distance, -1)))
+    distance, predecessors = csgraph.dijkstra(graph, directed=False, indices=start, return_predecessors=True)
+    end = int(np.argmax(np.where(np.isfinite(distance), distance, -1)))
+    return _walk_back(predecessors, end)[::-1]
+
+
+def _walk_back(predecessors: np.ndarray, node: int) -> np.ndarray:
+    path = [node]
+    while predecessors[path[-1]] >= 0:
+        path.append(int(predecessors[path[-1]]))
+    return np.array(path)
+
+
+def _tree_paths(coords: np.ndarray, graph, spur_length: float) -> list[tuple[np.ndarray, bool]]:
+    main = _longest_path(graph, 0)
+    branches = _long_branches(graph, main, spur_length)
+    if not branches:
+        return [(coords[main], False)]
+    arms = _pair_crossing(coords, main, branches)
+    if arms is not None:
+        return arms
+    return [(coords[main], False)] + [(coords[b], False) for b in branches]
+
+
+def _long_branches(graph, main: np.ndarray, spur_length: float) -> list[np.ndarray]:
+    """Branches off ``main`` longer than ``spur_length``, each ordered from its attachment
+    node on ``main`` to its tip."""
+    distance, predecessors, _ = csgraph.dijkstra(
+        graph, directed=False, indices=main, return_predecessors=True, min_only=True
+    )
+    off = np.isfinite(distance) & (distance > 0)
+    if not off.any() or distance[off].max() < spur_length:
+        return []
+    sub = graph[off][:, off]
+    n_parts, part = csgraph.connected_components(sub, directed=False)
+    off_nodes = np.flatnonzero(off)
+    branches = []
+    for p in range(n_parts):
+        nodes = off_nodes[part == p]
+        tip = nodes[np.argmax(distance[nodes])]
+        if distance[tip] >= spur_length:
+            branches.append(_walk_back(predecessors, int(tip))[::-1])
+    return branches
+
+
+def _arm_direction(coords: np.ndarray, arm: np.ndarray) -> np.ndarray:
+    """Unit vector from the arm's first node towards the node ~_ARM_PX along it."""
+    points = coords[arm].astype(float)
+    steps = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+    far = points[min(int(np.searchsorted(steps, _ARM_PX)), len(points) - 1)]
+    vector = far - points[0]
+    return vector / max(np.hypot(*vector), 1e-9)
+
+
+def _pair_crossing(coords, main, branches):
+    """Two branches leaving ``main`` at one point make a crossing: pair its four arms so
+    that each pair runs straightest through it. None when the geometry is not that."""
+    if len(branches) != 2:
+        return None
+    attach = [int(np.flatnonzero(main == b[0])[0]) for b in branches]
+    if abs(attach[0] - attach[1]) > 4:
+        return None
+    j = int(round(sum(attach) / 2))
+    if j == 0 or j == len(main) - 1:
+        return None
+    arms = [main[j::-1], main[j:], np.concatenate([[main[j]], branches[0]]), np.concatenate([[main[j]], branches[1]])]
+    directions = [_arm_direction(coords, arm) for arm in arms]
+
+    def cost(a, b):  # 0 when the arms leave in opposite directions
+        return 1.0 + float(directions[a] @ directions[b])
+
+    pairings = [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
+    best = min(pairings, key=lambda p: cost(*p[0]) + cost(*p[1]))
+    return [(coords[np.concatenate([arms[a][::-1], arms[b][1:]])], False) for a, b in best]
+
+
+def _loop_paths(coords, graph, degree, spur_length):
+    """A closed loop, possibly with spurs or tails: the cycle, plus long tails as pieces.
+    None when the core is not a single cycle."""
+    alive = np.ones(len(coords), bool)
+    deg = degree.copy()
+    while True:
+        tips = np.flatnonzero(alive & (deg <= 1))
+        if len(tips) == 0:
+            break
+        alive[tips] = False
+        deg = np.asarray(graph[:, alive].astype(bool).sum(axis=1)).ravel()
+    if not alive.any() or (deg[alive] != 2).any():
+        return None
+    core = np.flatnonzero(alive)
+    sub = graph[core][:, core]
+    n_parts, _ = csgraph.connected_components(sub, directed=False)
+    if n_parts != 1:
+        return None
+    order = csgraph.depth_first_order(sub, 0, directed=False, return_predecessors=False)
+    cycle = core[order]
+    tails = _long_branches(graph, cycle, spur_length)
+    return [(coords[cycle], True)] + [(coords[t], False) for t in tails]
+
+
+# --- joining and merging ------------------------------------------------------------
+
+
+def _end_tangents(d: Dislocation) -> tuple[np.ndarray, np.ndarray]:
+    """Outward unit tangents at the start and the end."""
+    points = d.points
+    k = max(1, min(len(points) - 1, int(round(_ARM_PX / max(d.length / (len(points) - 1), 1e-9)))))
+    start, end = points[0] - points[k], points[-1] - points[-1 - k]
+    return start / max(np.hypot(*start), 1e-9), end / max(np.hypot(*end), 1e-9)
+
+
+def _joined(a: Dislocation, b: Dislocation, a_end: int, b_end: int, settings: PostprocessSettings) -> Dislocation:
+    first = a.centreline if a_end == 1 else a.centreline[::-1]
+    second = b.centreline if b_end == 0 else b.centreline[::-1]
+    centreline = np.vstack([first, second])
+    spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma)
+    y0, x0 = min(a.box[0], b.box[0]), min(a.box[2], b.box[2])
+    y1, x1 = max(a.box[1], b.box[1]), max(a.box[3], b.box[3])
+    pixels = np.zeros((y1 - y0, x1 - x0), bool)
+    for d in (a, b):
+        pixels[d.box[0] - y0 : d.box[1] - y0, d.box[2] - x0 : d.box[3] - x0] |= d.pixels
+    score = (a.score * a.n_pixels + b.score * b.n_pixels) / max(a.n_pixels + b.n_pixels, 1)
+    return _dislocation(spline, a.mask_index, a.part, score, centreline, (y0, x0), pixels)
+
+
+def _best_join(pieces: list[Dislocation], settings: PostprocessSettings):
+    """(i, j, end of i, end of j) of the closest pair of open ends that meet in line, or None.
+
+    Two ends meet in line when they are at most ``join_distance`` apart and the outward
+    tangents there point against each other within ``join_angle``.
+    """
+    open_ = [k for k, d in enumerate(pieces) if not d.closed]
+    if len(open_) < 2:
+        return None
+    ends = np.array([[pieces[k].points[0], pieces[k].points[-1]] for k in open_]).reshape(-1, 2)
+    gap = np.hypot(*(ends[:, None, :] - ends[None, :, :]).transpose(2, 0, 1))
+    owner = np.repeat(np.arange(len(open_)), 2)
+    near = (gap <= settings.join_distance) & (owner[:, None] < owner[None, :])
+    if not near.any():
+        return None
+    tangents = np.array([_end_tangents(pieces[k]) for k in open_]).reshape(-1, 2)
+    facing = -(tangents @ tangents.T) >= math.cos(math.radians(settings.join_angle))
+    candidates = np.argwhere(near & facing)
+    if len(candidates) == 0:
+        return None
+    a, b = candidates[np.argmin(gap[candidates[:, 0], candidates[:, 1]])]
+    return open_[owner[a]], open_[owner[b]], int(a % 2), int(b % 2)
+
+
+def _join_pieces(pieces: list[Dislocation], settings: PostprocessSettings):
+    """Join pieces end to end until no two meet in line; the joins made."""
+    pieces, joins = list(pieces), []
+    while len(pieces) > 1:
+        found = _best_join(pieces, settings)
+        if found is None:
+            break
+        i, j, a_end, b_end = found
+        a, b = pieces[i], pieces[j]
+        joins.append(Merge(kept=a.key, dropped=b.key, reason="joined", dice=_dice(a, b)[0]))
+        pieces[i] = _joined(a, b, a_end, b_end, settings)
+        del pieces[j]
+    return pieces, joins
+
+
+def _overlap(a: Dislocation, b: Dislocation) -> int:
+    y0, y1 = max(a.box[0], b.box[0]), min(a.box[1], b.box[1])
+    x0, x1 = max(a.box[2], b.box[2]), min(a.box[3], b.box[3])
+    if y1 <= y0 or x1 <= x0:
+        return 0
+    pa = a.pixels[y0 - a.box[0] : y1 - a.box[0], x0 - a.box[2] : x1 - a.box[2]]
+    pb = b.pixels[y0 - b.box[0] : y1 - b.box[0], x0 - b.box[2] : x1 - b.box[2]]
+    return int(np.count_nonzero(pa & pb))
+
+
+def _dice(a: Dislocation, b: Dislocation) -> tuple[float, int]:
+    inter = _overlap(a, b)
+    return 2.0 * inter / max(a.n_pixels + b.n_pixels, 1), inter
+
+
+def _merge_across_masks(candidates: list[Dislocation], settings: PostprocessSettings):
+    """Drop duplicates and contained pieces, then join pieces split across masks.
+
+    Which duplicate is kept: the piece from a mask holding one dislocation over one from
+    a mask holding several (a cleaner prediction), then the higher mean probability,
+    then the longer one. A piece inside a larger piece always gives way to it.
+    """
+    multiple = {}
+    for d in candidates:
+        multiple[d.mask_index] = multiple.get(d.mask_index, 0) + 1
+    ranked = sorted(candidates, key=lambda d: (multiple[d.mask_index] > 1, -d.score, -d.length, d.key))
+    kept: list[Dislocation] = []
+    merges = []
+    for d in ranked:
+        drop = False
+        for i, k in enumerate(kept):
+            if k is None or k.mask_index == d.mask_index:
+                continue
+            dice, inter = _dice(d, k)
+            if dice > settings.duplicate_dice:
+                merges.append(Merge(kept=k.key, dropped=d.key, reason="duplicate", dice=dice))
+                drop = True
+                break
+            if inter >= settings.contained * d.n_pixels:
+                merges.append(Merge(kept=k.key, dropped=d.key, reason="contained", dice=dice))
+                drop = True
+                break
+            if inter >= settings.contained * k.n_pixels:
+                merges.append(Merge(kept=d.key, dropped=k.key, reason="contained", dice=dice))
+                kept[i] = None
+        if not drop:
+            kept.append(d)
+    kept = [k for k in kept if k is not None]
+    kept.sort(key=lambda d: d.key)
+    joined, joins = _join_pieces(kept, settings)
+    return joined, merges + joins
