@@ -1,0 +1,267 @@
+"""Masks to splines: known answers from drawn lines and from the generator's ground truth."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from temtrack.sdk.geometry import arc_length, curve_distance, fit_spline, hausdorff_distance, length_nm, min_distance
+from temtrack.sdk.postprocess import PostprocessSettings, extract_dislocations
+from temtrack.training.synth import generate_sample
+
+
+def line_masks(lines, *, shape=(128, 128), width=3, n_masks=None):
+    """One uint8 mask per polyline (list of (x, y) points), drawn ``width`` px wide."""
+    n_masks = n_masks or len(lines)
+    masks = np.zeros((n_masks, *shape), np.uint8)
+    for k, line in enumerate(lines):
+        cv2.polylines(masks[k], [np.asarray(line, np.int32).reshape(-1, 1, 2)], False, 1, width)
+    return masks
+
+
+def test_straight_line_length_and_points():
+    masks = line_masks([[(10, 20), (110, 20)]])
+    frame = extract_dislocations(masks)
+    assert len(frame.dislocations) == 1
+    d = frame.dislocations[0]
+    assert d.points.shape == (50, 2)
+    # The drawn line runs from x=10 to x=110: 100 px, recovered within 1 px.
+    assert_allclose(d.length, 100.0, atol=1.0)
+    assert_allclose(sorted([d.start[0], d.end[0]]), [10.0, 110.0], atol=1.0)
+    assert_allclose(d.points[:, 1], 20.0, atol=0.3)
+    assert d.max_curvature < 0.01
+    spacing = np.hypot(*np.diff(d.points, axis=0).T)
+    assert_allclose(spacing, d.length / 49, rtol=0.02)
+    assert_allclose(d.centroid, [60.0, 20.0], atol=1.0)
+    assert frame.masks[0].multiple is False and frame.masks[0].n_dislocations == 1
+
+
+def test_empty_masks_give_nothing():
+    frame = extract_dislocations(np.zeros((5, 64, 64), np.float32))
+    assert frame.dislocations == () and frame.candidates == ()
+    assert [m.n_pixels for m in frame.masks] == [0] * 5
+
+
+def test_zero_masks_are_fine():
+    frame = extract_dislocations(np.zeros((0, 64, 64), np.uint8))
+    assert frame.dislocations == () and frame.masks == () and frame.shape == (64, 64)
+
+
+def test_one_pixel_mask_is_noise_even_when_kept():
+    masks = np.zeros((1, 32, 32), np.uint8)
+    masks[0, 10, 10] = 1
+    assert extract_dislocations(masks).dislocations == ()
+    # Kept by the size filter, a single pixel still has no length to fit a line to.
+    frame = extract_dislocations(masks, settings=PostprocessSettings(min_pixels=1))
+    assert frame.dislocations == ()
+    assert frame.masks[0].n_components == 1
+
+
+def test_small_components_are_dropped_by_size():
+    masks = line_masks([[(10, 10), (24, 10)]], width=1)  # 15 px < 20
+    assert extract_dislocations(masks).dislocations == ()
+    assert len(extract_dislocations(masks, settings=PostprocessSettings(min_pixels=10)).dislocations) == 1
+
+
+@pytest.mark.parametrize("width", [1, 3, 9, 15])
+def test_thin_and_thick_lines(width):
+    masks = line_masks([[(20, 30), (100, 90)]], width=width)
+    frame = extract_dislocations(masks)
+    assert len(frame.dislocations) == 1
+    d = frame.dislocations[0]
+    true = np.array([[20.0, 30.0], [100.0, 90.0]])
+    # Thick masks have flat ends in OpenCV's rasterisation; the centre stays on the line.
+    assert hausdorff_distance(d.points, true, exclude_ends=3 + width / 2) < 1.5
+    assert_allclose(d.length, 100.0, rtol=0.03 + 0.01 * (width > 9))
+
+
+def test_crossing_dislocations_in_one_mask_are_flagged_and_split():
+    lines = [[(10, 64), (118, 64)], [(64, 10), (64, 118)]]
+    masks = np.maximum(*line_masks(lines))[None]
+    frame = extract_dislocations(masks)
+    assert frame.masks[0].multiple
+    assert len(frame.dislocations) == 2
+    # Each piece runs straight through the crossing, not round the corner.
+    lengths = sorted(d.length for d in frame.dislocations)
+    assert_allclose(lengths, [108.0, 108.0], atol=3.0)
+    for d in frame.dislocations:
+        assert d.max_curvature < 0.2
+        horizontal = np.ptp(d.points[:, 1]) < 3
+        vertical = np.ptp(d.points[:, 0]) < 3
+        assert horizontal or vertical
+
+
+def test_touching_dislocations_t_junction():
+    lines = [[(10, 64), (118, 64)], [(64, 66), (64, 118)]]  # the second ends on the first
+    masks = np.maximum(*line_masks(lines))[None]
+    frame = extract_dislocations(masks)
+    assert frame.masks[0].multiple
+    lengths = sorted(d.length for d in frame.dislocations)
+    assert len(lengths) == 2
+    assert_allclose(lengths, [53.0, 108.0], atol=4.0)
+
+
+def test_two_components_in_one_mask_are_two_dislocations():
+    lines = [[(10, 20), (110, 20)], [(10, 90), (110, 100)]]
+    masks = np.maximum(*line_masks(lines))[None]
+    frame = extract_dislocations(masks)
+    assert frame.masks[0].multiple and frame.masks[0].n_components == 2
+    assert len(frame.dislocations) == 2
+
+
+def test_short_spurs_are_pruned():
+    masks = line_masks([[(10, 64), (118, 64)]])
+    cv2.line(masks[0], (60, 64), (60, 58), 1, 1)  # a 5 px bump
+    frame = extract_dislocations(masks)
+    assert not frame.masks[0].multiple
+    assert_allclose(frame.dislocations[0].length, 108.0, atol=1.5)
+
+
+def test_closed_loop():
+    masks = np.zeros((1, 128, 128), np.uint8)
+    cv2.circle(masks[0], (64, 64), 40, 1, 3)
+    frame = extract_dislocations(masks)
+    assert len(frame.dislocations) == 1
+    d = frame.dislocations[0]
+    assert d.closed
+    assert_allclose(d.points[0], d.points[-1], atol=1e-6)
+    assert_allclose(d.length, 2 * np.pi * 40, rtol=0.02)
+    assert_allclose(d.mean_curvature, 1 / 40, rtol=0.1)
+    assert_allclose(np.hypot(*(d.points - 64).T), 40.0, atol=1.0)
+
+
+def test_line_leaving_the_image_runs_to_the_border():
+    masks = line_masks([[(-20, 40), (60, 40)]], shape=(80, 80))
+    d = extract_dislocations(masks).dislocations[0]
+    # Visible from the border (x = -0.5) to x = 60.
+    assert_allclose(min(d.start[0], d.end[0]), -0.5, atol=1.0)
+    assert_allclose(d.length, 60.5, atol=1.5)
+
+
+def test_float_and_uint8_inputs_agree_and_are_not_modified():
+    sample = generate_sample("sd1", seed=5, size=256)
+    binary = sample.masks.copy()
+    noise = np.random.default_rng(0).uniform(-0.05, 0.05, binary.shape)
+    probs = (np.where(binary > 0, 0.8, 0.1) + noise).astype(np.float32)
+    before_b, before_p = binary.copy(), probs.copy()
+    from_binary = extract_dislocations(binary)
+    from_probs = extract_dislocations(probs)
+    np.testing.assert_array_equal(binary, before_b)
+    np.testing.assert_array_equal(probs, before_p)
+    thresholded = extract_dislocations((probs > 0.5).astype(np.uint8))
+    as_bool = extract_dislocations(probs > 0.5)
+    assert len(from_probs.dislocations) == len(thresholded.dislocations) == len(as_bool.dislocations)
+    for a, b in zip(from_probs.dislocations, thresholded.dislocations):
+        assert_allclose(a.points, b.points)
+        assert 0.5 < a.score <= 1.0 and b.score == 1.0
+    assert len(from_binary.dislocations) == len(from_probs.dislocations) == len(sample.masks) >= 2
+    for a, b in zip(from_binary.dislocations, from_probs.dislocations):
+        assert_allclose(a.points, b.points)
+
+
+def test_duplicate_masks_are_merged_and_recorded():
+    line = [(10, 30), (110, 60)]
+    masks = np.zeros((3, 128, 128), np.float32)
+    cv2.polylines(masks[0], [np.array(line, np.int32)], False, 0.9, 3)
+    cv2.polylines(masks[2], [np.array(line, np.int32) + [0, 1]], False, 0.7, 5)  # same, shifted, fatter
+    frame = extract_dislocations(masks)
+    assert len(frame.candidates) == 2
+    assert len(frame.dislocations) == 1
+    # The higher mean probability wins.
+    assert frame.dislocations[0].mask_index == 0
+    (merge,) = frame.merges
+    assert merge.reason == "duplicate" and merge.kept == (0, 0) and merge.dropped == (2, 0)
+    assert merge.dice > 0.5
+
+
+def test_fragment_inside_a_larger_piece_is_not_counted_twice():
+    masks = line_masks([[(10, 30), (110, 30)], [(40, 30), (70, 30)]], width=3)
+    masks[1] = np.maximum(masks[1], line_masks([[(10, 100), (110, 100)]])[0])  # + another line
+    frame = extract_dislocations(masks)
+    assert len(frame.dislocations) == 2
+    assert any(m.reason == "contained" for m in frame.merges)
+
+
+def test_dislocation_split_across_two_masks_is_joined():
+    masks = line_masks([[(10, 40), (60, 40)], [(62, 40), (115, 40)]])
+    frame = extract_dislocations(masks)
+    assert len(frame.candidates) == 2
+    assert len(frame.dislocations) == 1
+    assert_allclose(frame.dislocations[0].length, 105.0, atol=2.0)
+    assert [m.reason for m in frame.merges] == ["joined"]
+
+
+def test_parallel_neighbours_are_not_joined():
+    # A pile-up: parallel lines 6 px apart are separate dislocations.
+    masks = line_masks([[(10, 40), (110, 40)], [(10, 46), (110, 46)], [(10, 52), (110, 52)]])
+    assert len(extract_dislocations(masks).dislocations) == 3
+
+
+def test_fidelity_on_generator_ground_truth():
+    """The recovered spline lies within 1.5 px of the exact centreline (ends excluded) and
+    its length within 3 %, for ground-truth masks of the generator (full benchmark:
+    benchmarks/bench_postprocess.py)."""
+    within, total = 0, 0
+    for preset, seed in (("sd1", 0), ("sd2", 1), ("sd3", 2)):
+        sample = generate_sample(preset, seed=seed)
+        frame = extract_dislocations(sample.masks)
+        for k, centreline in enumerate(sample.centrelines):
+            pieces = [d for d in frame.candidates if d.mask_index == k]
+            best = max(pieces, key=lambda d: d.n_pixels)
+            total += 1
+            close = hausdorff_distance(best.points, centreline, exclude_ends=3.0) <= 1.5
+            within += close and abs(best.length / arc_length(centreline) - 1) <= 0.03
+    assert total >= 15
+    assert within / total >= 0.9
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="threshold"):
+        PostprocessSettings(threshold=1.5)
+    with pytest.raises(ValueError, match="n_points"):
+        PostprocessSettings(n_points=1)
+    with pytest.raises(TypeError):
+        PostprocessSettings(bogus=1)
+
+
+@pytest.mark.parametrize(
+    "masks, error, match",
+    [
+        (np.zeros((64, 64), np.float32), ValueError, "shape \\(N, H, W\\)"),
+        (np.zeros((2, 64, 64), np.int32), TypeError, "int32"),
+        (np.full((1, 8, 8), np.nan, np.float32), ValueError, "NaN"),
+        (np.full((1, 8, 8), 2.0, np.float32), ValueError, "\\[2, 2\\]"),
+        ([[[0.0]]], TypeError, "list"),
+    ],
+)
+def test_bad_masks_are_named(masks, error, match):
+    with pytest.raises(error, match=match):
+        extract_dislocations(masks)
+
+
+def test_curve_distances():
+    a = np.column_stack([np.linspace(0, 50, 51), np.zeros(51)])
+    b = a + [0, 4]
+    assert_allclose(curve_distance(a, b), 4.0)
+    assert_allclose(min_distance(a, b), 4.0)
+    # Half as long: from b every point is 4 px away, from a half of them are farther.
+    c = b[:26]
+    assert curve_distance(a, c) > 4.0
+    crossing = np.array([[25.0, -5.0], [25.0, 5.0]])
+    assert min_distance(a, crossing) == 0.0
+    assert_allclose(length_nm(120.0, 0.5), 60.0)
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        length_nm(10.0, 0.0)
+    with pytest.raises(ValueError, match="\\(n, 2\\)"):
+        curve_distance(np.zeros(5), a)
+
+
+def test_fit_spline_smooths_a_staircase():
+    # A 30-degree line rasterised to pixels: the staircase is 8 % longer than the line.
+    x = np.arange(0, 100)
+    staircase = np.column_stack([x, np.round(x * np.tan(np.radians(30)))])
+    true_length = 99 / np.cos(np.radians(30))
+    assert arc_length(staircase) > 1.05 * true_length
+    assert_allclose(fit_spline(staircase).length, true_length, rtol=0.01)
