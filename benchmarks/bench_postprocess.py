@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from temtrack.sdk.geometry import arc_length, hausdorff_distance
-from temtrack.sdk.postprocess import PostprocessSettings, _component_paths, binarize, extract_dislocations
+from temtrack.sdk.postprocess import PostprocessSettings, _component_paths, _skeletons, binarize, extract_dislocations
 from temtrack.sdk.postprocess import _make_dislocation
 from temtrack.training.synth import generate_sample
 
@@ -46,7 +46,8 @@ def probability_frame(seed: int, n_masks: int = 20, want=(10, 14)) -> np.ndarray
         return None
     probs = np.zeros((n_masks, *sample.image.shape), np.float32)
     for k, mask in enumerate(sample.masks[:n_masks]):
-        probs[k] = cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 1.0)
+        # A soft halo around the mask, as a network's sigmoid output has.
+        probs[k] = np.maximum(cv2.GaussianBlur(mask.astype(np.float32), (5, 5), 1.0), 0.95 * mask)
     return probs
 
 
@@ -61,7 +62,7 @@ def straightforward(masks: np.ndarray, settings: PostprocessSettings) -> list:
             if stats[label, cv2.CC_STAT_AREA] < settings.min_pixels:
                 continue
             component = np.pad(labels == label, 1)
-            for path, closed in _component_paths(component, settings.spur_length):
+            for path, closed in _component_paths(_skeletons([component])[0], settings.spur_length):
                 out.append(_make_dislocation(path, closed, component, (-1, -1), 1.0, index, 0, settings, single=True))
     return out
 
@@ -77,11 +78,15 @@ def bench_speed(n_frames: int) -> None:
     settings = PostprocessSettings()
     extract_dislocations(frames[0])  # warm-up (imports)
     straightforward(frames[0][:2], settings)
-    ours, naive, counts = [], [], []
+    ours, ours_uint8, naive, counts = [], [], [], []
     for frame in frames:
         start = time.perf_counter()
         result = extract_dislocations(frame, settings=settings)
         ours.append(time.perf_counter() - start)
+        thresholded = (frame > settings.threshold).view(np.uint8)  # as a model with the threshold in its graph gives
+        start = time.perf_counter()
+        extract_dislocations(thresholded, settings=settings)
+        ours_uint8.append(time.perf_counter() - start)
         start = time.perf_counter()
         straightforward(frame, settings)
         naive.append(time.perf_counter() - start)
@@ -89,8 +94,10 @@ def bench_speed(n_frames: int) -> None:
     ours_ms, naive_ms = 1e3 * statistics.median(ours), 1e3 * statistics.median(naive)
     print(f"speed: {len(frames)} frames of 20 masks 512x512, {statistics.mean(counts):.1f} dislocations/frame, one core")
     print(f"  extract_dislocations  median {ours_ms:7.2f} ms   (target <= {TARGET_MS:.0f} ms: {TARGET_MS / ours_ms:.2f}x margin)")
+    uint8_ms = 1e3 * statistics.median(ours_uint8)
+    print(f"  ... from uint8 masks  median {uint8_ms:7.2f} ms   ({TARGET_MS / uint8_ms:.2f}x margin)")
     print(f"  straightforward       median {naive_ms:7.2f} ms")
-    print(f"  speed-up              {naive_ms / ours_ms:7.1f}x   (target >= {TARGET_SPEEDUP:.0f}x)")
+    print(f"  speed-up              {naive_ms / ours_ms:7.1f}x   (uint8: {naive_ms / uint8_ms:.1f}x; target >= {TARGET_SPEEDUP:.0f}x)")
 
 
 def folds_back(centreline: np.ndarray, width: float) -> bool:

@@ -286,14 +286,37 @@ def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | N
     (1, 50)
     """
     settings = settings or PostprocessSettings()
-    binary = binarize(masks, threshold=settings.threshold)
+    masks = _check_masks(masks)
+    if np.issubdtype(masks.dtype, np.floating):
+        binary = (masks > settings.threshold).view(np.uint8)
+    else:
+        # OpenCV's bounding boxes and components take any nonzero pixel as foreground.
+        binary = masks.view(np.uint8)
     probabilities = masks if np.issubdtype(masks.dtype, np.floating) else None
-    summaries, candidates, merges = [], [], []
+    components, summaries = [], []
     for index in range(binary.shape[0]):
-        pieces, summary, joins = _mask_pieces(binary[index], probabilities, index, settings)
+        found, summary = _components(binary[index], probabilities, index, settings)
+        components.extend(found)
         summaries.append(summary)
-        candidates.extend(pieces)
+    skeletons = _skeletons([c[2] for c in components])
+    by_mask: dict[int, list] = {}
+    for (index, origin, component, score), skeleton in zip(components, skeletons):
+        paths = _component_paths(skeleton, settings.spur_length)
+        if paths:
+            paths = _extend_ends(paths, component, origin, binary.shape[1:])
+        for path, closed in paths:
+            by_mask.setdefault(index, []).append((path, closed, component, origin, score, len(paths) == 1))
+    candidates, merges = [], []
+    for index, pieces in sorted(by_mask.items()):
+        dislocations = [
+            _make_dislocation(path, closed, component, origin, score, index, part, settings, single=single)
+            for part, (path, closed, component, origin, score, single) in enumerate(pieces)
+        ]
+        dislocations, joins = _join_pieces(dislocations, settings)
+        candidates.extend(dislocations)
         merges.extend(joins)
+        summary = summaries[index]
+        summaries[index] = MaskSummary(index, summary.n_pixels, summary.n_components, len(dislocations), len(dislocations) > 1)
     final, cross = _merge_across_masks(candidates, settings)
     return FrameDislocations(
         dislocations=tuple(final),
@@ -308,40 +331,30 @@ def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | N
 # --- one mask -----------------------------------------------------------------------
 
 
-def _mask_pieces(binary: np.ndarray, probabilities, index: int, settings: PostprocessSettings):
-    x, y, w, h = cv2.boundingRect(binary.view(np.uint8))
+def _components(binary: np.ndarray, probabilities, index: int, settings: PostprocessSettings):
+    """The mask's 8-connected components above the size filter, as (index, origin, padded
+    component, mean probability), and the mask's summary so far."""
+    x, y, w, h = cv2.boundingRect(binary)
     if w == 0:
-        return [], MaskSummary(index, 0, 0, 0, False), []
-    crop = binary[y : y + h, x : x + w].view(np.uint8)
+        return [], MaskSummary(index, 0, 0, 0, False)
+    crop = binary[y : y + h, x : x + w]
     count, labels, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
-    pieces = []
-    n_components = 0
+    found = []
     for label in range(1, count):
         cx, cy, cw, ch, area = stats[label]
         if area < settings.min_pixels:
             continue
-        n_components += 1
         # The component with a 1 px empty border: thinning, the distance transform and
         # the neighbour lookups of the pixel graph then need no bounds checks.
         component = np.zeros((ch + 2, cw + 2), bool)
         inner = labels[cy : cy + ch, cx : cx + cw] == label
         component[1:-1, 1:-1] = inner
-        origin = (y + cy - 1, x + cx - 1)
         score = 1.0
         if probabilities is not None:
             score = float(probabilities[index, y + cy : y + cy + ch, x + cx : x + cx + cw][inner].mean())
-        paths = _component_paths(component, settings.spur_length)
-        if paths:
-            paths = _extend_ends(paths, component, origin, binary.shape)
-        for path, closed in paths:
-            pieces.append((path, closed, component, origin, score, len(paths) == 1))
-    dislocations = [
-        _make_dislocation(path, closed, component, origin, score, index, part, settings, single=single)
-        for part, (path, closed, component, origin, score, single) in enumerate(pieces)
-    ]
-    dislocations, joins = _join_pieces(dislocations, settings)
-    summary = MaskSummary(index, int(binary[y : y + h, x : x + w].sum()), n_components, len(dislocations), len(dislocations) > 1)
-    return dislocations, summary, joins
+        found.append((index, (y + cy - 1, x + cx - 1), component, score))
+    n_pixels = int(stats[1:, cv2.CC_STAT_AREA].sum())
+    return found, MaskSummary(index, n_pixels, len(found), 0, False)
 
 
 def _make_dislocation(path, closed, component, origin, score, index, part, settings, *, single: bool) -> Dislocation:
@@ -349,7 +362,8 @@ def _make_dislocation(path, closed, component, origin, score, index, part, setti
     centreline = np.column_stack([path[:, 1] + origin[1], path[:, 0] + origin[0]]).astype(float)
     spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma, closed=closed)
     if single:
-        pixels = component
+        # The whole component; its padded border is cropped off here.
+        return _dislocation(spline, index, part, score, centreline, (origin[0] + 1, origin[1] + 1), component[1:-1, 1:-1], trim=False)
     else:
         # A component holding several dislocations: each gets the pixels near its path.
         width = max(3, 2 * int(round(component.sum() / max(_path_length(path), 1.0) / 2)) + 1)
@@ -359,9 +373,11 @@ def _make_dislocation(path, closed, component, origin, score, index, part, setti
     return _dislocation(spline, index, part, score, centreline, origin, pixels)
 
 
-def _dislocation(spline: Spline, index, part, score, centreline, origin, pixels) -> Dislocation:
-    rows, cols = np.nonzero(pixels)
-    if len(rows) == 0:
+def _dislocation(spline: Spline, index, part, score, centreline, origin, pixels, *, trim: bool = True) -> Dislocation:
+    rows, cols = np.nonzero(pixels) if trim else (None, None)
+    if not trim:
+        box = (origin[0], origin[0] + pixels.shape[0], origin[1], origin[1] + pixels.shape[1])
+    elif len(rows) == 0:
         box, pixels = (origin[0], origin[0], origin[1], origin[1]), pixels[:0, :0]
     else:
         r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
@@ -376,7 +392,7 @@ def _dislocation(spline: Spline, index, part, score, centreline, origin, pixels)
         mask_index=index,
         part=part,
         score=score,
-        n_pixels=int(pixels.sum()),
+        n_pixels=int(np.count_nonzero(pixels)),
         centreline=centreline,
         box=tuple(int(v) for v in box),
         pixels=pixels,
@@ -418,17 +434,17 @@ def _extend_ends(paths, component: np.ndarray, origin, shape) -> list:
 
     Lee thinning stops about half a line width short of where the centreline ends: the
     centre of a round end cap lies half a width inside the mask's tip. Each end is moved
-    along its tangent to the mask's tip less the line's half width (the median distance
-    to the background along the path), or to the image border when the line leaves the
-    image there.
+    along its tangent to the mask's tip less the line's half width (area over length),
+    or to the image border when the line leaves the image there.
     """
-    distance = cv2.distanceTransform(component.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # Half the line width: the component's area over its centreline length, halved.
+    total = sum(_path_length(path) + 1.0 for path, _ in paths)
+    half = 0.5 * np.count_nonzero(component) / max(total, 1.0)
     extended = []
     for path, closed in paths:
         if closed or len(path) < 3:
             extended.append((path, closed))
             continue
-        half = float(np.median(distance[path[:, 0], path[:, 1]])) - 0.5
         points = path.astype(float)
         inner = min(len(points) - 1, int(_ARM_PX) // 2)
         new_ends = [_reach(end, end - points[k], component, origin, shape, half) for end, k in ((points[0], inner), (points[-1], -1 - inner))]
@@ -438,10 +454,23 @@ def _extend_ends(paths, component: np.ndarray, origin, shape) -> list:
     return extended
 
 
-def _skeleton(component: np.ndarray) -> np.ndarray:
+def _skeletons(components: list[np.ndarray]) -> list[np.ndarray]:
+    """Lee skeletons of padded components, thinned in one call.
+
+    The components are stacked into one image (their empty borders keep them apart, and
+    thinning is local), so scikit-image's per-call overhead is paid once per frame.
+    """
     from skimage.morphology import skeletonize
 
-    return skeletonize(component, method="lee").astype(bool)
+    if not components:
+        return []
+    width = max(c.shape[1] for c in components)
+    starts = np.cumsum([0] + [c.shape[0] for c in components])
+    mosaic = np.zeros((starts[-1], width), bool)
+    for start, component in zip(starts, components):
+        mosaic[start : start + component.shape[0], : component.shape[1]] = component
+    thin = skeletonize(mosaic, method="lee").astype(bool)
+    return [thin[start : start + c.shape[0], : c.shape[1]] for start, c in zip(starts, components)]
 
 
 def _pixel_graph(skeleton: np.ndarray):
@@ -476,9 +505,9 @@ def _pixel_graph(skeleton: np.ndarray):
     return np.column_stack([rows, cols]), graph, np.diff(indptr), len(heads)
 
 
-def _component_paths(component: np.ndarray, spur_length: float) -> list[tuple[np.ndarray, bool]]:
-    """Ordered skeleton paths ((m, 2) row, col) of one component, and whether each is closed."""
-    skeleton = _skeleton(component)
+def _component_paths(skeleton: np.ndarray, spur_length: float) -> list[tuple[np.ndarray, bool]]:
+    """Ordered paths ((m, 2) row, col) through one component's skeleton (with an empty
+    1 px border), and whether each is closed."""
     coords, graph, degree, n_edges = _pixel_graph(skeleton)
     n = len(coords)
     if n < 2:
