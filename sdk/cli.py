@@ -12,14 +12,15 @@ from pathlib import Path
 
 from temtrack import __version__
 
-SUBCOMMANDS = ("synth",)
+SUBCOMMANDS = ("synth", "eval")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tem-track",
         description="Dislocations in in-situ TEM videos as tracked splines and time series.",
-        epilog="Subcommands: synth (synthetic images and videos with ground truth). "
+        epilog="Subcommands: synth (synthetic images and videos with ground truth), "
+        "eval (score a backend against ground truth). "
         "Run 'tem-track SUBCOMMAND --help' for their options.",
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
@@ -54,6 +55,28 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     synth.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and exit")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="score a segmentation backend against ground truth (thesis length metric, Dice, ...)",
+        description="Segment every image of a synthetic dataset folder or a folder of labelme files with "
+        "a backend, and score it against the ground truth: the thesis' length metric, pixel Dice/IoU, "
+        "per-dislocation precision and recall, count error, centreline distance. Writes a JSON report and "
+        "a box plot (PNG) beside it, and prints a summary.",
+    )
+    evaluate.add_argument("--data", type=Path, required=True, help="synthetic dataset folder, or folder of labelme JSON files with their images")
+    evaluate.add_argument("--backend", required=True, help="backend name (classical), or 'truth' to score the ground truth itself (the post-processing ceiling)")
+    evaluate.add_argument("--out", type=Path, help="report JSON (default: DIR_BACKEND_report.json beside the data folder); the PNG goes beside it")
+    evaluate.add_argument("--label-width", type=int, default=3, help="mask width in pixels drawn from labelme centrelines (default: 3)")
+    evaluate.add_argument("--min-dice", type=float, default=0.1, help="smallest Dice of a match (default: 0.1, as the thesis)")
+    evaluate.add_argument(
+        "--multiple",
+        choices=("exclude", "zero"),
+        default="exclude",
+        help="predicted masks holding several dislocations: left out of matching (thesis; default) or matched and scored 0",
+    )
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -110,6 +133,30 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from temtrack.sdk.evaluate import default_report_path, evaluate, format_summary, plot_path, write_report
+
+    out = args.out if args.out is not None else default_report_path(args.data, args.backend)
+    if out.suffix.lower() != ".json":
+        raise ValueError(f"--out must end in .json (the box plot goes beside it as .png), got {out}")
+    if not args.overwrite:  # fail before the work, not after
+        for existing in (out, plot_path(out)):
+            if existing.exists():
+                raise FileExistsError(f"{existing} already exists; choose another --out or pass --overwrite")
+    report = evaluate(
+        args.data,
+        args.backend,
+        min_dice=args.min_dice,
+        multiple=args.multiple,
+        label_width=args.label_width,
+        progress=not args.quiet,
+    )
+    write_report(report, out, overwrite=args.overwrite)
+    print(format_summary(report))
+    print(f"wrote {out} and {plot_path(out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
@@ -123,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"synth": _synth}[args.command](args)
+        return {"synth": _synth, "eval": _eval}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         # Our own error classes derive from ValueError and name the problem; a
         # traceback would only bury the message.
         print(f"tem-track {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue", file=sys.stderr)
+        hint = "; rerun with --resume to continue" if args.command == "synth" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Spline",
     "arc_length",
     "curve_distance",
+    "distance_to_curve",
     "fit_spline",
     "hausdorff_distance",
     "length_nm",
@@ -89,6 +90,7 @@ def resample(curve, n_points: int) -> np.ndarray:
 
 
 def _dedupe(points: np.ndarray) -> np.ndarray:
+    """Drop points that repeat their predecessor (zero-length chords break the fit)."""
     keep = np.ones(len(points), bool)
     keep[1:] = np.any(np.diff(points, axis=0) != 0, axis=1)
     return points[keep]
@@ -134,7 +136,7 @@ def fit_spline(
         # Pixel paths step 1-1.4 px; every other point carries the same line at half the
         # fitting cost (the fit dominates post-processing time).
         keep = np.arange(0, len(points), 2)
-        points = points[np.append(keep, len(points) - 1) if keep[-1] != len(points) - 1 else keep]
+        points = _dedupe(points[np.append(keep, len(points) - 1) if keep[-1] != len(points) - 1 else keep])
     if closed:
         points = np.vstack([points, points[:1]])
     chord = np.hypot(*np.diff(points, axis=0).T)
@@ -178,6 +180,11 @@ def _closest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     t = np.clip((rel * direction[None]).sum(axis=2) / norm[None], 0.0, 1.0)
     nearest = start[None] + t[..., None] * direction[None]
     return np.sqrt(((a[:, None, :] - nearest) ** 2).sum(axis=2)).min(axis=1)
+
+
+def distance_to_curve(points, curve) -> np.ndarray:
+    """Distance in pixels from each of ``points`` ((m, 2)) to the polyline ``curve`` ((n, 2))."""
+    return _closest(_check_curve(points, "points"), _check_curve(curve, "curve"))
 
 
 def curve_distance(a, b) -> float:

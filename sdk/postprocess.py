@@ -29,7 +29,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse import csgraph
 
-from .geometry import DEFAULT_SIGMA, Spline, fit_spline
+from .geometry import DEFAULT_SIGMA, Spline, distance_to_curve, fit_spline
 
 __all__ = [
     "Dislocation",
@@ -44,6 +44,9 @@ __all__ = [
 _SQRT2 = math.sqrt(2.0)
 # Arm direction at a junction: from the junction to the point this far along the arm.
 _ARM_PX = 8.0
+# Two overlapping pieces are one line when each end lies this close (px) to the other
+# piece: closer than neighbours in a pile-up ever are.
+_OVERLAP_OFFSET = 1.5
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ class PostprocessSettings:
         A piece with at least this fraction of its pixels inside a larger piece is part
         of it and dropped.
     join_distance, join_angle : float
-        Open pieces whose ends are at most ``join_distance`` apart and whose directions
-        there differ by at most ``join_angle`` degrees are one dislocation, joined.
+        Open pieces whose ends are at most ``join_distance`` apart (or overlap along the
+        same line) and whose directions there differ by at most ``join_angle`` degrees
+        are one dislocation, joined.
     """
 
     threshold: float = 0.5
@@ -298,10 +302,9 @@ def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | N
         found, summary = _components(binary[index], probabilities, index, settings)
         components.extend(found)
         summaries.append(summary)
-    skeletons = _skeletons([c[2] for c in components])
+    all_paths = _all_paths([c[2] for c in components], settings.spur_length)
     by_mask: dict[int, list] = {}
-    for (index, origin, component, score), skeleton in zip(components, skeletons):
-        paths = _component_paths(skeleton, settings.spur_length)
+    for (index, origin, component, score), paths in zip(components, all_paths):
         if paths:
             paths = _extend_ends(paths, component, origin, binary.shape[1:])
         for path, closed in paths:
@@ -454,23 +457,69 @@ def _extend_ends(paths, component: np.ndarray, origin, shape) -> list:
     return extended
 
 
-def _skeletons(components: list[np.ndarray]) -> list[np.ndarray]:
-    """Lee skeletons of padded components, thinned in one call.
+def _skeleton_mosaic(components: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Lee skeletons of padded components, thinned in one call: the stacked skeletons and
+    the first row of each (plus the total height).
 
     The components are stacked into one image (their empty borders keep them apart, and
     thinning is local), so scikit-image's per-call overhead is paid once per frame.
     """
     from skimage.morphology import skeletonize
 
-    if not components:
-        return []
     width = max(c.shape[1] for c in components)
     starts = np.cumsum([0] + [c.shape[0] for c in components])
     mosaic = np.zeros((starts[-1], width), bool)
     for start, component in zip(starts, components):
         mosaic[start : start + component.shape[0], : component.shape[1]] = component
-    thin = skeletonize(mosaic, method="lee").astype(bool)
+    return skeletonize(mosaic, method="lee").astype(bool), starts
+
+
+def _skeletons(components: list[np.ndarray]) -> list[np.ndarray]:
+    """Lee skeletons of padded components (each the size of its component)."""
+    if not components:
+        return []
+    thin, starts = _skeleton_mosaic(components)
     return [thin[start : start + c.shape[0], : c.shape[1]] for start, c in zip(starts, components)]
+
+
+def _all_paths(components: list[np.ndarray], spur_length: float) -> list[list[tuple[np.ndarray, bool]]]:
+    """Ordered centreline paths of every component of a frame (see ``_component_paths``).
+
+    The components are thinned and turned into one pixel graph together. Most skeletons
+    are simple open paths; one multi-source shortest-path run from an end of each orders
+    all of them at once (along a path the distance from its end only grows). Loops and
+    skeletons with junctions are handled one by one.
+    """
+    if not components:
+        return []
+    thin, starts = _skeleton_mosaic(components)
+    coords, graph, degree, _ = _pixel_graph(thin)
+    bounds = np.searchsorted(coords[:, 0], starts)
+    results: list[list] = [[] for _ in components]
+    sources, simple = [], []
+    for i, component in enumerate(components):
+        a, b = bounds[i], bounds[i + 1]
+        if b - a < 2:
+            continue
+        local = degree[a:b]
+        if (local >= 3).any():
+            skeleton = thin[starts[i] : starts[i + 1], : component.shape[1]]
+            results[i] = _component_paths(skeleton, spur_length)
+            continue
+        ends = np.flatnonzero(local == 1)
+        if len(ends) == 0:  # a simple loop
+            order = csgraph.depth_first_order(graph, a, directed=False, return_predecessors=False)
+            results[i] = [(coords[order] - [starts[i], 0], True)]
+        else:
+            sources.append(a + ends[0])
+            simple.append(i)
+    if sources:
+        distance = csgraph.dijkstra(graph, directed=False, indices=sources, min_only=True)
+        for i in simple:
+            a, b = bounds[i], bounds[i + 1]
+            order = a + np.argsort(distance[a:b], kind="stable")
+            results[i] = [(coords[order] - [starts[i], 0], False)]
+    return results
 
 
 def _pixel_graph(skeleton: np.ndarray):
@@ -645,6 +694,12 @@ def _end_tangents(d: Dislocation) -> tuple[np.ndarray, np.ndarray]:
 def _joined(a: Dislocation, b: Dislocation, a_end: int, b_end: int, settings: PostprocessSettings) -> Dislocation:
     first = a.centreline if a_end == 1 else a.centreline[::-1]
     second = b.centreline if b_end == 0 else b.centreline[::-1]
+    # Where the pieces overlap, the second starts behind the first's end: drop that part
+    # so the joined line does not run back and forth.
+    tangent = first[-1] - first[max(len(first) - 1 - int(_ARM_PX), 0)]
+    ahead = (second - first[-1]) @ tangent > 0
+    if ahead.any():
+        second = second[int(np.argmax(ahead)) :]
     centreline = np.vstack([first, second])
     spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma)
     y0, x0 = min(a.box[0], b.box[0]), min(a.box[2], b.box[2])
@@ -668,12 +723,23 @@ def _best_join(pieces: list[Dislocation], settings: PostprocessSettings):
     ends = np.array([[pieces[k].points[0], pieces[k].points[-1]] for k in open_]).reshape(-1, 2)
     gap = np.hypot(*(ends[:, None, :] - ends[None, :, :]).transpose(2, 0, 1))
     owner = np.repeat(np.arange(len(open_)), 2)
-    near = (gap <= settings.join_distance) & (owner[:, None] < owner[None, :])
+    lengths = np.repeat([pieces[k].length for k in open_], 2)
+    pair = owner[:, None] < owner[None, :]
+    # Ends close together, or (pieces that overlap) ends up to half the shorter piece apart.
+    reach = np.maximum(settings.join_distance, 0.5 * np.minimum(lengths[:, None], lengths[None, :]))
+    near = (gap <= reach) & pair
     if not near.any():
         return None
     tangents = np.array([_end_tangents(pieces[k]) for k in open_]).reshape(-1, 2)
     facing = -(tangents @ tangents.T) >= math.cos(math.radians(settings.join_angle))
-    candidates = np.argwhere(near & facing)
+    near &= facing
+    for a, b in np.argwhere(near & (gap > settings.join_distance)):
+        # Overlapping pieces of one line: each end lies on the other piece.
+        pa, pb = pieces[open_[owner[a]]], pieces[open_[owner[b]]]
+        on_b = distance_to_curve(ends[a : a + 1], pb.points)[0] <= _OVERLAP_OFFSET
+        on_a = distance_to_curve(ends[b : b + 1], pa.points)[0] <= _OVERLAP_OFFSET
+        near[a, b] = on_a and on_b
+    candidates = np.argwhere(near)
     if len(candidates) == 0:
         return None
     a, b = candidates[np.argmin(gap[candidates[:, 0], candidates[:, 1]])]

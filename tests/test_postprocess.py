@@ -193,6 +193,13 @@ def test_dislocation_split_across_two_masks_is_joined():
     assert [m.reason for m in frame.merges] == ["joined"]
 
 
+def test_overlapping_halves_in_two_masks_are_joined_without_doubling_back():
+    masks = line_masks([[(10, 40), (70, 40)], [(60, 40), (115, 40)]])  # 10 px overlap
+    frame = extract_dislocations(masks)
+    assert len(frame.dislocations) == 1
+    assert_allclose(frame.dislocations[0].length, 105.0, atol=2.0)
+
+
 def test_parallel_neighbours_are_not_joined():
     # A pile-up: parallel lines 6 px apart are separate dislocations.
     masks = line_masks([[(10, 40), (110, 40)], [(10, 46), (110, 46)], [(10, 52), (110, 52)]])
@@ -265,3 +272,11 @@ def test_fit_spline_smooths_a_staircase():
     true_length = 99 / np.cos(np.radians(30))
     assert arc_length(staircase) > 1.05 * true_length
     assert_allclose(fit_spline(staircase).length, true_length, rtol=0.01)
+
+
+def test_fit_spline_survives_a_path_that_steps_back():
+    # Every other point of this path repeats a point: the fit must not see a zero chord.
+    path = np.array([[x, 0.0] for x in range(11)] + [[8.5, 0.0], [10.0, 0.0]] + [[x, 0.0] for x in range(11, 21)])
+    spline = fit_spline(path)
+    assert np.isfinite(spline.points).all()
+    assert 19.0 <= spline.length <= 24.0

@@ -1,0 +1,507 @@
+"""Score a segmentation backend on a folder of images with ground truth.
+
+A folder is either a synthetic dataset (``dataset.json``, ``images/``, ``masks/``, as
+``tem-track synth`` writes it) or a folder of labelme JSON files, each next to the
+image its ``imagePath`` names; labelme centrelines become masks
+(:func:`~temtrack.sdk.labelme.centrelines_to_masks`). Every image is segmented by the
+backend and scored with :func:`~temtrack.sdk.metrics.score_image`; the report (JSON)
+records the settings, the backend and the package version, the scores of every image
+with its matches, and a summary, and comes with a box plot of the length score
+against the number of dislocations per image (thesis Fig. 4.12).
+
+The backend ``"truth"`` predicts the ground-truth masks themselves: its length score
+is the ceiling set by the post-processing alone.
+
+Needs numpy, OpenCV and the post-processing; matplotlib only when plotting, tqdm only
+for the progress bar. Must never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize
+from .postprocess import PostprocessSettings
+
+__all__ = [
+    "EvaluationError",
+    "EvaluationReport",
+    "GroundTruth",
+    "ImageResult",
+    "default_report_path",
+    "evaluate",
+    "format_summary",
+    "iter_ground_truth",
+    "plot_length_scores",
+    "plot_path",
+    "write_report",
+]
+
+REPORT_FORMAT = "tem-track-eval"
+REPORT_FORMAT_VERSION = 1
+TRUTH = "truth"
+
+
+class EvaluationError(ValueError):
+    """A folder cannot be evaluated: neither a dataset nor labelme files, or a broken image."""
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One image with its ground truth.
+
+    Attributes
+    ----------
+    image_id : str
+        Name of the image within its folder (sample number or labelme file stem).
+    image : (H, W) ndarray of float32
+        Intensities in [0, 1].
+    masks : (N, H, W) ndarray of uint8
+        One 0/1 mask per dislocation; N may be 0.
+    """
+
+    image_id: str
+    image: np.ndarray = field(repr=False)
+    masks: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The scores of one image, with the time the backend took on it (seconds)."""
+
+    image_id: str
+    shape: tuple
+    score: ImageScore
+    predict_seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image_id,
+            "shape": list(self.shape),
+            "predict_seconds": round(self.predict_seconds, 6),
+            **self.score.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What :func:`evaluate` found.
+
+    Attributes
+    ----------
+    data : str
+        The folder evaluated (absolute path).
+    kind : {"synthetic", "labelme"}
+    backend : dict
+        The backend's ``describe()``.
+    settings : dict
+        ``postprocess`` (the PostprocessSettings), ``min_dice``, ``multiple`` and
+        ``label_width`` (px, labelme folders).
+    version : str
+        tem-track version.
+    images : tuple of ImageResult
+        In folder order.
+    summary : dict
+        :func:`~temtrack.sdk.metrics.summarize` of the images.
+    seconds : float
+        Wall time of the evaluation.
+    """
+
+    data: str
+    kind: str
+    backend: dict
+    settings: dict
+    version: str
+    images: tuple
+    summary: dict
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "format": REPORT_FORMAT,
+            "format_version": REPORT_FORMAT_VERSION,
+            "tem_track_version": self.version,
+            "data": self.data,
+            "kind": self.kind,
+            "backend": self.backend,
+            "settings": self.settings,
+            "seconds": round(self.seconds, 3),
+            "summary": self.summary,
+            "images": [image.to_dict() for image in self.images],
+        }
+
+
+class _Truth:
+    """The ground truth as the prediction (the ceiling of post-processing)."""
+
+    name = TRUTH
+
+    def describe(self) -> dict:
+        return {"backend": TRUTH, "note": "ground-truth masks used as the prediction"}
+
+
+# --- reading ground truth -------------------------------------------------------------
+
+
+def _folder_kind(folder: Path) -> str:
+    if not folder.exists():
+        raise FileNotFoundError(f"data folder {folder} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"data must be a folder (a synthetic dataset or labelme files), got the file {folder}")
+    if (folder / "dataset.json").is_file():
+        return "synthetic"
+    if any(_labelme_files(folder)):
+        return "labelme"
+    raise EvaluationError(
+        f"{folder} holds neither a synthetic dataset (dataset.json, as 'tem-track synth' writes) "
+        "nor labelme files (*.json next to their images)"
+    )
+
+
+def _labelme_files(folder: Path) -> list[Path]:
+    files = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            head = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            files.append(path)  # read_labelme reports what is wrong with it
+            continue
+        # Our own reports may sit in the folder; they are not annotations.
+        if not (isinstance(head, dict) and head.get("format") == REPORT_FORMAT):
+            files.append(path)
+    return files
+
+
+def _read_image(path: Path, shape: tuple[int, int], where: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise EvaluationError(f"{where}: cannot read its image {path} (missing or not an image)")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / np.float32(255.0)
+    elif image.dtype == np.uint16:
+        image = image.astype(np.float32) / np.float32(65535.0)
+    else:
+        raise EvaluationError(f"{where}: image {path} must be 8- or 16-bit, got dtype {image.dtype}")
+    if image.shape != tuple(shape):
+        raise EvaluationError(
+            f"{where}: image {path} is {image.shape[0]}x{image.shape[1]} px but the annotation says "
+            f"{shape[0]}x{shape[1]} (imageHeight x imageWidth)"
+        )
+    return image
+
+
+def iter_ground_truth(data: str | os.PathLike, *, label_width: int = 3) -> Iterator[GroundTruth]:
+    """The images of a folder with their ground-truth masks, in folder order.
+
+    Parameters
+    ----------
+    data : path
+        A synthetic dataset folder, or a folder of labelme JSON files with their images.
+    label_width : int
+        Width in pixels of the masks drawn from labelme centrelines (ignored for
+        synthetic datasets, whose masks are stored).
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError
+        ``data`` is missing or a file.
+    EvaluationError
+        ``data`` holds neither kind of ground truth, or an image is unreadable or of
+        another size than its annotation.
+    """
+    folder = Path(data)
+    kind = _folder_kind(folder)
+    if kind == "synthetic":
+        from temtrack.training.synth.storage import read_header, read_sample
+
+        header = read_header(folder)
+        n = header.get("n")
+        if not isinstance(n, int) or n < 0:
+            raise EvaluationError(f"{folder / 'dataset.json'}: 'n' must be the number of images, got {n!r}")
+        for index in range(n):
+            sample = read_sample(folder, index)
+            yield GroundTruth(f"{index:06d}", sample.image, sample.masks)
+        return
+
+    from .labelme import centrelines_to_masks, read_labelme
+
+    for path in _labelme_files(folder):
+        annotation = read_labelme(path)
+        if not annotation.image_path:
+            raise EvaluationError(f"{path}: no imagePath, so its image cannot be found")
+        image = _read_image(path.parent / annotation.image_path, annotation.image_shape, path)
+        if annotation.centrelines:
+            masks = centrelines_to_masks(annotation.centrelines, annotation.image_shape, width=label_width)
+        else:
+            masks = np.zeros((0, *annotation.image_shape), np.uint8)
+        yield GroundTruth(path.stem, image, masks)
+
+
+# --- evaluating -----------------------------------------------------------------------
+
+
+def _resolve_backend(backend):
+    if isinstance(backend, str):
+        if backend == TRUTH:
+            return _Truth()
+        from .backends import get_backend
+
+        try:
+            return get_backend(backend)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or {TRUTH!r}: the ground truth itself, the ceiling of post-processing)") from None
+    if not (callable(getattr(backend, "predict", None)) and callable(getattr(backend, "describe", None))):
+        raise TypeError(
+            "backend must be a backend name or an object with predict(frames) and describe(), "
+            f"got {type(backend).__name__}"
+        )
+    return backend
+
+
+def _count_images(folder: Path, kind: str) -> int | None:
+    if kind == "synthetic":
+        try:
+            return int(json.loads((folder / "dataset.json").read_text())["n"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return len(_labelme_files(folder))
+
+
+def evaluate(
+    data: str | os.PathLike,
+    backend,
+    *,
+    settings: PostprocessSettings | None = None,
+    min_dice: float = 0.1,
+    multiple: str = "exclude",
+    label_width: int = 3,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Segment every image of a folder with ``backend`` and score it against its ground truth.
+
+    Parameters
+    ----------
+    data : path
+        A synthetic dataset folder or a folder of labelme files (see
+        :func:`iter_ground_truth`).
+    backend : str or backend object
+        A name for :func:`~temtrack.sdk.backends.get_backend` (e.g. ``"classical"``),
+        ``"truth"`` (the ground-truth masks as prediction), or an object with
+        ``predict(frames)`` and ``describe()``.
+    settings : PostprocessSettings, optional
+        Post-processing of prediction and ground truth.
+    min_dice, multiple
+        Matching rules of :func:`~temtrack.sdk.metrics.score_image`.
+    label_width : int
+        Mask width in pixels for labelme centrelines.
+    progress : bool
+        Show a progress bar (on a terminal).
+
+    Returns
+    -------
+    EvaluationReport
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError, EvaluationError
+        See :func:`iter_ground_truth`; also when the folder holds no image.
+    ValueError
+        Unknown backend name (the message lists the valid ones), or bad settings.
+    """
+    start = time.perf_counter()
+    folder = Path(data)
+    kind = _folder_kind(folder)
+    if isinstance(min_dice, bool) or not isinstance(min_dice, (int, float)) or not 0.0 < min_dice <= 1.0:
+        raise ValueError(f"min_dice must be a number in (0, 1], got {min_dice!r}")
+    if multiple not in MULTIPLE_RULES:
+        raise ValueError(f"multiple must be one of {', '.join(MULTIPLE_RULES)}; got {multiple!r}")
+    if isinstance(label_width, bool) or not isinstance(label_width, int) or label_width < 1:
+        raise ValueError(f"label_width must be an int >= 1 (pixels), got {label_width!r}")
+    settings = PostprocessSettings() if settings is None else settings
+    if not isinstance(settings, PostprocessSettings):
+        raise TypeError(f"settings must be a PostprocessSettings or None, got {type(settings).__name__}")
+    model = _resolve_backend(backend)
+
+    from tqdm import tqdm
+
+    results = []
+    bar = tqdm(
+        total=_count_images(folder, kind),
+        desc=f"eval {getattr(model, 'name', 'backend')}",
+        unit="img",
+        disable=not (progress and sys.stderr.isatty()),
+    )
+    try:
+        for truth in iter_ground_truth(folder, label_width=label_width):
+            tic = time.perf_counter()
+            if isinstance(model, _Truth):
+                pred = truth.masks
+            else:
+                pred = model.predict(truth.image[None])[0]
+            seconds = time.perf_counter() - tic
+            score = score_image(pred, truth.masks, settings=settings, min_dice=min_dice, multiple=multiple)
+            results.append(ImageResult(truth.image_id, tuple(truth.image.shape), score, seconds))
+            bar.update()
+    finally:
+        bar.close()
+    if not results:
+        raise EvaluationError(f"{folder} holds no image to evaluate")
+
+    from temtrack import __version__
+
+    return EvaluationReport(
+        data=str(folder.resolve()),
+        kind=kind,
+        backend=model.describe(),
+        settings={
+            "postprocess": settings.to_dict(),
+            "min_dice": float(min_dice),
+            "multiple": multiple,
+            "label_width": label_width,
+        },
+        version=__version__,
+        images=tuple(results),
+        summary=summarize([r.score for r in results]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def default_report_path(data: str | os.PathLike, backend: str) -> Path:
+    """Where ``tem-track eval`` writes without ``--out``: ``<DIR>_<backend>_report.json``
+    beside the folder ``DIR``, never inside it (so a dataset stays as it was written).
+
+    >>> default_report_path("data/sd2", "classical").as_posix()
+    'data/sd2_classical_report.json'
+    """
+    folder = Path(data)
+    if folder.name in ("", ".", ".."):
+        folder = folder.resolve()  # "." must land beside the folder, not in it
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(str(backend)).name) or "backend"
+    return folder.parent / f"{folder.name}_{safe}_report.json"
+
+
+def plot_path(path: str | os.PathLike) -> Path:
+    """The box plot beside a report: ``report.json`` -> ``report.png``."""
+    return Path(path).with_suffix(".png")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename (atomic on one file system)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def plot_length_scores(report: EvaluationReport, path: str | os.PathLike) -> Path:
+    """Box plot of the per-image length score against the number of ground-truth
+    dislocations in the image (thesis Fig. 4.12), as a PNG at ``path`` (replaced)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    groups: dict[int, list[float]] = {}
+    for image in report.images:
+        groups.setdefault(image.score.n_gt, []).append(image.score.length_score)
+    counts = sorted(groups)
+    figure = Figure(figsize=(max(4.0, 0.45 * len(counts) + 2.0), 3.6), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.boxplot([groups[c] for c in counts], positions=range(len(counts)), widths=0.6)
+    axes.set_xticks(range(len(counts)), [str(c) for c in counts])
+    for x, c in enumerate(counts):
+        axes.annotate(f"n={len(groups[c])}", (x, 1.02), ha="center", va="bottom", fontsize=7, color="0.4")
+    axes.set_ylim(-0.02, 1.1)
+    axes.set_xlabel("dislocations in the image")
+    axes.set_ylabel("length score")
+    mean = report.summary["length_score_mean"]
+    axes.set_title(f"{Path(report.data).name}, backend {report.backend.get('backend', '?')}: mean {mean:.3f}", fontsize=9)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return path
+
+
+def write_report(report: EvaluationReport, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write the report as JSON at ``path`` and its box plot beside it (``.png``).
+
+    Each file is written to a temporary file in the same folder and renamed, so a
+    crash never leaves a half-written report.
+
+    Parameters
+    ----------
+    report : EvaluationReport
+    path : path
+        Destination ending in ``.json``; missing parent folders are created.
+    overwrite : bool
+        Replace existing files instead of raising FileExistsError.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not isinstance(report, EvaluationReport):
+        raise TypeError(f"report must be an EvaluationReport, got {type(report).__name__}")
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise ValueError(f"path must end in .json (the box plot goes beside it as .png), got {path}")
+    image = plot_path(path)
+    if not overwrite:
+        for existing in (path, image):
+            if existing.exists():
+                raise FileExistsError(f"{existing} already exists; pass overwrite (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    plot_length_scores(report, image)
+    return path
+
+
+def _cell(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def format_summary(report: EvaluationReport) -> str:
+    """A short plain-text table of the summary."""
+    s = report.summary
+    rows = [
+        ("images", s["n_images"], None),
+        ("ground-truth dislocations", s["n_gt"], None),
+        ("predicted dislocations", s["n_pred"], None),
+        ("length score (thesis)", s["length_score_mean"], s["length_score_median"]),
+        ("length score, per dislocation", s["length_score_pooled"], None),
+        ("pixel Dice", s["pixel_dice_mean"], s["pixel_dice_median"]),
+        ("pixel IoU", s["pixel_iou_mean"], s["pixel_iou_median"]),
+        ("dislocation precision", s["dislocation_precision_mean"], s["dislocation_precision_median"]),
+        ("dislocation recall", s["dislocation_recall_mean"], s["dislocation_recall_median"]),
+        ("count error (pred - true)", s["count_error_mean"], s["count_error_median"]),
+        ("centreline distance (px)", s["centreline_distance_mean"], None),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{Path(report.data).name} | backend {report.backend.get('backend', '?')}",
+             f"{'':{width}}  {'mean':>8}  {'median':>8}"]
+    for name, mean, median in rows:
+        lines.append(f"{name:{width}}  {_cell(mean):>8}  {_cell(median):>8}")
+    return "\n".join(lines)
