@@ -163,10 +163,49 @@ def _folder_kind(folder: Path) -> str:
         return "synthetic"
     if any(_labelme_files(folder)):
         return "labelme"
+    if _line_label_files(folder):
+        return "lines"
     raise EvaluationError(
-        f"{folder} holds neither a synthetic dataset (dataset.json, as 'tem-track synth' writes) "
-        "nor labelme files (*.json next to their images)"
+        f"{folder} holds neither a synthetic dataset (dataset.json, as 'tem-track synth' writes), "
+        "nor labelme files (*.json next to their images), nor line labels (NAME.png with "
+        "NAME_dislocations.png)"
     )
+
+
+LINE_LABEL_SUFFIX = "_dislocations"
+
+
+def _line_label_files(folder: Path) -> list[tuple[Path, Path]]:
+    """(image, label) pairs: ``NAME.png`` with ``NAME_dislocations.png`` beside it."""
+    pairs = []
+    for label in sorted(folder.glob(f"*{LINE_LABEL_SUFFIX}.png")):
+        image = label.with_name(label.name[: -len(f"{LINE_LABEL_SUFFIX}.png")] + ".png")
+        if image.is_file():
+            pairs.append((image, label))
+    return pairs
+
+
+def line_label_masks(label: np.ndarray, *, min_pixels: int = 1) -> np.ndarray:
+    """One mask per 8-connected component of a line-label image (nonzero = line).
+
+    Parameters
+    ----------
+    label : (H, W) ndarray of uint8
+        Hand-drawn dislocation lines, e.g. 255 on 0.
+    min_pixels : int
+        Components with fewer pixels are dropped.
+
+    Returns
+    -------
+    (N, H, W) ndarray of uint8
+        0/1 masks, in OpenCV's component order.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((label > 0).view(np.uint8), connectivity=8)
+    keep = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= min_pixels]
+    masks = np.zeros((len(keep), *label.shape), np.uint8)
+    for i, k in enumerate(keep):
+        masks[i] = labels == k
+    return masks
 
 
 def _labelme_files(folder: Path) -> list[Path]:
@@ -209,7 +248,10 @@ def iter_ground_truth(data: str | os.PathLike, *, label_width: int = 3) -> Itera
     Parameters
     ----------
     data : path
-        A synthetic dataset folder, or a folder of labelme JSON files with their images.
+        A synthetic dataset folder, a folder of labelme JSON files with their images,
+        or a folder of line labels: ``NAME.png`` with ``NAME_dislocations.png`` beside
+        it, each 8-connected component of the labels one dislocation (the format of
+        the TWIP data in ``../shared/data/real``).
     label_width : int
         Width in pixels of the masks drawn from labelme centrelines (ignored for
         synthetic datasets, whose masks are stored).
@@ -234,6 +276,15 @@ def iter_ground_truth(data: str | os.PathLike, *, label_width: int = 3) -> Itera
         for index in range(n):
             sample = read_sample(folder, index)
             yield GroundTruth(f"{index:06d}", sample.image, sample.masks)
+        return
+
+    if kind == "lines":
+        for image_path, label_path in _line_label_files(folder):
+            label = cv2.imread(str(label_path), cv2.IMREAD_GRAYSCALE)
+            if label is None:
+                raise EvaluationError(f"cannot read the line labels {label_path} (not an image)")
+            image = _read_image(image_path, label.shape, label_path)
+            yield GroundTruth(image_path.stem, image, line_label_masks(label))
         return
 
     from .labelme import centrelines_to_masks, read_labelme
@@ -277,6 +328,8 @@ def _count_images(folder: Path, kind: str) -> int | None:
             return int(json.loads((folder / "dataset.json").read_text())["n"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+    if kind == "lines":
+        return len(_line_label_files(folder))
     return len(_labelme_files(folder))
 
 

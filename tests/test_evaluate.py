@@ -101,6 +101,42 @@ def test_labelme_folder_is_evaluated(labelme_folder):
     _scores_are_valid(evaluate(labelme_folder, "classical", progress=False))
 
 
+def test_line_label_folder_is_evaluated(dataset, tmp_path):
+    """NAME.png + NAME_dislocations.png (each 8-connected line one dislocation), the
+    format of the real TWIP labels; the generator's masks drawn apart are the answer."""
+    expected = []
+    for index in range(N_IMAGES):
+        sample = read_sample(dataset, index)
+        cv2.imwrite(str(tmp_path / f"frame{index:03d}.png"), to_uint8(sample.image))
+        # Only dislocations that touch no other one stay separate components.
+        masks = sample.masks.astype(bool)
+        others = [masks[:k].any(axis=0) | masks[k + 1 :].any(axis=0) for k in range(len(masks))]
+        alone = [k for k in range(len(masks)) if not (cv2.dilate(masks[k].view(np.uint8), np.ones((3, 3))) & others[k]).any()]
+        label = np.zeros(sample.image.shape, np.uint8)
+        for k in alone:
+            label[masks[k]] = 255
+        cv2.imwrite(str(tmp_path / f"frame{index:03d}_dislocations.png"), label)
+        expected.append(len(alone))
+    truths = list(iter_ground_truth(tmp_path))
+    assert [t.image_id for t in truths] == ["frame000", "frame001", "frame002"]
+    assert [len(t.masks) for t in truths] == expected and sum(expected) > 0
+    report = evaluate(tmp_path, "truth", progress=False)
+    assert report.kind == "lines"
+    assert report.summary["length_score_mean"] > 0.98
+
+
+def test_real_twip_labels_give_a_ceiling_near_one(real_data, tmp_path):
+    folder = real_data / "twip-8.4um" / "labeled"
+    for name in ("frame000", "frame005"):
+        for suffix in ("", "_dislocations"):
+            shutil.copy(folder / f"{name}{suffix}.png", tmp_path)
+    report = evaluate(tmp_path, "truth", progress=False)
+    assert report.kind == "lines" and len(report.images) == 2
+    # 15-27 hand-drawn lines per frame; a few cross and become one mask with two lines.
+    assert all(image.score.n_gt >= 15 for image in report.images)
+    assert report.summary["length_score_mean"] > 0.9
+
+
 def test_report_inside_a_labelme_folder_is_not_read_as_annotation(labelme_folder, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(labelme_folder, folder)
