@@ -241,28 +241,37 @@ class FrameDislocations:
     settings: PostprocessSettings
 
 
-def _check_masks(masks) -> np.ndarray:
+def check_masks(masks, name: str = "masks") -> np.ndarray:
+    """``masks`` if it is an (N, H, W) array of probabilities in [0, 1], uint8 or bool;
+    else a TypeError/ValueError naming ``name`` and what it received."""
     if not isinstance(masks, np.ndarray):
-        raise TypeError(f"masks must be a numpy array of shape (N, H, W), got {type(masks).__name__}")
+        raise TypeError(f"{name} must be a numpy array of shape (N, H, W), got {type(masks).__name__}")
     if masks.ndim != 3:
-        raise ValueError(f"masks must have shape (N, H, W), got {masks.ndim}-D shape {masks.shape}")
-    if masks.dtype != bool and masks.dtype != np.uint8 and not np.issubdtype(masks.dtype, np.floating):
-        raise TypeError(f"masks must be float probabilities in [0, 1], uint8 or bool; got dtype {masks.dtype}")
-    if np.issubdtype(masks.dtype, np.floating) and masks.size:
+        raise ValueError(f"{name} must have shape (N, H, W), got {masks.ndim}-D shape {masks.shape}")
+    floating = np.issubdtype(masks.dtype, np.floating)
+    if masks.dtype != bool and masks.dtype != np.uint8 and not floating:
+        raise TypeError(f"{name} must be float probabilities in [0, 1], uint8 or bool; got dtype {masks.dtype}")
+    if floating and masks.size:
         low, high = float(masks.min()), float(masks.max())  # NaN propagates into both
         if math.isnan(low) or math.isnan(high):
-            raise ValueError("masks hold NaN values; expected probabilities in [0, 1]")
+            raise ValueError(f"{name} holds {int(np.isnan(masks).sum())} NaN values; expected probabilities in [0, 1]")
         if low < 0.0 or high > 1.0:
-            raise ValueError(f"mask probabilities must lie in [0, 1], got values in [{low:g}, {high:g}]")
+            raise ValueError(f"{name} probabilities must lie in [0, 1], got values in [{low:g}, {high:g}]")
     return masks
+
+
+def threshold_masks(masks: np.ndarray, threshold: float) -> np.ndarray:
+    """Checked ``masks`` as (N, H, W) uint8, nonzero = dislocation: probabilities above
+    ``threshold``; uint8/bool masks as they are (a view, no copy)."""
+    if np.issubdtype(masks.dtype, np.floating):
+        return (masks > threshold).view(np.uint8)
+    return masks.view(np.uint8)
 
 
 def binarize(masks: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
     """Binary masks ``(N, H, W)`` of bool: probabilities above ``threshold``, or nonzero uint8/bool."""
-    masks = _check_masks(masks)
-    if np.issubdtype(masks.dtype, np.floating):
-        return masks > threshold
-    return masks.astype(bool, copy=False) if masks.dtype == bool else masks != 0
+    binary = threshold_masks(check_masks(masks), threshold)
+    return binary.view(bool) if masks.dtype != np.uint8 else binary != 0
 
 
 def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | None = None) -> FrameDislocations:
@@ -290,12 +299,9 @@ def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | N
     (1, 50)
     """
     settings = settings or PostprocessSettings()
-    masks = _check_masks(masks)
-    if np.issubdtype(masks.dtype, np.floating):
-        binary = (masks > settings.threshold).view(np.uint8)
-    else:
-        # OpenCV's bounding boxes and components take any nonzero pixel as foreground.
-        binary = masks.view(np.uint8)
+    masks = check_masks(masks)
+    # OpenCV's bounding boxes and components take any nonzero pixel as foreground.
+    binary = threshold_masks(masks, settings.threshold)
     probabilities = masks if np.issubdtype(masks.dtype, np.floating) else None
     components, summaries = [], []
     for index in range(binary.shape[0]):
@@ -472,14 +478,6 @@ def _skeleton_mosaic(components: list[np.ndarray]) -> tuple[np.ndarray, np.ndarr
     for start, component in zip(starts, components):
         mosaic[start : start + component.shape[0], : component.shape[1]] = component
     return skeletonize(mosaic, method="lee").astype(bool), starts
-
-
-def _skeletons(components: list[np.ndarray]) -> list[np.ndarray]:
-    """Lee skeletons of padded components (each the size of its component)."""
-    if not components:
-        return []
-    thin, starts = _skeleton_mosaic(components)
-    return [thin[start : start + c.shape[0], : c.shape[1]] for start, c in zip(starts, components)]
 
 
 def _all_paths(components: list[np.ndarray], spur_length: float) -> list[list[tuple[np.ndarray, bool]]]:
