@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tem-track",
         description="Dislocations in in-situ TEM videos as tracked splines and time series.",
-        epilog="Subcommands: synth (synthetic images and videos with ground truth), "
+        epilog="Main job: 'tem-track VIDEO --out splines.parquet' (options: 'tem-track VIDEO --help'). "
+        "Subcommands: synth (synthetic images and videos with ground truth), "
         "eval (score a backend against ground truth). "
         "Run 'tem-track SUBCOMMAND --help' for their options.",
     )
@@ -157,27 +158,108 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tem-track",
+        usage="tem-track VIDEO --out splines.parquet [options]\n       tem-track SUBCOMMAND ...",
+        description="Find every dislocation in every frame as a spline, link them into tracks and "
+        "write splines, per-track series and pair distances as Parquet. VIDEO is a video file "
+        "(mp4, avi, mkv, mov, ...), a TIFF stack, a folder of images or a glob pattern in quotes.",
+        epilog="Subcommands: synth (synthetic data), eval (score a backend against ground truth); "
+        "'tem-track SUBCOMMAND --help' for theirs.",
+    )
+    parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
+    parser.add_argument("video", metavar="VIDEO", help="video file, TIFF stack, image folder or glob")
+    parser.add_argument("--out", type=Path, help="splines Parquet file (default: VIDEO's name + _splines.parquet "
+                        "beside it); OUT_tracks.parquet and OUT_pairs.parquet go beside it")
+    parser.add_argument("--model", type=Path, help="ONNX model file (default: the bundled model; until one ships, "
+                        "the classical backend)")
+    parser.add_argument("--backend", help="backend name: classical, onnxruntime (with --model)")
+    parser.add_argument("--providers", help="onnxruntime execution providers, comma-separated")
+    parser.add_argument("--batch-size", type=int, default=4, help="frames per model call (default: 4)")
+    parser.add_argument("--workers", type=int, help="post-processing processes (default: CPU cores - 1; 0 = none)")
+    parser.add_argument("--scale", type=float, help="model px per frame px instead of fitting the frame to the "
+                        "model input")
+    parser.add_argument("--every", type=int, default=1, help="process every K-th frame (default: 1)")
+    parser.add_argument("--start", type=int, default=0, help="first frame (default: 0)")
+    parser.add_argument("--end", type=int, help="stop before this frame (default: the last)")
+    parser.add_argument("--fps", type=float, help="frame rate, overriding the file's")
+    parser.add_argument("--pixel-size", type=float, metavar="NM", help="nm per pixel, overriding the file's metadata")
+    parser.add_argument("--threshold", type=float, help="mask probability threshold (default: the model's)")
+    parser.add_argument("--tracker", default="curve", help="linker: curve (default) or trackpy")
+    parser.add_argument("--overlay", type=Path, help="also write an mp4 with every spline drawn in its track's colour")
+    parser.add_argument("--plots", type=Path, help="also write PNG plots (pair distances, positions) into this folder")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run writing --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.postprocess import PostprocessSettings
+
+    out = args.out
+    if out is None:
+        video = Path(args.video)
+        out = video.with_name(f"{video.stem if video.suffix else video.name}_splines.parquet")
+    analyzer = Analyzer(
+        args.model,
+        backend=args.backend,
+        postprocess=None if args.threshold is None else PostprocessSettings(threshold=args.threshold),
+        tracker=args.tracker,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        scale=args.scale,
+        providers=None if args.providers is None else [p.strip() for p in args.providers.split(",") if p.strip()],
+    )
+    result = analyzer.run(
+        args.video,
+        out,
+        start=args.start,
+        end=args.end,
+        every=args.every,
+        fps=args.fps,
+        pixel_size_nm=args.pixel_size,
+        overlay=args.overlay,
+        plots=args.plots,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    splines = result.splines
+    tracks = splines["track_id"].nunique() if len(splines) else 0
+    resumed = f" (+{result.resumed_frames} resumed)" if result.resumed_frames else ""
+    print(
+        f"{result.frames} frames{resumed} in {result.seconds:.1f} s ({result.fps:.1f} frames/s): "
+        f"{len(splines)} dislocations in {tracks} tracks"
+    )
+    print("wrote " + ", ".join(str(path) for path in result.paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = _parser()
     if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
-        parser.error(
-            f"unknown subcommand {argv[0]!r}; valid: {', '.join(SUBCOMMANDS)}. "
-            "(Running a video, 'tem-track VIDEO --out splines.parquet', arrives with the main-job issue.)"
-        )
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+        args = _run_parser().parse_args(argv)
+        args.command = "run"
+    else:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            print("\nMain job: tem-track VIDEO --out splines.parquet [options]  (tem-track VIDEO --help)")
+            return 0
     try:
-        return {"synth": _synth, "eval": _eval}[args.command](args)
+        return {"synth": _synth, "eval": _eval, "run": _run}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         # Our own error classes derive from ValueError and name the problem; a
         # traceback would only bury the message.
-        print(f"tem-track {args.command}: error: {exc}", file=sys.stderr)
+        name = "" if args.command == "run" else f" {args.command}"
+        print(f"tem-track{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = "; rerun with --resume to continue" if args.command == "synth" else ""
+        hint = "; rerun with --resume to continue" if args.command in ("synth", "run") else ""
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -7,6 +7,9 @@ user-facing names are resolved lazily on first access.
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Analyzer": "temtrack.sdk.analyzer",
+    "process_videos": "temtrack.sdk.analyzer",
+    "open_source": "temtrack.sdk.sources",
     "generate_sample": "temtrack.training.synth",
     "iter_video": "temtrack.training.synth",
     "write_video": "temtrack.training.synth",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import cv2
 import numpy as np
@@ -199,21 +198,6 @@ def test_dice_matrix_matches_a_direct_count(sample):
             expected[i, j] = 2 * (a & b).sum() / (a.sum() + b.sum())
     assert_allclose(dice_matrix(sample.masks, pred), expected, rtol=1e-12, atol=1e-12)
     assert dice_matrix(sample.masks, pred[:0]).shape == (len(sample.masks), 0)
-
-
-def test_dice_matrix_is_fast():
-    rng = np.random.default_rng(2)
-    truth = np.zeros((20, 512, 512), np.uint8)
-    for k in range(20):
-        x0, y0 = rng.integers(0, 512, 2)
-        cv2.line(truth[k], (int(x0), int(y0)), (int(x0) + 200, int(y0) + 150), 1, 3)
-    pred = truth[rng.permutation(20)]
-    dice_matrix(truth, pred)  # warm up BLAS
-    start = time.perf_counter()
-    for _ in range(5):
-        dice_matrix(truth, pred)
-    # ~2 ms here; 50 ms leaves room for a busy CI machine.
-    assert (time.perf_counter() - start) / 5 < 0.05
 
 
 def test_inputs_are_not_modified(sample):

@@ -1,41 +1,69 @@
-"""Segmentation backends: from a name to what turns frames into instance masks.
+"""Segmentation backends: from a name or a model file to what turns frames into masks.
 
-Every backend has a ``name``, ``predict(frames)`` taking a ``(B, H, W)`` batch of
-frames in [0, 1] and returning a list of B ``(N_i, H, W)`` uint8 mask stacks, and
-``describe()`` returning its settings for the outputs. Available now: ``"classical"``
-(Sauvola thresholding, no model). Model backends (ONNX, TensorRT) come with the export
-work.
+Every backend has
 
-Cheap to import: a backend's module (and its heavy libraries) is imported only when
-that backend is asked for. Must never import torch.
+- ``name`` (str): its registry name;
+- ``input_size`` (``(H, W)`` in pixels, or None): the frame size ``predict`` needs; None
+  means any size (fit frames of other sizes with :mod:`temtrack.sdk.preprocess`);
+- ``threshold`` (float or None): the probability threshold post-processing should use
+  on its output (``PostprocessSettings.threshold``); None when it returns thresholded
+  uint8 masks;
+- ``predict(frames)``: a ``(B, H, W)`` batch of frames in [0, 1] -> a list of B
+  ``(N_i, H, W)`` mask stacks, uint8 0/1 or float32 probabilities in [0, 1];
+- ``describe()``: its settings (and model hash) as JSON-serialisable values, for the
+  outputs.
+
+Available: ``"classical"`` (Sauvola thresholding, no model, uint8 masks, any size) and
+``"onnxruntime"`` (an ONNX model file, float32 probabilities at the model's input
+size); :func:`get_backend` also takes the model path itself. TensorRT engines come with
+the export work.
+
+Cheap to import: a backend's module (and its heavy libraries, e.g. onnxruntime) is
+imported only when that backend is asked for. Must never import torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Backend", "ClassicalBackend", "backend_names", "get_backend", "sauvola_instances"]
+__all__ = [
+    "Backend",
+    "ClassicalBackend",
+    "ModelError",
+    "OnnxBackend",
+    "backend_names",
+    "get_backend",
+    "sauvola_instances",
+]
 
 # name -> (module, class); modules are imported on first use.
 _BACKENDS: dict[str, tuple[str, str]] = {
     "classical": ("temtrack.sdk.backends.classical", "ClassicalBackend"),
+    "onnxruntime": ("temtrack.sdk.backends.onnx", "OnnxBackend"),
 }
 _LAZY = {
     "ClassicalBackend": "temtrack.sdk.backends.classical",
     "sauvola_instances": "temtrack.sdk.backends.classical",
+    "OnnxBackend": "temtrack.sdk.backends.onnx",
+    "ModelError": "temtrack.sdk.modelmeta",
 }
-_MODEL_SUFFIXES = (".onnx", ".engine")
+_ONNX_SUFFIX = ".onnx"
+_ENGINE_SUFFIX = ".engine"
 
 
 class Backend(Protocol):
-    """What the runtime needs from a segmentation backend."""
+    """What the runtime needs from a segmentation backend (see the module docstring)."""
 
     name: str
+    input_size: tuple[int, int] | None
+    threshold: float | None
 
     def predict(self, frames: np.ndarray) -> list[np.ndarray]: ...
 
@@ -47,43 +75,75 @@ def backend_names() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_backend(spec: str, **options) -> Backend:
-    """The backend named ``spec``, built with ``options`` as its settings.
+def get_backend(spec: str | os.PathLike, **options) -> Backend:
+    """The backend named ``spec``, or the model backend of the file ``spec``.
 
     Parameters
     ----------
-    spec : str
-        A backend name (see :func:`backend_names`).
+    spec : str or path-like
+        A backend name (see :func:`backend_names`), or a model file: a path ending
+        with ``.onnx`` or any existing file gives an
+        :class:`~temtrack.sdk.backends.onnx.OnnxBackend` of it.
     **options
-        Settings of that backend (for ``"classical"``, the keyword arguments of
-        :func:`~temtrack.sdk.backends.classical.sauvola_instances`).
+        Settings of that backend: for ``"classical"`` the keyword arguments of
+        :func:`~temtrack.sdk.backends.classical.sauvola_instances`; for
+        ``"onnxruntime"`` ``path`` (required), ``providers`` and ``threads``; for a
+        model file ``providers`` and ``threads``.
 
     Raises
     ------
     ValueError
-        ``spec`` is an unknown name (the message lists the valid ones), or a model
-        file (``.onnx``, ``.engine`` or an existing path): model backends are not
-        available yet.
+        ``spec`` is an unknown name (the message lists the valid ones), a directory,
+        or a TensorRT engine (not available yet).
     TypeError
-        ``spec`` is not a string, or an option is unknown to the backend.
+        ``spec`` is neither a string nor a path, an option is unknown to the backend
+        (the message lists the valid ones), or a required option is missing.
+    FileNotFoundError, ModelError
+        From :class:`~temtrack.sdk.backends.onnx.OnnxBackend` for a model file.
     """
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
     if not isinstance(spec, str):
-        raise TypeError(f"spec must be a backend name (str), got {type(spec).__name__}")
-    if spec not in _BACKENDS:
-        if spec.lower().endswith(_MODEL_SUFFIXES) or Path(spec).exists():
-            raise ValueError(
-                f"cannot use {spec!r}: model backends (ONNX/TensorRT) arrive with the export issue; "
-                f"available now: {', '.join(backend_names())}"
-            )
-        raise ValueError(f"unknown backend {spec!r}; valid backends: {', '.join(backend_names())}")
-    module, attribute = _BACKENDS[spec]
+        raise TypeError(f"spec must be a backend name or a model path (str), got {type(spec).__name__}")
+    if spec in _BACKENDS:
+        return _build(spec, _BACKENDS[spec], options)
+    lowered = spec.lower()
+    if lowered.endswith(_ENGINE_SUFFIX):
+        raise ValueError(
+            f"cannot use {spec!r}: TensorRT engines arrive with the export issue; "
+            f"use the .onnx model instead, or one of: {', '.join(backend_names())}"
+        )
+    path = Path(spec)
+    if lowered.endswith(_ONNX_SUFFIX) or path.is_file():
+        if "path" in options:
+            raise TypeError(f"option path given twice: spec {spec!r} is already the model file")
+        return _build("onnxruntime", _BACKENDS["onnxruntime"], {"path": spec, **options})
+    if path.is_dir():
+        raise ValueError(
+            f"cannot use {spec!r}: it is a directory, not a model file (.onnx); "
+            f"valid backends: {', '.join(backend_names())}"
+        )
+    raise ValueError(f"unknown backend {spec!r}; valid backends: {', '.join(backend_names())}, or a .onnx model file")
+
+
+def _build(name: str, entry: tuple[str, str], options: dict) -> Backend:
+    module, attribute = entry
     cls = getattr(importlib.import_module(module), attribute)
-    valid = set(getattr(cls, "__dataclass_fields__", {}))
+    if hasattr(cls, "__dataclass_fields__"):
+        valid, required = set(cls.__dataclass_fields__), set()
+    else:
+        parameters = list(inspect.signature(cls).parameters.values())
+        valid = {p.name for p in parameters}
+        required = {p.name for p in parameters if p.default is inspect.Parameter.empty}
     unknown = sorted(set(options) - valid)
     if unknown:
         raise TypeError(
-            f"unknown option(s) {', '.join(unknown)} for backend {spec!r}; valid options: {', '.join(sorted(valid))}"
+            f"unknown option(s) {', '.join(unknown)} for backend {name!r}; valid options: {', '.join(sorted(valid))}"
         )
+    missing = sorted(required - set(options))
+    if missing:
+        hint = f" (the model file: get_backend({name!r}, path='model.onnx'))" if "path" in missing else ""
+        raise TypeError(f"backend {name!r} needs option(s) {', '.join(missing)}{hint}")
     return cls(**options)
 
 

@@ -169,7 +169,11 @@ class ClassicalBackend:
     straight_tolerance: float = 2.0
     straight_min_span: float = 0.5
 
-    name = "classical"  # a class attribute, not a setting
+    # Class attributes, not settings (see temtrack.sdk.backends.Backend): any frame
+    # size; the masks come thresholded (uint8), so post-processing needs no threshold.
+    name = "classical"
+    input_size = None
+    threshold = None
 
     def __post_init__(self):
         _check_settings(

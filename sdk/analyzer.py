@@ -1,0 +1,476 @@
+"""The main job from Python: an analyzer made once, run on videos or live frames.
+
+>>> from temtrack import Analyzer                                    # doctest: +SKIP
+>>> analyzer = Analyzer("model.onnx")          # the model is loaded once
+>>> result = analyzer.run("video.mp4", "splines.parquet", pixel_size_nm=0.8)
+>>> result.splines.head()                      # pandas DataFrames
+>>> for frame in analyzer.stream(camera_frames()):   # live: one result per frame
+...     print(frame.frame, len(frame.dislocations))
+
+:func:`process_videos` runs many videos with a pool of processes. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .pipeline import FrameResult, PipelineSettings, iterate_results
+from .postprocess import PostprocessSettings
+
+__all__ = ["Analyzer", "RunResult", "process_videos"]
+
+# Until a trained model ships with the package (the model issue), the default is the
+# classical backend.
+DEFAULT_BACKEND = "classical"
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Analyzer.run` produced.
+
+    Attributes
+    ----------
+    paths : dict of str to Path
+        ``splines``, ``tracks``, ``pairs`` (and ``overlay``, ``plots`` when asked); empty
+        when no output was asked for.
+    frames : int
+        Frames processed by this call (not counting resumed ones).
+    resumed_frames : int
+        Frames taken over from an interrupted run.
+    seconds : float
+        Wall time of this call.
+    splines, tracks, pairs : pandas.DataFrame
+        The three tables (read from the files on first access when written; kept in
+        memory otherwise).
+    """
+
+    paths: dict
+    frames: int
+    resumed_frames: int
+    seconds: float
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    def _table(self, name: str):
+        if name not in self._tables:
+            import pandas as pd
+
+            self._tables[name] = pd.read_parquet(self.paths[name])
+        return self._tables[name]
+
+    @property
+    def splines(self):
+        return self._table("splines")
+
+    @property
+    def tracks(self):
+        return self._table("tracks")
+
+    @property
+    def pairs(self):
+        return self._table("pairs")
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of this call."""
+        return self.frames / self.seconds if self.seconds > 0 else math.nan
+
+
+class Analyzer:
+    """Backend and settings loaded once; videos and live frames run through it.
+
+    Parameters
+    ----------
+    model : path, optional
+        An ONNX model file (runs on onnxruntime). Without ``model`` or ``backend`` the
+        default is used (the classical backend until a trained model ships).
+    backend : str or Backend, optional
+        A backend name (``temtrack.sdk.backends.backend_names()``; with ``model``,
+        ``"onnxruntime"``, the default for ``.onnx`` files), or an object with the
+        :class:`~temtrack.sdk.backends.Backend` interface (your own model runtime).
+    postprocess : PostprocessSettings, optional
+        Mask-to-spline settings; the threshold defaults to the model's.
+    tracker : {"curve", "trackpy"}
+        Linker (``temtrack.tracker.linker_names()``); ``tracker_options`` its settings.
+    batch_size, workers, scale
+        :class:`~temtrack.sdk.pipeline.PipelineSettings`.
+    providers : list of str, optional
+        onnxruntime execution providers.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        *,
+        backend=None,
+        postprocess: PostprocessSettings | None = None,
+        tracker: str = "curve",
+        tracker_options: dict | None = None,
+        batch_size: int = 4,
+        workers: int | None = None,
+        scale: float | None = None,
+        providers: list | None = None,
+    ):
+        from temtrack.tracker import linker_names
+
+        from .backends import get_backend
+
+        if tracker not in linker_names():
+            raise ValueError(f"unknown tracker {tracker!r}; valid trackers: {', '.join(linker_names())}")
+        self.tracker, self.tracker_options = tracker, dict(tracker_options or {})
+        self._check_tracker()
+        self.settings = PipelineSettings(batch_size=batch_size, workers=workers, scale=scale)
+        options = {} if providers is None else {"providers": providers}
+        if backend is not None and not isinstance(backend, str):
+            for attribute in ("name", "predict", "describe"):
+                if not hasattr(backend, attribute):
+                    raise TypeError(f"backend must be a backend name or have a {attribute!r} (the Backend interface)")
+            if model is not None:
+                raise ValueError("give model or a backend object, not both")
+            self.backend = backend
+        elif model is not None:
+            if backend not in (None, "onnxruntime"):
+                raise ValueError(f"a model file runs on the 'onnxruntime' backend, not {backend!r}")
+            self.backend = get_backend(str(model), **options)
+        else:
+            self.backend = get_backend(backend or DEFAULT_BACKEND, **options)
+        if postprocess is None:
+            threshold = getattr(self.backend, "threshold", None)
+            postprocess = PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
+        if not isinstance(postprocess, PostprocessSettings):
+            raise TypeError(f"postprocess must be a PostprocessSettings, got {type(postprocess).__name__}")
+        self.postprocess = postprocess
+
+    def _check_tracker(self):
+        self._new_linker()  # unknown options fail here, not at the first frame
+
+    def _new_linker(self):
+        from temtrack.tracker import make_linker
+
+        return make_linker(self.tracker, **self.tracker_options)
+
+    def describe(self) -> dict:
+        """Backend and settings, as recorded in every output."""
+        return {
+            "backend": self.backend.describe(),
+            "postprocess": dataclasses.asdict(self.postprocess),
+            "tracker": self._new_linker().describe(),
+            "pipeline": {"batch_size": self.settings.batch_size, "scale": self.settings.scale},
+        }
+
+    def _series(self, pixel_size_nm):
+        from temtrack.tracker import SeriesBuilder
+
+        return SeriesBuilder(pixel_size_nm=pixel_size_nm)
+
+    def stream(
+        self, frames: Iterable, *, fps: float | None = None, pixel_size_nm: float | None = None, keep_images: bool = False
+    ) -> Iterator[FrameResult]:
+        """Results frame by frame as frames arrive (a live camera).
+
+        Parameters
+        ----------
+        frames : iterable
+            Of (H, W) arrays (uint8, uint16 or float in [0, 1]) or
+            :class:`~temtrack.sdk.sources.Frame` s, or anything
+            :func:`~temtrack.sdk.sources.open_source` reads.
+        fps, pixel_size_nm : float, optional
+            Timing and calibration of the frames.
+        keep_images : bool
+            Attach each frame to its result.
+
+        Yields
+        ------
+        FrameResult
+            One per frame, in order, as soon as it is done: frames are batched only when
+            several are waiting, so at ``batch_size=1`` the latency is one frame's work.
+        """
+        from .sources import open_source
+
+        source = open_source(frames, fps=fps, pixel_size_nm=pixel_size_nm)
+        with source:
+            yield from iterate_results(
+                source.frames(),
+                self.backend,
+                linker=self._new_linker(),
+                series=self._series(source.pixel_size_nm),
+                postprocess=self.postprocess,
+                settings=self.settings,
+                keep_images=keep_images,
+            )
+
+    def run(
+        self,
+        source,
+        out=None,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        every: int = 1,
+        fps: float | None = None,
+        pixel_size_nm: float | None = None,
+        overlay=None,
+        plots=None,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> RunResult:
+        """Process a video (or stack, folder, array) into tracked splines and series.
+
+        Parameters
+        ----------
+        source : path, array or iterable
+            What :func:`~temtrack.sdk.sources.open_source` reads.
+        out : path, optional
+            The splines Parquet file; the tracks and pairs tables go beside it
+            (``OUT_tracks.parquet``, ``OUT_pairs.parquet``). Without it the tables are
+            kept in memory (mind long videos).
+        start, end, every : int
+            Frames ``start <= index < end``, every ``every``-th.
+        fps, pixel_size_nm : float, optional
+            Override the source's frame rate and pixel size (nm/px).
+        overlay : path, optional
+            An mp4 with each spline drawn in its track's colour.
+        plots : path, optional
+            A folder for PNG plots of pair distances and positions against time.
+        resume : bool
+            Continue an interrupted run writing ``out`` after its last complete chunk.
+        overwrite : bool
+            Replace existing outputs (once the new ones are complete).
+        progress : bool
+            A progress bar (frames, fps, ETA) when stderr is a terminal.
+
+        Returns
+        -------
+        RunResult
+        """
+        from .results import RunWriter
+        from .sources import open_source
+
+        _check_range(start, end, every)
+        if resume and out is None:
+            raise ValueError("resume needs out: the partial output to continue")
+        began = time.perf_counter()
+        for name, path in (("overlay", overlay), ("plots", plots)):
+            if path is not None and Path(path).exists() and not overwrite:
+                raise FileExistsError(f"{name} output {path} already exists; pass --overwrite to replace it")
+        with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm) as frames:
+            metadata = self._metadata(frames, start, end, every)
+            writer = None if out is None else RunWriter(out, metadata=metadata, overwrite=overwrite, resume=resume)
+            linker, series = self._new_linker(), self._series(frames.pixel_size_nm)
+            stop = end if end is not None else frames.n_frames
+            total = None if stop is None else max(0, len(range(start, stop, every)))
+            first = start
+            overlay_writer = self._overlay(overlay, frames, overwrite)
+            memory = _Memory() if writer is None else None
+            count = 0
+            try:
+                if writer is not None and writer.chunks:
+                    first = self._replay(writer, frames, linker, series, overlay_writer, start, every)
+                with _progress(total, writer.resumed_frames if writer else 0, progress, frames.name) as bar:
+                    results = iterate_results(
+                        frames.frames(start=first, end=end, every=every),
+                        self.backend,
+                        linker=linker,
+                        series=series,
+                        postprocess=self.postprocess,
+                        settings=self.settings,
+                        keep_images=overlay_writer is not None,
+                    )
+                    for result in results:
+                        if writer is not None:
+                            writer.add(result)
+                        else:
+                            memory.add(result)
+                        if overlay_writer is not None:
+                            overlay_writer.write(result.image, [d.points for d in result.dislocations], result.track_ids)
+                        count += 1
+                        bar.update(1)
+            except BaseException:
+                if writer is not None:
+                    writer.flush()  # the frames done are complete: keep them for --resume
+                if overlay_writer is not None:
+                    overlay_writer.abort()
+                raise
+            paths = writer.finish() if writer is not None else {}
+            if overlay_writer is not None:
+                paths["overlay"] = overlay_writer.close()
+        result = RunResult(
+            paths=paths,
+            frames=count,
+            resumed_frames=writer.resumed_frames - count if writer is not None else 0,
+            seconds=time.perf_counter() - began,
+            _tables=memory.tables(metadata) if memory is not None else {},
+        )
+        if plots is not None:
+            paths["plots"] = _plots(result, Path(plots))
+        return result
+
+    def _metadata(self, frames, start, end, every) -> dict:
+        from temtrack import __version__
+
+        description = self.describe()
+        backend = description["backend"]
+        return {
+            "tem_track_version": __version__,
+            "created_unix_s": time.time(),
+            "input": {
+                "name": frames.name,
+                "kind": frames.kind,
+                "shape": list(frames.shape) if frames.shape is not None else None,
+                "n_frames": frames.n_frames,
+                "metadata": frames.metadata,
+            },
+            "fps": frames.fps,
+            "pixel_size_nm": frames.pixel_size_nm,
+            "model": backend.get("model") or backend.get("path"),
+            "model_sha256": backend.get("sha256"),
+            "backend": backend,
+            "settings": {**description, "start": start, "end": end, "every": every, "fps": frames.fps,
+                         "pixel_size_nm": frames.pixel_size_nm},
+        }
+
+    def _overlay(self, overlay, frames, overwrite):
+        if overlay is None:
+            return None
+        from .overlay import OverlayWriter
+
+        return OverlayWriter(overlay, fps=frames.fps or 15.0, shape=frames.shape, overwrite=overwrite)
+
+    def _replay(self, writer, frames, linker, series, overlay_writer, start, every) -> int:
+        """Rebuild the tracker state from an interrupted run's stored frames; return
+        the first frame still to process."""
+        import numpy as np
+
+        images = frames.frames(start=start, end=writer.next_frame, every=every) if overlay_writer else None
+        for frame, time_s, curves, stored in writer.stored_frames():
+            ids = np.asarray(linker.step(frame, curves), dtype=np.int64)
+            if not np.array_equal(ids, stored):
+                raise RuntimeError(
+                    f"cannot resume {writer.paths['partial']}: replaying frame {frame} gave other track ids than "
+                    "the stored ones; use --overwrite to start over"
+                )
+            series.update(frame, time_s, curves, ids)
+            if images is not None:
+                overlay_writer.write(next(images).image, curves, ids)
+        return writer.chunks[-1]["last_frame"] + every
+
+
+class _Memory:
+    """The tables of a run kept in memory (no output file)."""
+
+    def __init__(self):
+        self.results: list = []
+
+    def add(self, result: FrameResult) -> None:
+        self.results.append(result)
+
+    def tables(self, metadata: dict) -> dict:
+        import pandas as pd
+
+        from .results import splines_frame
+
+        return {
+            "splines": splines_frame(self.results, metadata.get("pixel_size_nm")),
+            "tracks": _concat([r.tracks for r in self.results]),
+            "pairs": _concat([r.pairs for r in self.results]),
+        } if self.results else {"splines": splines_frame([], None), "tracks": pd.DataFrame(), "pairs": pd.DataFrame()}
+
+
+def _concat(frames):
+    import pandas as pd
+
+    frames = [f for f in frames if f is not None]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _check_range(start, end, every) -> None:
+    for name, value in (("start", start), ("every", every)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if end is not None and (not isinstance(end, int) or end <= start):
+        raise ValueError(f"end must be an integer > start ({start}), got {end!r}")
+
+
+def _progress(total, initial, enabled, name):
+    from tqdm import tqdm
+
+    quiet = not (enabled and getattr(sys.stderr, "isatty", lambda: False)())
+    return tqdm(total=total, initial=initial, unit="frame", desc=Path(str(name)).name, disable=quiet, smoothing=0.1)
+
+
+def _plots(result: RunResult, folder: Path) -> Path:
+    from temtrack.tracker import plot_pairs, plot_positions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plot_pairs(result.pairs, folder / "pair_distances.png")
+    plot_positions(result.tracks, folder / "positions.png")
+    return folder
+
+
+def _process_one(job) -> dict:
+    video, out, options, run_options = job
+    began = time.perf_counter()
+    try:
+        result = Analyzer(**options).run(video, out, progress=False, **run_options)
+        return {"video": str(video), "out": str(out), "frames": result.frames, "seconds": result.seconds, "error": None}
+    except Exception as error:  # reported per video; one bad file does not stop the batch
+        return {"video": str(video), "out": str(out), "frames": 0, "seconds": time.perf_counter() - began,
+                "error": f"{type(error).__name__}: {error}"}
+
+
+def process_videos(videos: Iterable, out_dir, *, processes: int = 2, progress: bool = True, analyzer: dict | None = None,
+                   **run_options) -> list[dict]:
+    """Run many videos, one process per video at a time.
+
+    Parameters
+    ----------
+    videos : iterable of path
+    out_dir : path
+        ``OUT_DIR/<video stem>.parquet`` (+ ``_tracks``, ``_pairs``) per video.
+    processes : int
+        Videos processed at once; each runs its post-processing inline.
+    progress : bool
+        A progress bar over videos on a terminal.
+    analyzer : dict, optional
+        Keyword arguments of :class:`Analyzer` (``model``, ``backend``, ...).
+    **run_options
+        Keyword arguments of :meth:`Analyzer.run` (``every``, ``pixel_size_nm``,
+        ``resume``, ``overwrite``, ...).
+
+    Returns
+    -------
+    list of dict
+        Per video: ``video``, ``out``, ``frames``, ``seconds`` and ``error`` (None, or
+        what went wrong; the other videos still run).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    videos = [Path(v) for v in videos]
+    stems = [v.stem for v in videos]
+    if len(set(stems)) != len(stems):
+        raise ValueError("videos must have distinct file names: their outputs are named after them")
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {**(analyzer or {}), "workers": 0}
+    Analyzer(**options)  # a bad model or option fails once, here
+    jobs = [(video, out_dir / f"{video.stem}.parquet", options, run_options) for video in videos]
+    quiet = not (progress and getattr(sys.stderr, "isatty", lambda: False)())
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        return list(tqdm(pool.map(_process_one, jobs), total=len(jobs), unit="video", disable=quiet))

@@ -1,0 +1,389 @@
+"""The main job's engine: frames in, tracked dislocation splines out, stages overlapped.
+
+Four stages run at the same time, joined by bounded queues so memory stays flat
+however long the video is::
+
+    decode thread -> inference thread -> post-processing processes -> caller
+    (frames ahead)   (batches, backend)  (masks -> splines, parallel)   (tracker, series)
+
+The decode thread reads ahead; the inference thread batches whatever frames are
+waiting (up to ``batch_size``, so a live camera at batch size 1 is not held back),
+fits them to the backend's input (:mod:`temtrack.sdk.preprocess`), predicts and sends
+each frame's non-empty masks to a pool of post-processing processes (the GIL stops
+threads from overlapping the skeleton work); the caller's thread takes the results in
+frame order, links them into tracks and derives the time series. Any stage's error
+stops the others and is raised in the caller's thread.
+
+No torch here; the tracker is :mod:`temtrack.tracker`, which knows nothing of the SDK.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .postprocess import PostprocessSettings, extract_dislocations
+
+__all__ = ["DislocationRecord", "FrameResult", "PipelineSettings", "iterate_results"]
+
+_EDGE = 2.0  # px: an end this close to the frame border is cut by the field of view
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the stages of the main job run (not what they compute).
+
+    Attributes
+    ----------
+    batch_size : int
+        Most frames per backend call; fewer when fewer are waiting.
+    workers : int or None
+        Post-processing processes; None picks ``cpu_count - 1`` (at least 1), 0 runs
+        post-processing in the inference thread (no processes).
+    scale : float or None
+        Model px per frame px; None fits the whole frame to the model input
+        (letterbox, :mod:`temtrack.sdk.preprocess`).
+    read_ahead : int
+        Frames decoded ahead of inference.
+    """
+
+    batch_size: int = 4
+    workers: int | None = None
+    scale: float | None = None
+    read_ahead: int = 16
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise ValueError(f"workers must be None or an integer >= 0, got {self.workers!r}")
+        if self.scale is not None and not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be None or a finite number > 0, got {self.scale!r}")
+        if not isinstance(self.read_ahead, int) or self.read_ahead < 1:
+            raise ValueError(f"read_ahead must be an integer >= 1, got {self.read_ahead!r}")
+
+    @property
+    def processes(self) -> int:
+        """Post-processing processes this run starts (0 = inline)."""
+        if self.workers is not None:
+            return self.workers
+        return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass(frozen=True)
+class DislocationRecord:
+    """One dislocation of one frame, in frame pixel coordinates.
+
+    Attributes
+    ----------
+    points : (n, 2) ndarray of float32
+        ``(x, y)`` px, equally spaced along the spline.
+    length_px : float
+    mean_curvature, max_curvature : float
+        1/px.
+    centroid : (float, float)
+        Mean of ``points``, px.
+    score : float
+        Mean mask probability over its pixels (1.0 for thresholded masks).
+    mask_index : int
+        Output mask it came from.
+    n_pixels : int
+        Mask pixels it owns, at the model's resolution.
+    closed : bool
+        A loop.
+    multiple : bool
+        Its mask held several dislocations.
+    at_edge : bool
+        An end lies within 2 px of the frame border: the field of view cuts it, so its
+        length is a lower bound.
+    """
+
+    points: np.ndarray = field(repr=False)
+    length_px: float
+    mean_curvature: float
+    max_curvature: float
+    centroid: tuple
+    score: float
+    mask_index: int
+    n_pixels: int
+    closed: bool
+    multiple: bool
+    at_edge: bool
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the main job knows about one frame.
+
+    Attributes
+    ----------
+    frame : int
+        Index in the source.
+    time_s : float
+        Seconds from the first frame (NaN when the source has no timing).
+    dislocations : tuple of DislocationRecord
+    track_ids : (k,) ndarray of int64
+        Track of each dislocation, in order.
+    tracks, pairs : pandas.DataFrame
+        This frame's rows of the per-track and per-pair time series.
+    image : (H, W) ndarray of float32 or None
+        The frame, when asked for (overlays).
+    latency_s : float
+        Seconds from the frame leaving the source to this result.
+    """
+
+    frame: int
+    time_s: float
+    dislocations: tuple
+    track_ids: np.ndarray
+    tracks: object = field(repr=False)
+    pairs: object = field(repr=False)
+    image: np.ndarray | None = field(default=None, repr=False)
+    latency_s: float = 0.0
+
+
+def frame_records(masks: np.ndarray, indices: np.ndarray, settings: PostprocessSettings, placement) -> list:
+    """Post-process one frame's non-empty masks into :class:`DislocationRecord` s.
+
+    ``masks`` (K, h, w) at the model's resolution, ``indices`` their output mask
+    numbers, ``placement`` maps model px to frame px (None: the same). Runs in the
+    worker processes.
+    """
+    if not len(masks):
+        return []
+    found = extract_dislocations(masks, settings=settings)
+    multiple = {summary.index: summary.multiple for summary in found.masks}
+    scale = 1.0 if placement is None else placement.scale
+    height, width = found.shape if placement is None else placement.frame_shape
+    records = []
+    for dislocation in found.dislocations:
+        points = dislocation.points if placement is None else placement.to_frame(dislocation.points)
+        ends = points[[0, -1]]
+        at_edge = not dislocation.closed and bool(
+            np.any((ends < _EDGE) | (ends > np.array([width - 1, height - 1]) - _EDGE))
+        )
+        centroid = points.mean(axis=0)
+        records.append(
+            DislocationRecord(
+                points=points.astype(np.float32),
+                length_px=float(dislocation.length / scale),
+                mean_curvature=float(dislocation.mean_curvature * scale),
+                max_curvature=float(dislocation.max_curvature * scale),
+                centroid=(float(centroid[0]), float(centroid[1])),
+                score=float(dislocation.score),
+                mask_index=int(indices[dislocation.mask_index]),
+                n_pixels=int(dislocation.n_pixels),
+                closed=bool(dislocation.closed),
+                multiple=bool(multiple[dislocation.mask_index]),
+                at_edge=at_edge,
+            )
+        )
+    return records
+
+
+def _nonempty(masks: np.ndarray, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The masks holding any dislocation pixel and their indices; float probabilities
+    travel as float16 (half the bytes to the workers; 1e-3 steps near 0.5)."""
+    flat = masks.reshape(len(masks), -1)
+    if threshold is None or not np.issubdtype(masks.dtype, np.floating):
+        keep = np.flatnonzero(flat.max(axis=1) > 0)
+        return masks[keep], keep
+    keep = np.flatnonzero(flat.max(axis=1) > threshold)
+    return masks[keep].astype(np.float16), keep
+
+
+class _Stop(Exception):
+    """The consumer went away; stages wind down."""
+
+
+class _Stages:
+    """Decode and inference threads plus the post-processing pool of one run."""
+
+    def __init__(self, frames: Iterable, backend, postprocess: PostprocessSettings, placement_of, settings, keep_images):
+        self.backend, self.postprocess, self.settings = backend, postprocess, settings
+        self.placement_of, self.keep_images = placement_of, keep_images
+        self.stop = threading.Event()
+        self.decoded: queue.Queue = queue.Queue(maxsize=settings.read_ahead)
+        # Results in flight: bounds masks held in memory whatever the video length.
+        self.pending: queue.Queue = queue.Queue(maxsize=2 * max(settings.processes, 1) + settings.batch_size)
+        self.pool = None
+        if settings.processes:
+            from concurrent.futures import ProcessPoolExecutor
+
+            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+            self.pool = ProcessPoolExecutor(settings.processes, mp_context=multiprocessing.get_context(method))
+        self.threads = [
+            threading.Thread(target=self._guard, args=(self._decode, frames, self.decoded), name="temtrack-decode", daemon=True),
+            threading.Thread(target=self._guard, args=(self._infer, None, self.pending), name="temtrack-infer", daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _put(self, target: queue.Queue, item) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                target.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, source: queue.Queue):
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                return source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _guard(self, work, argument, output: queue.Queue) -> None:
+        try:
+            work(argument)
+            self._put(output, _DONE)
+        except _Stop:
+            pass
+        except BaseException as error:  # handed to the caller's thread, raised there
+            try:
+                self._put(output, error)
+            except _Stop:
+                pass
+
+    def _decode(self, frames) -> None:
+        for frame in frames:
+            self._put(self.decoded, (frame, time.perf_counter()))
+
+    def _infer(self, _) -> None:
+        from .preprocess import apply as fit
+
+        backend, threshold = self.backend, self.postprocess.threshold
+        ended = False
+        while not ended:
+            batch = [self._get(self.decoded)]
+            # Take what is waiting, never wait for a full batch: bounded latency live.
+            while len(batch) < self.settings.batch_size and not isinstance(batch[-1], BaseException) and batch[-1] is not _DONE:
+                try:
+                    batch.append(self.decoded.get_nowait())
+                except queue.Empty:
+                    break
+            if isinstance(batch[-1], BaseException):
+                raise batch[-1]
+            if batch[-1] is _DONE:
+                ended = True
+                batch.pop()
+            if not batch:
+                break
+            frames = [frame for frame, _ in batch]
+            placement = self.placement_of(frames[0].image.shape)
+            inputs = np.stack([f.image if placement is None else fit(f.image, placement) for f in frames])
+            outputs = backend.predict(inputs)
+            for (frame, started), masks in zip(batch, outputs):
+                if placement is not None:
+                    masks = placement.clear_outside(masks)
+                masks, indices = _nonempty(masks, threshold)
+                if self.pool is None:
+                    records = frame_records(masks, indices, self.postprocess, placement)
+                else:
+                    records = self.pool.submit(frame_records, masks, indices, self.postprocess, placement)
+                image = frame.image if self.keep_images else None
+                self._put(self.pending, (frame.index, frame.time_s, records, image, started))
+
+    def results(self) -> Iterator[tuple]:
+        """(frame, time_s, records, image, started) in frame order."""
+        while True:
+            item = self._get(self.pending)
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            index, time_s, records, image, started = item
+            if not isinstance(records, list):
+                records = records.result()
+            yield index, time_s, records, image, started
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def iterate_results(
+    frames: Iterable,
+    backend,
+    *,
+    linker,
+    series,
+    postprocess: PostprocessSettings,
+    settings: PipelineSettings = PipelineSettings(),
+    keep_images: bool = False,
+) -> Iterator[FrameResult]:
+    """Run frames through backend, post-processing, tracker and series, in frame order.
+
+    Parameters
+    ----------
+    frames : iterable of Frame
+        ``temtrack.sdk.sources.Frame`` objects (index, time_s, (H, W) float32 image).
+    backend : Backend
+        From :func:`temtrack.sdk.backends.get_backend`.
+    linker, series
+        A stateful linker (``step(frame, curves) -> ids``) and a series builder
+        (``update(frame, time_s, curves, ids) -> (tracks, pairs)``) from
+        :mod:`temtrack.tracker`, advanced one frame at a time here.
+    postprocess : PostprocessSettings
+    settings : PipelineSettings
+    keep_images : bool
+        Attach each frame's image to its result (for overlays).
+
+    Yields
+    ------
+    FrameResult
+        One per frame, in order; the stages run ahead by a bounded number of frames.
+    """
+    from .preprocess import placement_for
+
+    size = getattr(backend, "input_size", None)
+    placements: dict = {}
+
+    def placement_of(shape):
+        if size is None and settings.scale is None:
+            return None
+        if shape not in placements:
+            placements[shape] = placement_for(tuple(shape), size, scale=settings.scale)
+        return placements[shape]
+
+    stages = _Stages(frames, backend, postprocess, placement_of, settings, keep_images)
+    try:
+        for index, time_s, records, image, started in stages.results():
+            curves = [record.points for record in records]
+            ids = np.asarray(linker.step(index, curves), dtype=np.int64)
+            tracks, pairs = series.update(index, time_s, curves, ids)
+            yield FrameResult(
+                frame=index,
+                time_s=time_s,
+                dislocations=tuple(records),
+                track_ids=ids,
+                tracks=tracks,
+                pairs=pairs,
+                image=image,
+                latency_s=time.perf_counter() - started,
+            )
+    finally:
+        stages.close()
+
+
+def drain(results: Iterable) -> deque:
+    """Consume an iterator, keeping nothing (benchmarks)."""
+    return deque(results, maxlen=0)

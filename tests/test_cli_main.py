@@ -1,0 +1,128 @@
+"""`tem-track VIDEO --out splines.parquet`: the main job from the command line.
+
+Fixtures: a short synthetic video written by our generator (H.264 mp4) and tiny ONNX
+models from ``_onnx_models`` whose output is known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from _onnx_models import dark_line_model
+
+from temtrack.sdk.cli import main
+from temtrack.sdk.results import output_paths, read_metadata
+from temtrack.training.synth import resolve_config
+from temtrack.training.synth.video import VideoSettings, write_video
+
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("video") / "synthetic"
+    path, _ = write_video(folder, resolve_config("sd1", size=128), 4, VideoSettings(frames=FRAMES), progress=False)
+    return path
+
+
+def _main(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_runs_a_video_into_three_tables(tmp_path, video, capsys):
+    out = tmp_path / "splines.parquet"
+    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--pixel-size", 1.5) == 0
+    printed = capsys.readouterr().out
+    assert f"{FRAMES} frames" in printed and str(out) in printed
+    paths = output_paths(out)
+    splines = pd.read_parquet(paths["splines"])
+    assert splines.frame.between(0, FRAMES - 1).all()
+    np.testing.assert_allclose(splines.time_s, splines.frame / 15.0, atol=1e-6)  # the video's 15 fps
+    np.testing.assert_allclose(splines.length_nm, splines.length_px * 1.5)
+    meta = read_metadata(out)
+    assert meta["input"]["name"] == str(video) and meta["input"]["kind"] == "video"
+    assert meta["backend"]["backend"] == "classical" or meta["backend"].get("name") == "classical"
+    assert meta["settings"]["tracker"]["method"] == "curve"
+    assert meta["tem_track_version"]
+    for name in ("tracks", "pairs"):
+        assert paths[name].exists()
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path, video, capsys):
+    out = tmp_path / "splines.parquet"
+    out.write_bytes(b"earlier results")
+    assert _main(video, "--out", out, "--workers", 0, "--quiet") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"earlier results"
+    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--overwrite") == 0
+    assert len(pd.read_parquet(out)) > 0
+
+
+def test_overlay_and_plots(tmp_path, video):
+    import av
+
+    overlay, plots = tmp_path / "overlay.mp4", tmp_path / "plots"
+    assert _main(video, "--out", tmp_path / "s.parquet", "--workers", 0, "--quiet", "--overlay", overlay, "--plots", plots) == 0
+    with av.open(str(overlay)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == FRAMES
+    assert sorted(p.name for p in plots.glob("*.png")) == ["pair_distances.png", "positions.png"]
+
+
+def test_onnx_model_output_is_mapped_to_frame_pixels(tmp_path, video):
+    # A 1x1-convolution model at 64x64: the 128 px frame is shrunk by 2 and points come back x2.
+    model = dark_line_model(tmp_path / "dark.onnx", size=(64, 64), n_masks=3, t=0.35)
+    out = tmp_path / "s.parquet"
+    assert _main(video, "--out", out, "--model", model, "--workers", 0, "--quiet", "--batch-size", 3) == 0
+    meta = read_metadata(out)
+    assert meta["model_sha256"] and meta["backend"]["metadata"]["input_size"] == [64, 64]
+    splines = pd.read_parquet(out)
+    assert len(splines)
+    xs = np.concatenate(splines.x.to_numpy())
+    assert xs.min() >= -0.5 and xs.max() <= 127.5 and xs.max() > 64  # frame px, not model px
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p, v: p / "missing.mp4", "missing.mp4"),
+        (lambda p, v: _truncated(p, v), "truncated"),
+        (lambda p, v: _write(p / "notes.txt", b"dislocations " * 500), "unsupported"),
+    ],
+    ids=["missing", "truncated", "unsupported"],
+)
+def test_bad_video_is_a_clear_error(tmp_path, video, capsys, make, message):
+    bad = make(tmp_path, video)
+    assert _main(bad, "--out", tmp_path / "s.parquet", "--workers", 0, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert bad.name in err and message in err.lower()
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_bad_model_is_a_clear_error(tmp_path, video, capsys):
+    model = _write(tmp_path / "model.onnx", b"not a model at all")
+    assert _main(video, "--out", tmp_path / "s.parquet", "--model", model, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "model.onnx" in err and "onnx" in err.lower()
+
+
+def test_bad_options_are_clear_errors(tmp_path, video, capsys):
+    assert _main(video, "--out", tmp_path / "s.parquet", "--every", 0, "--quiet") == 2
+    assert "every" in capsys.readouterr().err
+    assert _main(video, "--out", tmp_path / "s.parquet", "--tracker", "magic", "--quiet") == 2
+    assert "curve" in capsys.readouterr().err
+
+
+def test_help_names_the_main_job(capsys):
+    assert _main() == 0
+    assert "tem-track VIDEO --out splines.parquet" in capsys.readouterr().out
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _truncated(folder, video):
+    data = video.read_bytes()
+    return _write(folder / "cut.mp4", data[: len(data) // 2])
