@@ -3,6 +3,10 @@
 Curves are ``(n, 2)`` arrays of ``(x, y)`` points in pixels (``x`` = column, ``y`` = row),
 ordered from one end to the other. Pure numpy/scipy; no torch.
 
+The spline-free functions (``arc_length``, ``resample``, ``curve_distance``,
+``min_distance``, ``distance_to_curve``) live in :mod:`temtrack.tracker.geometry`,
+because the tracker may not import the SDK; they are re-exported here unchanged.
+
 >>> import numpy as np
 >>> line = np.column_stack([np.arange(0.0, 41.0), np.full(41, 5.0)])
 >>> spline = fit_spline(line, n_points=5)
@@ -16,6 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import interpolate
+
+from temtrack.tracker.geometry import (
+    _check_curve,
+    _closest,
+    arc_length,
+    curve_distance,
+    distance_to_curve,
+    min_distance,
+    resample,
+)
 
 __all__ = [
     "Spline",
@@ -58,35 +72,6 @@ class Spline:
     mean_curvature: float
     max_curvature: float
     closed: bool = False
-
-
-def _check_curve(curve, name: str, *, min_points: int = 1) -> np.ndarray:
-    array = np.asarray(curve, dtype=float)
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise ValueError(f"{name} must be an (n, 2) array of (x, y) points, got shape {array.shape}")
-    if len(array) < min_points:
-        raise ValueError(f"{name} needs at least {min_points} point(s), got {len(array)}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds NaN or infinite coordinates")
-    return array
-
-
-def arc_length(curve) -> float:
-    """Length in pixels of the polyline through ``curve`` ((n, 2) array)."""
-    points = _check_curve(curve, "curve")
-    return float(np.hypot(*np.diff(points, axis=0).T).sum())
-
-
-def resample(curve, n_points: int) -> np.ndarray:
-    """``n_points`` points equally spaced along the polyline ``curve`` ((n, 2) float64)."""
-    points = _check_curve(curve, "curve")
-    if n_points < 2:
-        raise ValueError(f"n_points must be at least 2, got {n_points}")
-    arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
-    if arc[-1] == 0:
-        return np.repeat(points[:1], n_points, axis=0)
-    samples = np.linspace(0.0, arc[-1], n_points)
-    return np.column_stack([np.interp(samples, arc, points[:, 0]), np.interp(samples, arc, points[:, 1])])
 
 
 def _dedupe(points: np.ndarray) -> np.ndarray:
@@ -165,64 +150,6 @@ def fit_spline(
     else:
         mean_curvature = max_curvature = 0.0
     return Spline(resample(dense, n_points), length, mean_curvature, max_curvature, closed)
-
-
-def _closest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance from every point of ``a`` to the polyline ``b`` (not just its vertices)."""
-    if len(b) == 1:
-        return np.hypot(*(a - b[0]).T)
-    start, stop = b[:-1], b[1:]
-    direction = stop - start
-    norm = np.maximum((direction**2).sum(axis=1), 1e-12)
-    # Candidate segments: those near the closest vertex are enough for curves sampled
-    # far finer than their curvature radius, but exact for all is cheap at n ~ 50-500.
-    rel = a[:, None, :] - start[None, :, :]
-    t = np.clip((rel * direction[None]).sum(axis=2) / norm[None], 0.0, 1.0)
-    nearest = start[None] + t[..., None] * direction[None]
-    return np.sqrt(((a[:, None, :] - nearest) ** 2).sum(axis=2)).min(axis=1)
-
-
-def distance_to_curve(points, curve) -> np.ndarray:
-    """Distance in pixels from each of ``points`` ((m, 2)) to the polyline ``curve`` ((n, 2))."""
-    return _closest(_check_curve(points, "points"), _check_curve(curve, "curve"))
-
-
-def curve_distance(a, b) -> float:
-    """Mean distance between two curves, in pixels (paper section 6.4).
-
-    The mean over the points of ``a`` of their closest distance to ``b``, and the same
-    from ``b`` to ``a``, averaged. Use equally spaced points (e.g. ``Spline.points``)
-    so that every part of each curve weighs the same.
-
-    >>> import numpy as np
-    >>> a = np.column_stack([np.linspace(0, 10, 11), np.zeros(11)])
-    >>> curve_distance(a, a + [0, 3])
-    3.0
-    """
-    a, b = _check_curve(a, "a"), _check_curve(b, "b")
-    return float(0.5 * (_closest(a, b).mean() + _closest(b, a).mean()))
-
-
-def min_distance(a, b) -> float:
-    """Smallest distance between the polylines ``a`` and ``b``, in pixels (0 if they cross)."""
-    a, b = _check_curve(a, "a"), _check_curve(b, "b")
-    if len(a) > 1 and len(b) > 1 and _polylines_cross(a, b):
-        return 0.0
-    return float(min(_closest(a, b).min(), _closest(b, a).min()))
-
-
-def _polylines_cross(a: np.ndarray, b: np.ndarray) -> bool:
-    p, r = a[:-1, None, :], np.diff(a, axis=0)[:, None, :]
-    q, s = b[None, :-1, :], np.diff(b, axis=0)[None, :, :]
-
-    def cross(u, v):
-        return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-
-    denom = cross(r, s)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = cross(q - p, s) / denom
-        u = cross(q - p, r) / denom
-    return bool(np.any((denom != 0) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)))
 
 
 def hausdorff_distance(a, b, *, exclude_ends: float = 0.0) -> float:

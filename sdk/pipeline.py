@@ -23,12 +23,14 @@ import math
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 
 from .postprocess import PostprocessSettings, extract_dislocations
@@ -152,16 +154,17 @@ class FrameResult:
     latency_s: float = 0.0
 
 
-def frame_records(masks: np.ndarray, indices: np.ndarray, settings: PostprocessSettings, placement) -> list:
+def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement) -> list:
     """Post-process one frame's non-empty masks into :class:`DislocationRecord` s.
 
-    ``masks`` (K, h, w) at the model's resolution, ``indices`` their output mask
-    numbers, ``placement`` maps model px to frame px (None: the same). Runs in the
+    ``packed`` holds the masks at the model's resolution and their output mask
+    numbers; ``placement`` maps model px to frame px (None: the same). Runs in the
     worker processes.
     """
-    if not len(masks):
+    if not len(packed.indices):
         return []
-    found = extract_dislocations(masks, settings=settings)
+    indices = packed.indices
+    found = extract_dislocations(packed.unpack(), settings=settings)
     multiple = {summary.index: summary.multiple for summary in found.masks}
     scale = 1.0 if placement is None else placement.scale
     height, width = found.shape if placement is None else placement.frame_shape
@@ -191,15 +194,57 @@ def frame_records(masks: np.ndarray, indices: np.ndarray, settings: PostprocessS
     return records
 
 
-def _nonempty(masks: np.ndarray, threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """The masks holding any dislocation pixel and their indices; float probabilities
-    travel as float16 (half the bytes to the workers; 1e-3 steps near 0.5)."""
-    flat = masks.reshape(len(masks), -1)
-    if threshold is None or not np.issubdtype(masks.dtype, np.floating):
-        keep = np.flatnonzero(flat.max(axis=1) > 0)
-        return masks[keep], keep
-    keep = np.flatnonzero(flat.max(axis=1) > threshold)
-    return masks[keep].astype(np.float16), keep
+@dataclass(frozen=True)
+class PackedMasks:
+    """One frame's non-empty masks as bounding-box crops: what travels to a worker
+    (a dislocation covers a few % of a frame, so crops cut the bytes by 10-100x).
+
+    ``crops[k]`` is mask ``indices[k]`` cut at rows ``boxes[k, 0]:boxes[k, 0] + h`` and
+    columns ``boxes[k, 1]:boxes[k, 1] + w`` of a ``shape`` frame.
+    """
+
+    shape: tuple
+    indices: np.ndarray
+    boxes: np.ndarray
+    crops: tuple
+    dtype: str
+
+    @classmethod
+    def pack(cls, masks: np.ndarray, threshold: float | None) -> PackedMasks:
+        """The masks holding any pixel above ``threshold`` (nonzero for uint8/bool);
+        float probabilities travel as float16 (1e-3 steps near 0.5)."""
+        floating = np.issubdtype(masks.dtype, np.floating)
+        binary = masks > (threshold if floating and threshold is not None else 0)
+        indices, boxes, crops = [], [], []
+        for index in np.flatnonzero(binary.reshape(len(masks), -1).any(axis=1)):
+            x, y, w, h = cv2.boundingRect(binary[index].view(np.uint8))
+            crop = masks[index, y : y + h, x : x + w]
+            crops.append(crop.astype(np.float16) if floating else np.ascontiguousarray(crop))
+            indices.append(index)
+            boxes.append((y, x))
+        dtype = "float16" if floating else str(masks.dtype)
+        return cls(tuple(masks.shape[1:]), np.asarray(indices, np.int64), np.asarray(boxes, np.int64).reshape(-1, 2),
+                   tuple(crops), dtype)
+
+    def unpack(self) -> np.ndarray:
+        """The (K, H, W) masks, zero outside the crops."""
+        masks = np.zeros((len(self.crops), *self.shape), self.dtype)
+        for mask, (y, x), crop in zip(masks, self.boxes.tolist(), self.crops):
+            mask[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
+        return masks
+
+
+def _context():
+    """How worker processes start: forked on Linux, before this run's threads exist
+    (every worker is created by the first submit, see _Stages), so a user's script
+    needs no ``if __name__ == "__main__"`` guard; spawned elsewhere."""
+    if "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _ready(_) -> bool:
+    return True
 
 
 class _Stop(Exception):
@@ -220,8 +265,10 @@ class _Stages:
         if settings.processes:
             from concurrent.futures import ProcessPoolExecutor
 
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            self.pool = ProcessPoolExecutor(settings.processes, mp_context=multiprocessing.get_context(method))
+            self.pool = ProcessPoolExecutor(settings.processes, mp_context=_context())
+            # Start the workers now, before the stage threads, not when the first frame
+            # is waiting for them.
+            list(self.pool.map(_ready, range(settings.processes)))
         self.threads = [
             threading.Thread(target=self._guard, args=(self._decode, frames, self.decoded), name="temtrack-decode", daemon=True),
             threading.Thread(target=self._guard, args=(self._infer, None, self.pending), name="temtrack-infer", daemon=True),
@@ -291,11 +338,11 @@ class _Stages:
             for (frame, started), masks in zip(batch, outputs):
                 if placement is not None:
                     masks = placement.clear_outside(masks)
-                masks, indices = _nonempty(masks, threshold)
+                packed = PackedMasks.pack(masks, threshold)
                 if self.pool is None:
-                    records = frame_records(masks, indices, self.postprocess, placement)
+                    records = frame_records(packed, self.postprocess, placement)
                 else:
-                    records = self.pool.submit(frame_records, masks, indices, self.postprocess, placement)
+                    records = self.pool.submit(frame_records, packed, self.postprocess, placement)
                 image = frame.image if self.keep_images else None
                 self._put(self.pending, (frame.index, frame.time_s, records, image, started))
 

@@ -202,3 +202,19 @@ def test_pipeline_settings_are_checked():
         PipelineSettings(batch_size=0)
     with pytest.raises(ValueError, match="scale"):
         PipelineSettings(scale=-1.0)
+
+
+def test_packed_masks_round_trip(video):
+    from temtrack.sdk.pipeline import PackedMasks
+
+    masks = video[0].masks
+    packed = PackedMasks.pack(masks, None)
+    full = packed.unpack()
+    assert packed.indices.tolist() == [k for k in range(len(masks)) if masks[k].any()]
+    np.testing.assert_array_equal(full, masks[packed.indices])
+    assert sum(c.nbytes for c in packed.crops) < masks.nbytes / 3  # crops, not frames
+    probabilities = masks.astype(np.float32) * np.float32(0.9)
+    probabilities[0, 0, 0] = 0.3  # below the threshold: not worth a crop of its own
+    packed = PackedMasks.pack(probabilities, 0.5)
+    np.testing.assert_allclose(packed.unpack(), probabilities[packed.indices] * (probabilities[packed.indices] > 0.5),
+                               atol=1e-3)
