@@ -55,37 +55,55 @@ def _video(folder: Path, frames: int, size: int) -> Path:
 
 
 class TruthBackend:
-    """A perfect model: the generator's own masks of each frame, rendered again in
-    frame order (rendering costs a few ms per frame, like a small model)."""
+    """A perfect model: the generator's own masks of each frame, in frame order.
+
+    ``precompute`` renders them all up front (kept as crops), so predicting costs only
+    unpacking them plus ``model_ms`` per frame of waiting with the GIL released: a GPU
+    model as the CPU sees it. Without ``precompute`` they are rendered on demand (a
+    few ms of CPU per frame, memory flat however long the video).
+    """
 
     name = "synthetic-truth"
     input_size = None
     threshold = None
 
-    def __init__(self, frames: int, size: int):
+    def __init__(self, frames: int, size: int, *, model_ms: float = 0.0, precompute: bool = False):
+        from temtrack.sdk.pipeline import PackedMasks
         from temtrack.training.synth import iter_video
 
-        self.spec = (frames, size)
-        self._frames = iter_video(*_spec(frames, size))
+        self.spec, self.model_ms = (frames, size), model_ms
+        rendered = (f.masks for f in iter_video(*_spec(frames, size)))
+        if precompute:
+            packed = [PackedMasks.pack(masks, None) for masks in rendered]
+            self._masks = (p.unpack() for p in packed)
+        else:
+            self._masks = rendered
 
     def predict(self, batch):
-        return [next(self._frames).masks for _ in batch]
+        if self.model_ms:
+            time.sleep(self.model_ms * len(batch) / 1000)
+        return [next(self._masks) for _ in batch]
 
     def describe(self):
-        return {"name": self.name, "frames": self.spec[0], "size": self.spec[1], "seed": SEED}
+        return {"name": self.name, "frames": self.spec[0], "size": self.spec[1], "seed": SEED, "model_ms": self.model_ms}
+
+
+MODEL_MS = 10.0  # emulated GPU model time per frame
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
 
 
 def _analyzer(model, frames, size, **options):
     from temtrack.sdk.analyzer import Analyzer
 
     if model == "truth":
+        return Analyzer(backend=TruthBackend(frames, size, model_ms=MODEL_MS, precompute=True), **options)
+    if model == "truth-render":
         return Analyzer(backend=TruthBackend(frames, size), **options)
     return Analyzer(None if model == "classical" else model, backend="classical" if model == "classical" else None,
                     **options)
-
-
-def _rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else float("inf")
 
 
 def overlap(folder: Path, *, frames: int, size: int, batch_size: int, model: str) -> None:
@@ -218,7 +236,8 @@ def memory(folder: Path, *, short: int, long: int, size: int) -> None:
     figures = {}
     for frames in (short, long):
         video = _video(folder, frames, size)
-        figures[frames] = f = _peak(video, folder / f"run_{frames}.parquet", frames=frames, size=size, model="truth")
+        figures[frames] = f = _peak(video, folder / f"run_{frames}.parquet", frames=frames, size=size,
+                                    model="truth-render")
         print(f"{frames:>6} frames: {f['seconds']:.0f} s ({f['frames'] / f['seconds']:.0f} frames/s); "
               f"peak RSS main {f['rss_mib']:.0f} MiB, largest worker {f['worker_rss_mib']:.0f} MiB")
     for key in ("rss_mib", "worker_rss_mib"):
@@ -247,8 +266,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument("--part", choices=("overlap", "latency", "memory", "real"), action="append")
-    parser.add_argument("--model", default="truth", help="'truth' (the generator's masks: a perfect model; default), "
-                        "'classical', or an ONNX model file (overlap, latency)")
+    parser.add_argument("--model", default="truth", help="'truth' (the generator's masks, pre-rendered, plus 10 ms per "
+                        "frame of GIL-free waiting: a perfect GPU model; default), 'truth-render' (rendered on demand, "
+                        "CPU), 'classical', or an ONNX model file (overlap, latency)")
     parser.add_argument("--size", type=int, default=512, help="frame size of the overlap/latency videos (default 512)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--keep", type=Path, help="keep the synthetic videos in this folder (reused next time)")

@@ -147,7 +147,10 @@ class Analyzer:
         self.postprocess = postprocess
 
     def _check_tracker(self):
-        self._new_linker()  # unknown options fail here, not at the first frame
+        try:
+            self._new_linker()  # unknown options fail here, not at the first frame
+        except TypeError as error:
+            raise ValueError(f"tracker {self.tracker!r}: {error}") from None
 
     def _new_linker(self):
         from temtrack.tracker import make_linker

@@ -187,12 +187,31 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pixel-size", type=float, metavar="NM", help="nm per pixel, overriding the file's metadata")
     parser.add_argument("--threshold", type=float, help="mask probability threshold (default: the model's)")
     parser.add_argument("--tracker", default="curve", help="linker: curve (default) or trackpy")
+    parser.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a linker setting, e.g. max_cost=10 or memory=5 (repeatable)")
     parser.add_argument("--overlay", type=Path, help="also write an mp4 with every spline drawn in its track's colour")
     parser.add_argument("--plots", type=Path, help="also write PNG plots (pair distances, positions) into this folder")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run writing --out")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _key_values(items: list[str], option: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values read as JSON where they parse (numbers,
+    true/false, null), else kept as text."""
+    import json
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} takes KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -208,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         backend=args.backend,
         postprocess=None if args.threshold is None else PostprocessSettings(threshold=args.threshold),
         tracker=args.tracker,
+        tracker_options=_key_values(args.tracker_option, "--tracker-option"),
         batch_size=args.batch_size,
         workers=args.workers,
         scale=args.scale,

@@ -216,7 +216,7 @@ class PackedMasks:
         floating = np.issubdtype(masks.dtype, np.floating)
         binary = masks > (threshold if floating and threshold is not None else 0)
         indices, boxes, crops = [], [], []
-        for index in np.flatnonzero(binary.reshape(len(masks), -1).any(axis=1)):
+        for index in np.flatnonzero(binary.any(axis=(1, 2))):
             x, y, w, h = cv2.boundingRect(binary[index].view(np.uint8))
             crop = masks[index, y : y + h, x : x + w]
             crops.append(crop.astype(np.float16) if floating else np.ascontiguousarray(crop))

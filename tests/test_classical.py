@@ -171,7 +171,17 @@ def test_small_components_are_dropped():
     image = _canvas()
     image[60:63, 60:63] = 0.2  # 9 px
     assert sauvola_instances(image).shape == (0, 128, 128)
-    assert sauvola_instances(image, min_pixels=5).reshape(1, -1).sum() == 9
+    assert sauvola_instances(image, min_pixels=5, min_length=0).reshape(1, -1).sum() == 9
+
+
+def test_short_and_compact_components_are_dropped():
+    image = _canvas()
+    cv2.circle(image, (40, 40), 6, 0.2, 2)  # a loop: compact, about 14 px across
+    cv2.line(image, (70, 90), (80, 92), 0.2, 3)  # a 10 px stub
+    cv2.line(image, (20, 110), (60, 100), 0.2, 3)  # a 41 px line
+    masks = sauvola_instances(image)
+    assert len(masks) == 1 and masks[0, 105, 40] == 1
+    assert len(sauvola_instances(image, min_length=0)) == 3
 
 
 @pytest.mark.parametrize("value", [0.0, 0.37, 1.0])

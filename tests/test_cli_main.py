@@ -111,6 +111,19 @@ def test_bad_options_are_clear_errors(tmp_path, video, capsys):
     assert "every" in capsys.readouterr().err
     assert _main(video, "--out", tmp_path / "s.parquet", "--tracker", "magic", "--quiet") == 2
     assert "curve" in capsys.readouterr().err
+    assert _main(video, "--out", tmp_path / "s.parquet", "--tracker-option", "speed=3", "--quiet") == 2
+    assert "speed" in capsys.readouterr().err
+    assert _main(video, "--out", tmp_path / "s.parquet", "--tracker-option", "max_cost", "--quiet") == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_tracker_options_reach_the_linker(tmp_path, video):
+    out = tmp_path / "s.parquet"
+    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--tracker", "trackpy",
+                 "--tracker-option", "search_range=12", "--tracker-option", "memory=2") == 0
+    tracker = read_metadata(out)["settings"]["tracker"]
+    assert tracker["method"] == "trackpy" and tracker["settings"]["search_range"] == 12 and tracker["settings"]["memory"] == 2
 
 
 def test_help_names_the_main_job(capsys):
@@ -126,3 +139,29 @@ def _write(path, data: bytes):
 def _truncated(folder, video):
     data = video.read_bytes()
     return _write(folder / "cut.mp4", data[: len(data) // 2])
+
+
+def test_process_videos_runs_each_and_reports_failures(tmp_path, video):
+    from temtrack.sdk.analyzer import process_videos
+
+    broken = _write(tmp_path / "broken.mp4", b"\x00" * 4096)
+    report = process_videos([video, broken], tmp_path / "out", processes=2, progress=False,
+                            analyzer={"backend": "classical"}, end=6)
+    assert [r["video"] for r in report] == [str(video), str(broken)]
+    good, bad = report
+    assert good["error"] is None and good["frames"] == 6
+    assert pd.read_parquet(good["out"]).frame.max() <= 5
+    assert "broken.mp4" in bad["error"] and not (tmp_path / "out" / "broken.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["fecral-loops", "twip-8.4um"])
+def test_real_videos_run_through(tmp_path, real_data, name):
+    out = tmp_path / "s.parquet"
+    assert _main(real_data / name / "video.mp4", "--out", out, "--end", 8, "--quiet") == 0
+    splines = pd.read_parquet(out)
+    meta = read_metadata(out)
+    assert meta["input"]["n_frames"] > 300 and meta["fps"] == pytest.approx(15.0)
+    height, width = meta["input"]["shape"]
+    if len(splines):
+        xs, ys = np.concatenate(splines.x.to_numpy()), np.concatenate(splines.y.to_numpy())
+        assert xs.min() > -1 and xs.max() < width and ys.min() > -1 and ys.max() < height

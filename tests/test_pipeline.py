@@ -207,6 +207,9 @@ def test_pipeline_settings_are_checked():
 def test_packed_masks_round_trip(video):
     from temtrack.sdk.pipeline import PackedMasks
 
+    empty = PackedMasks.pack(np.zeros((0, 40, 30), np.uint8), None)  # a frame without masks
+    assert empty.unpack().shape == (0, 40, 30)
+
     masks = video[0].masks
     packed = PackedMasks.pack(masks, None)
     full = packed.unpack()

@@ -33,6 +33,7 @@ def sauvola_instances(
     equalize: bool = True,
     polarity: Literal["dark", "bright"] = "dark",
     min_pixels: int = 30,
+    min_length: float = 15.0,
     reject_straight: bool = True,
     straight_tolerance: float = 2.0,
     straight_min_span: float = 0.5,
@@ -69,6 +70,11 @@ def sauvola_instances(
         (``"dark"``); ``"bright"`` for dark-field images.
     min_pixels : int, optional
         Components with fewer pixels are dropped (noise specks).
+    min_length : float, optional
+        Components shorter than this along their principal axis (px; ``sqrt(12)`` times
+        the standard deviation of their pixels along it, the length of a straight
+        line) are dropped: dots, loops and blotches are not dislocation lines. 0 keeps
+        every component.
     reject_straight : bool, optional
         Drop long straight components (slip traces, grain-boundary lines).
     straight_tolerance : float, optional
@@ -125,6 +131,7 @@ def sauvola_instances(
         r=r,
         polarity=polarity,
         min_pixels=min_pixels,
+        min_length=min_length,
         straight_tolerance=straight_tolerance,
         straight_min_span=straight_min_span,
     )
@@ -136,6 +143,7 @@ def sauvola_instances(
         equalize=bool(equalize),
         polarity=polarity,
         min_pixels=int(min_pixels),
+        min_length=float(min_length),
         reject_straight=bool(reject_straight),
         straight_tolerance=float(straight_tolerance),
         straight_min_span=float(straight_min_span),
@@ -165,6 +173,7 @@ class ClassicalBackend:
     equalize: bool = True
     polarity: Literal["dark", "bright"] = "dark"
     min_pixels: int = 30
+    min_length: float = 15.0
     reject_straight: bool = True
     straight_tolerance: float = 2.0
     straight_min_span: float = 0.5
@@ -182,6 +191,7 @@ class ClassicalBackend:
             r=self.r,
             polarity=self.polarity,
             min_pixels=self.min_pixels,
+            min_length=self.min_length,
             straight_tolerance=self.straight_tolerance,
             straight_min_span=self.straight_min_span,
         )
@@ -239,7 +249,9 @@ def _unit_image(array, name: str, *, ndim: int = 2) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _check_settings(*, window, k, r, polarity, min_pixels, straight_tolerance, straight_min_span) -> None:
+def _check_settings(*, window, k, r, polarity, min_pixels, min_length, straight_tolerance, straight_min_span) -> None:
+    if not _finite(min_length) or min_length < 0:
+        raise ValueError(f"min_length must be a finite number >= 0 (pixels), got {min_length!r}")
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 3 (pixels), got {window!r}")
     if not _finite(k) or k < 0:
@@ -269,6 +281,7 @@ def _segment(
     equalize: bool,
     polarity: str,
     min_pixels: int,
+    min_length: float,
     reject_straight: bool,
     straight_tolerance: float,
     straight_min_span: float,
@@ -291,9 +304,13 @@ def _segment(
     areas = stats[:, cv2.CC_STAT_AREA]
     keep = areas >= max(min_pixels, 1)
     keep[0] = False  # the background label
-    if reject_straight and keep.any():
-        min_length = straight_min_span * min(height, width)
-        keep &= ~_straight(labels, stats, count, tolerance=straight_tolerance, min_length=min_length)
+    if (reject_straight or min_length > 0) and keep.any():
+        along, across = _principal_spreads(labels, count)
+        keep &= np.sqrt(12.0 * along) >= min_length
+        if reject_straight:
+            span = straight_min_span * min(height, width)
+            length = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+            keep &= ~((np.sqrt(across) <= straight_tolerance) & (length >= span))
     kept = np.flatnonzero(keep)
     kept = kept[np.argsort(-areas[kept], kind="stable")]
 
@@ -308,8 +325,9 @@ def _segment(
     return masks
 
 
-def _straight(labels: np.ndarray, stats: np.ndarray, count: int, *, tolerance: float, min_length: float) -> np.ndarray:
-    """(count,) bool: which components are long straight lines (see sauvola_instances)."""
+def _principal_spreads(labels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(count,) variances of each component's pixel coordinates along and across its
+    principal axis (the eigenvalues of their 2x2 covariance), px^2."""
     ys, xs = np.nonzero(labels)
     lab = labels[ys, xs]
     n = np.maximum(np.bincount(lab, minlength=count), 1).astype(np.float64)
@@ -319,10 +337,5 @@ def _straight(labels: np.ndarray, stats: np.ndarray, count: int, *, tolerance: f
     sxx = np.bincount(lab, dx * dx, count) / n
     syy = np.bincount(lab, dy * dy, count) / n
     sxy = np.bincount(lab, dx * dy, count) / n
-    # Smaller eigenvalue of the 2x2 covariance: variance across the principal axis.
-    across = (sxx + syy) / 2.0 - np.sqrt(((sxx - syy) / 2.0) ** 2 + sxy**2)
-    rms = np.sqrt(np.maximum(across, 0.0))
-    length = np.hypot(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
-    straight = (rms <= tolerance) & (length >= min_length)
-    straight[0] = False
-    return straight
+    mean, spread = (sxx + syy) / 2.0, np.sqrt(((sxx - syy) / 2.0) ** 2 + sxy**2)
+    return mean + spread, np.maximum(mean - spread, 0.0)
