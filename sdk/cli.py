@@ -247,8 +247,10 @@ def _run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
-    splines = result.splines
-    tracks = splines["track_id"].nunique() if len(splines) else 0
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(result.paths["splines"], columns=["track_id"]).column("track_id")  # not the points
+    splines, tracks = ids, len(ids.unique())
     resumed = f" (+{result.resumed_frames} resumed)" if result.resumed_frames else ""
     print(
         f"{result.frames} frames{resumed} in {result.seconds:.1f} s ({result.fps:.1f} frames/s): "

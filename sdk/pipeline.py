@@ -171,6 +171,8 @@ def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement)
     records = []
     for dislocation in found.dislocations:
         points = dislocation.points if placement is None else placement.to_frame(dislocation.points)
+        # The spline may overshoot a line that leaves the frame by a pixel or so.
+        points = np.clip(points, -0.5, np.array([width - 0.5, height - 0.5]))
         ends = points[[0, -1]]
         at_edge = not dislocation.closed and bool(
             np.any((ends < _EDGE) | (ends > np.array([width - 1, height - 1]) - _EDGE))

@@ -164,4 +164,4 @@ def test_real_videos_run_through(tmp_path, real_data, name):
     height, width = meta["input"]["shape"]
     if len(splines):
         xs, ys = np.concatenate(splines.x.to_numpy()), np.concatenate(splines.y.to_numpy())
-        assert xs.min() > -1 and xs.max() < width and ys.min() > -1 and ys.max() < height
+        assert xs.min() >= -0.5 and xs.max() <= width - 0.5 and ys.min() >= -0.5 and ys.max() <= height - 0.5
