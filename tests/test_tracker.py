@@ -354,3 +354,34 @@ def test_curve_linker_on_synthetic_pileups(pileup_videos):
         assert curve.id_switches <= 1, curve
         # The thesis' centroid tracking errs on these videos; the curve linker must not.
         assert baseline.id_switches >= curve.id_switches + 5, (curve, baseline)
+
+
+def _random_short_curves(rng, count, size=512.0):
+    """``count`` short wiggly curves (5-30 px) scattered over a ``size`` px square."""
+    curves = []
+    for _ in range(count):
+        start = rng.uniform(0, size, 2)
+        angle = rng.uniform(0, np.pi)
+        steps = rng.integers(3, 10)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        points = start + np.cumsum(rng.uniform(1.5, 3.5, (steps, 1)) * direction + rng.normal(0, 0.5, (steps, 2)), axis=0)
+        curves.append(np.vstack([start, points]))
+    return curves
+
+
+def test_curve_linker_gating_is_exact_for_many_short_curves():
+    """Spatial gating and per-group solving (used for many tracks) give the ids of the dense path."""
+    rng = np.random.default_rng(7)
+    base = _random_short_curves(rng, 300)
+    frames = []
+    for step in range(5):
+        keep = rng.random(len(base)) > 0.1  # some missed: lost tracks pile up in memory
+        moved = [c + rng.normal(0, 1.0, 2) + [0.5 * step, 0.0] for c, k in zip(base, keep) if k]
+        frames.append(moved + _random_short_curves(rng, 30))  # and some spurious ones
+    gated, dense = CurveLinker(), CurveLinker()
+    gated._gated_above, dense._gated_above = 0, 10**9
+    for frame, curves in enumerate(frames):
+        ids_gated = gated.step(frame, curves)
+        ids_dense = dense.step(frame, curves)
+        assert ids_gated.tolist() == ids_dense.tolist()
+    assert len(gated._ids) > 300  # the lost tracks really were kept

@@ -94,12 +94,16 @@ class PairGeometry:
     offset: np.ndarray
 
 
-def pair_geometry(a: np.ndarray, b: np.ndarray, *, margin: float = END_MARGIN, reach: float = np.inf) -> PairGeometry:
+def pair_geometry(
+    a: np.ndarray, b: np.ndarray, *, margin: float = END_MARGIN, reach: float = np.inf, gated: bool = False
+) -> PairGeometry:
     """Distances, overhangs and offsets between every curve of ``a`` (N, K, 2) and ``b`` (M, L, 2).
 
     Pairs whose bounding boxes are more than ``reach`` px apart are not measured:
     their distance is ``inf`` (every point of one is then further than ``reach``
-    from the other), their overhang 0 and their offset NaN.
+    from the other), their overhang 0 and their offset NaN. With ``gated``, pairs
+    whose centroids lie too far apart for their bounding boxes to come within
+    ``reach`` are dropped before the boxes are compared (same result, for many curves).
     """
     n, m = len(a), len(b)
     distance, overhang = np.full((n, m), np.inf), np.zeros((n, m))
@@ -107,7 +111,17 @@ def pair_geometry(a: np.ndarray, b: np.ndarray, *, margin: float = END_MARGIN, r
     if n == 0 or m == 0:
         return PairGeometry(distance, overhang, offset)
     length_a, length_b = lengths(a), lengths(b)
-    rows, cols = np.nonzero(_separation(a, b) <= reach)
+    if gated and np.isfinite(reach):
+        # A box gap along x or y is at least the centroid distance over sqrt 2 less
+        # both curves' radii: pairs further apart are never within reach.
+        centre_a, centre_b = a.mean(axis=1), b.mean(axis=1)
+        root2 = np.sqrt(2.0)
+        rows, cols = near_pairs(
+            centre_a, root2 * _radii(a, centre_a) + 1.0, centre_b, root2 * _radii(b, centre_b), root2 * reach
+        )
+        rows, cols = _within(a, b, rows, cols, reach)
+    else:
+        rows, cols = np.nonzero(_separation(a, b) <= reach)
     if len(rows):
         d_ab, over_ab, vec_ab, d_ba, over_ba = paired_geometry(a[rows], b[cols], margin=margin)
         distance[rows, cols] = 0.5 * (d_ab + d_ba)
@@ -293,3 +307,92 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         u = (wx * ry - wy * rx) / denom
     hit = (denom != 0) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)
     return hit.reshape(len(a), -1).any(axis=1)
+
+
+def _radii(stack: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Largest distance (px) of each curve's points from its centroid, (N,)."""
+    d = stack - centre[:, None, :]
+    return np.sqrt((d * d).sum(axis=2).max(axis=1))
+
+
+def near_pairs(centre_a, radius_a, centre_b, radius_b, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)`` whose centroid distance is at most ``reach + radius_a[i] + radius_b[j]``.
+
+    A superset of the pairs of curves that come within ``reach`` px of each other
+    (every point of a curve lies within its radius of its centroid), found with a
+    k-d tree per class of radii so that a few long curves do not widen every query.
+    Sorted by ``i`` then ``j``.
+    """
+    from scipy.spatial import cKDTree
+
+    if not len(centre_a) or not len(centre_b):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    level = np.floor(np.log2(radius_b + 1.0)).astype(np.int64)
+    rows, cols = [], []
+    for value in np.unique(level):
+        members = np.flatnonzero(level == value)
+        tree = cKDTree(centre_b[members])
+        hits = tree.query_ball_point(centre_a, reach + radius_a + radius_b[members].max() + 1e-6)
+        sizes = np.fromiter((len(h) for h in hits), np.int64, len(hits))
+        if not sizes.sum():
+            continue
+        rows.append(np.repeat(np.arange(len(centre_a)), sizes))
+        cols.append(members[np.concatenate([h for h in hits if len(h)]).astype(np.int64)])
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    delta = centre_b[cols] - centre_a[rows]
+    keep = np.hypot(delta[:, 0], delta[:, 1]) <= reach + radius_a[rows] + radius_b[cols] + 1e-6
+    rows, cols = rows[keep], cols[keep]
+    order = np.lexsort((cols, rows))
+    return rows[order], cols[order]
+
+
+def neighbour_pairs(stack: np.ndarray, *, radius: float, max_angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`neighbours` as index pairs ``(k, j)`` (``near[k, j]`` True), sorted by k then j.
+
+    Only pairs whose centroids can satisfy the conditions are examined: lines side
+    by side lie within ``radius`` px across and overlap along, so their centroids are
+    at most ``radius`` plus both curves' radii apart.
+    """
+    n = len(stack)
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    tangent, normal = axes(stack)
+    centre = stack.mean(axis=1)
+    extent = _radii(stack, centre)
+    k, j = near_pairs(centre, extent, centre, extent, radius)
+    other = k != j
+    k, j = k[other], j[other]
+    parallel = np.abs((tangent[k] * tangent[j]).sum(axis=1)) >= np.cos(np.radians(max_angle))
+    across = np.abs(((centre[j] - centre[k]) * normal[k]).sum(axis=1))
+    k, j = k[parallel & (across <= radius)], j[parallel & (across <= radius)]
+
+    def extent_along(curves, direction):  # (P,) low and high of curves' points along direction
+        proj = curves[..., 0] * direction[:, None, 0] + curves[..., 1] * direction[:, None, 1]
+        return proj.min(axis=1), proj.max(axis=1)
+
+    # overlap[k, j] and overlap[j, k] of the dense version.
+    low_jk, high_jk = extent_along(stack[j], tangent[k])
+    low_kk, high_kk = extent_along(stack[k], tangent[k])
+    low_kj, high_kj = extent_along(stack[k], tangent[j])
+    low_jj, high_jj = extent_along(stack[j], tangent[j])
+    overlap = ((np.minimum(high_jk, high_kk) - np.maximum(low_jk, low_kk)) >= 0.0) & (
+        (np.minimum(high_kj, high_jj) - np.maximum(low_kj, low_jj)) >= 0.0
+    )
+    return k[overlap], j[overlap]
+
+
+def _within(a: np.ndarray, b: np.ndarray, rows: np.ndarray, cols: np.ndarray, reach: float):
+    """The pairs ``(rows, cols)`` whose :func:`_separation` is at most ``reach``:
+    bounding boxes first, then the extents across ``a``'s line for the pairs left."""
+    low_a, high_a = a.min(axis=1), a.max(axis=1)
+    low_b, high_b = b.min(axis=1), b.max(axis=1)
+    gap = np.maximum(low_b[cols] - high_a[rows], low_a[rows] - high_b[cols]).max(axis=1)
+    rows, cols = rows[gap <= reach], cols[gap <= reach]
+    _, normal = axes(a)
+    own = a[..., 0] * normal[:, None, 0] + a[..., 1] * normal[:, None, 1]  # (N, K)
+    n = normal[rows]
+    other = b[cols][..., 0] * n[:, None, 0] + b[cols][..., 1] * n[:, None, 1]  # (P, L)
+    across = np.maximum(other.min(axis=1) - own.max(axis=1)[rows], own.min(axis=1)[rows] - other.max(axis=1))
+    return rows[across <= reach], cols[across <= reach]

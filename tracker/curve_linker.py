@@ -44,6 +44,10 @@ __all__ = ["CurveLinker", "CurveLinkerSettings"]
 _MIN_HISTORY = 3
 # Consensus shifts below this (px) change no assignment: skip the second solve.
 _MIN_SHIFT = 0.25
+# Steps with more tracks plus curves than this gate pairs spatially before measuring
+# them and solve the assignment per connected group of possible links: the same
+# linking (up to exact ties), without the cost growing with the square of the count.
+_GATED_ABOVE = 200
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class CurveLinker(Linker):
 
     method = "curve"
     Settings = CurveLinkerSettings
+    _gated_above = _GATED_ABOVE  # tests set it to compare the gated and the dense paths
 
     def _init_state(self) -> None:
         k = self._settings.n_points
@@ -190,18 +195,23 @@ class CurveLinker(Linker):
         """Predicted track curves (N, K, 2), links ``(track, curve)`` (L, 2) and each
         link's residual offset from prediction to curve (L, 2)."""
         s = self._settings
-        near = self._neighbours(self._curves) if s.predict == "pileup" else None
+        gated = self._gated = len(self._ids) + len(found) > self._gated_above
+        near = pairs = None
+        if s.predict == "pileup":
+            near, pairs = self._neighbours(self._curves, gated)
         predicted = self._predict(frame, near)
         gates = self._gates(frame)
         # Measured further than any link may reach: the registration below looks for
         # jumps beyond the gate.
-        geometry = _curves.pair_geometry(predicted, found, reach=gates.max() + s.max_cost * (near is not None))
+        geometry = _curves.pair_geometry(
+            predicted, found, reach=gates.max() + s.max_cost * (near is not None), gated=gated
+        )
         links, total = self._solve(geometry, gates)
         best = (total, predicted, geometry, links)
         if near is not None and len(links):
             # Each shift is a hypothesis about this frame's jump of the pile-ups; the
             # linking that explains the curves at the lowest cost wins.
-            hypotheses = [(self._consensus(near, geometry, links), 0.0)]
+            hypotheses = [(self._consensus(near, geometry, links, pairs), 0.0)]
             trouble = self._trouble(geometry, links, len(found))
             if trouble.any():
                 # Something is left unexplained: maybe a jump beyond the gate. A
@@ -215,7 +225,7 @@ class CurveLinker(Linker):
                 moved = predicted.copy()
                 moved[moving] += shift[moving, None, :]
                 # Only the shifted tracks' rows change.
-                part = _curves.pair_geometry(moved[moving], found, reach=gates.max())
+                part = _curves.pair_geometry(moved[moving], found, reach=gates.max(), gated=gated)
                 distance, overhang, offset = geometry.distance.copy(), geometry.overhang.copy(), geometry.offset.copy()
                 distance[moving], overhang[moving], offset[moving] = part.distance, part.overhang, part.offset
                 trial = _curves.PairGeometry(distance, overhang, offset)
@@ -258,10 +268,12 @@ class CurveLinker(Linker):
         measured = np.isfinite(geometry.distance)
         shift = np.zeros((n, 2))
         beside = near | np.eye(n, dtype=bool)
-        for k in np.flatnonzero((beside & trouble[None, :]).any(axis=1)):
+        for k in np.flatnonzero(trouble | near[:, trouble].any(axis=1)):
             group = np.flatnonzero(beside[k])
+            if len(group) < 2:
+                continue
             columns = np.flatnonzero(measured[group].any(axis=0))
-            if len(group) < 2 or not len(columns):
+            if not len(columns):
                 continue
             sub = np.ix_(group, columns)
             along = (geometry.offset[group][:, columns] * normal[k]).sum(axis=2)  # (G, J), NaN if not measured
@@ -294,8 +306,11 @@ class CurveLinker(Linker):
         gate = self._settings.max_cost
         # Square matrix [[links, track unlinked], [curve unlinked, filler]]: every
         # assignment of it is a valid linking, and its cost counts each unlinked item once.
+        allowed = cost <= gates[:, None]
+        if getattr(self, "_gated", False):
+            return self._solve_groups(cost, allowed)
         full = np.full((n + m, m + n), np.inf)
-        full[:n, :m] = np.where(cost <= gates[:, None], cost, np.inf)
+        full[:n, :m] = np.where(allowed, cost, np.inf)
         full[np.arange(n), m + np.arange(n)] = gate
         full[n + np.arange(m), np.arange(m)] = gate
         full[n:, m:] = 0.0
@@ -304,22 +319,73 @@ class CurveLinker(Linker):
         keep = (rows < n) & (cols < m)
         return np.column_stack([rows[keep], cols[keep]]).astype(np.int64), total
 
+    def _solve_groups(self, cost: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, float]:
+        """:meth:`_solve` one connected group of allowed links at a time.
+
+        Unlinked items cost the same wherever they are, so the optimum splits into
+        the optima of the groups of tracks and curves joined by allowed links; a
+        track or curve with no allowed link is simply unlinked.
+        """
+        from scipy.optimize import linear_sum_assignment
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n, m = cost.shape
+        gate = self._settings.max_cost
+        rows, cols = np.nonzero(allowed)
+        linked_rows, linked_cols = [], []
+        total = gate * (n + m - len(np.unique(rows)) - len(np.unique(cols)))
+        if len(rows):
+            graph = coo_matrix((np.ones(len(rows)), (rows, n + cols)), shape=(n + m, n + m))
+            _, label = connected_components(graph, directed=False)
+            edge_label = label[rows]
+            order = np.argsort(edge_label, kind="stable")
+            bounds = np.flatnonzero(np.diff(edge_label[order])) + 1
+            for group in np.split(order, bounds):
+                tracks, curves = np.unique(rows[group]), np.unique(cols[group])
+                a, b = len(tracks), len(curves)
+                full = np.full((a + b, b + a), np.inf)
+                sub = np.ix_(tracks, curves)
+                full[:a, :b] = np.where(allowed[sub], cost[sub], np.inf)
+                full[np.arange(a), b + np.arange(a)] = gate
+                full[a + np.arange(b), np.arange(b)] = gate
+                full[a:, b:] = 0.0
+                r, c = linear_sum_assignment(full)
+                total += float(full[r, c].sum())
+                keep = (r < a) & (c < b)
+                linked_rows.append(tracks[r[keep]])
+                linked_cols.append(curves[c[keep]])
+        if not linked_rows:
+            return np.empty((0, 2), np.int64), float(total)
+        links = np.column_stack([np.concatenate(linked_rows), np.concatenate(linked_cols)]).astype(np.int64)
+        return links[np.argsort(links[:, 0], kind="stable")], float(total)
+
     def _gates(self, frame: int) -> np.ndarray:
         """Largest link cost of each track (N,) in ``frame``, px."""
         s = self._settings
         unseen = np.maximum(frame - self._seen_frame - 1, 0)
         return np.minimum(s.max_cost + s.gap_growth * unseen, 2.0 * s.max_cost)
 
-    def _neighbours(self, stack: np.ndarray) -> np.ndarray:
+    def _neighbours(self, stack: np.ndarray, gated: bool) -> tuple[np.ndarray, tuple | None]:
+        """Which tracks lie side by side, (N, N) bool; with ``gated`` also as index pairs."""
         s = self._settings
-        return _curves.neighbours(stack, radius=s.neighbour_radius, max_angle=s.max_angle)
+        if not gated:
+            return _curves.neighbours(stack, radius=s.neighbour_radius, max_angle=s.max_angle), None
+        k, j = _curves.neighbour_pairs(stack, radius=s.neighbour_radius, max_angle=s.max_angle)
+        near = np.zeros((len(stack), len(stack)), bool)
+        near[k, j] = True
+        return near, (k, j)
 
-    def _consensus(self, near: np.ndarray, geometry: _curves.PairGeometry, links: np.ndarray) -> np.ndarray:
+    def _consensus(
+        self, near: np.ndarray, geometry: _curves.PairGeometry, links: np.ndarray, pairs: tuple | None = None
+    ) -> np.ndarray:
         """Per track, the median residual offset (N, 2) of the linked tracks among itself
-        and its ``near`` (N, N) neighbours; 0 where none is linked."""
+        and its ``near`` (N, N) neighbours (or their index ``pairs``); 0 where none is linked."""
         n = len(near)
         residual = np.full((n, 2), np.nan)
         residual[links[:, 0]] = geometry.offset[links[:, 0], links[:, 1]]
+        if pairs is not None:
+            return _sparse_median(n, pairs, residual)
         group = near | np.eye(n, dtype=bool)
         values = np.sort(np.where(group[:, :, None], residual[None, :, :], np.nan), axis=1)  # NaN sort last
         count = (group & ~np.isnan(residual[:, 0])[None, :]).sum(axis=1)
@@ -373,3 +439,24 @@ class CurveLinker(Linker):
             self._seen = np.concatenate([self._seen, np.ones(len(found), np.int64)])
             self._seen_frame = np.concatenate([self._seen_frame, np.full(len(found), frame, np.int64)])
         return ids
+
+
+def _sparse_median(n: int, pairs: tuple, residual: np.ndarray) -> np.ndarray:
+    """Per row k, the median (N, 2) of ``residual[j]`` over k itself and the ``pairs``
+    (k, j), NaN rows left out; 0 where none is left. Same values as the dense median."""
+    rows = np.concatenate([np.arange(n), pairs[0]])
+    cols = np.concatenate([np.arange(n), pairs[1]])
+    valid = ~np.isnan(residual[cols, 0])
+    rows, cols = rows[valid], cols[valid]
+    count = np.bincount(rows, minlength=n)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    shift = np.zeros((n, 2))
+    has = count > 0
+    for d in range(2):
+        values = residual[cols, d]
+        order = np.lexsort((values, rows))
+        ordered = values[order]
+        low = ordered[np.minimum(start + np.maximum(count - 1, 0) // 2, max(len(ordered) - 1, 0))] if len(ordered) else 0
+        high = ordered[np.minimum(start + count // 2, max(len(ordered) - 1, 0))] if len(ordered) else 0
+        shift[:, d] = np.where(has, 0.5 * (low + high), 0.0)
+    return shift

@@ -318,18 +318,24 @@ class SeriesBuilder:
         fresh = [k for k, i in enumerate(ids) if i not in self._tracks]
         if not fresh:
             return {}
-        near = _curves.neighbours(stack, radius=s.pileup_gap, max_angle=s.max_angle)
+        # Side-by-side pairs, found among centroids near enough to be (a k-d tree prefilter).
+        rows, cols = _curves.neighbour_pairs(stack, radius=s.pileup_gap, max_angle=s.max_angle)
+        beside_of = {k: [] for k in range(len(ids))}
+        for k, j in zip(rows.tolist(), cols.tolist()):
+            beside_of[k].append(j)
         centre = stack.mean(axis=1)
-        gap = np.hypot(*(centre[:, None, :] - centre[None, :, :]).transpose(2, 0, 1))
+
+        def gap(k, j):
+            return np.hypot(*(centre[k] - centre[j]))
         known = {k: self._tracks[i].pileup for k, i in enumerate(ids) if i in self._tracks}
         waiting = sorted(fresh, key=lambda k: ids[k])  # id order: deterministic
         changed = True
         while changed and waiting:
             changed = False
             for k in list(waiting):
-                beside = [j for j in known if near[k, j]]
+                beside = [j for j in beside_of[k] if j in known]
                 if beside:
-                    known[k] = known[min(beside, key=lambda j: (gap[k, j], ids[j]))]
+                    known[k] = known[min(beside, key=lambda j: (gap(k, j), ids[j]))]
                     waiting.remove(k)
                     changed = True
         # The rest start pile-ups of their own, one per group of new tracks side by side.
@@ -338,7 +344,8 @@ class SeriesBuilder:
             while queue:
                 k = queue.pop(0)
                 group.append(k)
-                for j in [j for j in waiting if near[k, j]]:
+                pending = set(waiting)
+                for j in sorted((j for j in beside_of[k] if j in pending), key=waiting.index):
                     waiting.remove(j)
                     queue.append(j)
             number = self._new_pileup(stack[group])
@@ -359,6 +366,10 @@ class SeriesBuilder:
     def _pairs(self, frame, time_s, ids, pileup, stack, along) -> dict:
         s = self._settings
         present = {int(i) for i in ids}
+        absent_along: dict[int, list] = {}
+        for i, t in self._tracks.items():
+            if i not in present:
+                absent_along.setdefault(t.pileup, []).append(t.along)
         first, second = [], []
         for p in np.unique(pileup):
             members = np.flatnonzero(pileup == p)
@@ -366,7 +377,7 @@ class SeriesBuilder:
                 continue
             members = members[np.argsort(along[members], kind="stable")]
             # Members missed in this frame still stand between their neighbours.
-            absent = [t.along for i, t in self._tracks.items() if t.pileup == p and i not in present]
+            absent = absent_along.get(int(p), [])
             for a, b in zip(members[:-1], members[1:]):
                 if not any(along[a] < x < along[b] for x in absent):
                     first.append(a)
