@@ -193,19 +193,30 @@ class Analyzer:
             One per frame, in order, as soon as it is done: frames are batched only when
             several are waiting, so at ``batch_size=1`` the latency is one frame's work.
         """
-        from .sources import open_source
+        import itertools
 
-        source = open_source(frames, fps=fps, pixel_size_nm=pixel_size_nm)
-        with source:
-            yield from iterate_results(
-                source.frames(),
+        from .sources import Frame, open_source
+
+        def results(items, pixel_size):
+            return iterate_results(
+                items,
                 self.backend,
                 linker=self._new_linker(),
-                series=self._series(source.pixel_size_nm),
+                series=self._series(pixel_size),
                 postprocess=self.postprocess,
                 settings=self.settings,
                 keep_images=keep_images,
             )
+
+        if not isinstance(frames, (str, Path)) and not hasattr(frames, "shape"):
+            frames = iter(frames)
+            first = next(frames, None)
+            if isinstance(first, Frame):  # already decoded (e.g. FrameSource.frames()): keep their indices
+                yield from results(itertools.chain([first], frames), pixel_size_nm)
+                return
+            frames = itertools.chain([] if first is None else [first], frames)
+        with open_source(frames, fps=fps, pixel_size_nm=pixel_size_nm) as source:
+            yield from results(source.frames(), source.pixel_size_nm)
 
     def run(
         self,

@@ -188,6 +188,16 @@ def test_stream_yields_each_frame_in_order_with_latency(video, stack):
     assert sum(len(r.dislocations) for r in results) == len(whole)
 
 
+def test_stream_takes_decoded_frames_with_their_indices(video, stack):
+    from temtrack.sdk.sources import open_source
+
+    analyzer = Analyzer(backend=TruthBackend(video), workers=0, batch_size=2)
+    with open_source(stack, fps=10.0) as source:
+        results = list(analyzer.stream(source.frames(start=4, every=5)))
+    assert [r.frame for r in results] == list(range(4, FRAMES, 5))
+    np.testing.assert_allclose([r.time_s for r in results], np.arange(4, FRAMES, 5) / 10.0)
+
+
 def test_stage_errors_reach_the_caller(video, stack):
     class Broken(TruthBackend):
         def predict(self, frames):
