@@ -336,11 +336,15 @@ class _Stages:
             frames = [frame for frame, _ in batch]
             placement = self.placement_of(frames[0].image.shape)
             inputs = np.stack([f.image if placement is None else fit(f.image, placement) for f in frames])
-            outputs = backend.predict(inputs)
+            predict_packed = getattr(backend, "predict_packed", None)
+            outputs = predict_packed(inputs) if predict_packed is not None else backend.predict(inputs)
             for (frame, started), masks in zip(batch, outputs):
-                if placement is not None:
-                    masks = placement.clear_outside(masks)
-                packed = PackedMasks.pack(masks, threshold)
+                if isinstance(masks, PackedMasks):  # the backend gave crops: any size, nothing padded
+                    packed = masks
+                else:
+                    if placement is not None:
+                        masks = placement.clear_outside(masks)
+                    packed = PackedMasks.pack(masks, threshold)
                 if self.pool is None:
                     records = frame_records(packed, self.postprocess, placement)
                 else:

@@ -324,3 +324,15 @@ def test_registry_import_is_cheap_and_torch_free():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "False"
+
+
+def test_packed_prediction_equals_the_masks():
+    image = _canvas()
+    cv2.line(image, (20, 110), (60, 100), 0.2, 3)
+    cv2.line(image, (30, 20), (90, 60), 0.2, 2)
+    backend = ClassicalBackend()
+    frames = np.stack([image, image[::-1].copy()])
+    for masks, packed in zip(backend.predict(frames), backend.predict_packed(frames)):
+        assert len(masks) >= 1
+        np.testing.assert_array_equal(packed.unpack(), masks)
+        assert packed.indices.tolist() == list(range(len(masks)))

@@ -11,7 +11,10 @@ Every backend has
 - ``predict(frames)``: a ``(B, H, W)`` batch of frames in [0, 1] -> a list of B
   ``(N_i, H, W)`` mask stacks, uint8 0/1 or float32 probabilities in [0, 1];
 - ``describe()``: its settings (and model hash) as JSON-serialisable values, for the
-  outputs.
+  outputs;
+- optionally ``predict_packed(frames)``: the same masks as bounding-box crops
+  (:class:`temtrack.sdk.pipeline.PackedMasks`), which the main job prefers (the
+  classical backend has it: a frame can hold hundreds of components).
 
 Available: ``"classical"`` (Sauvola thresholding, no model, uint8 masks, any size) and
 ``"onnxruntime"`` (an ONNX model file, float32 probabilities at the model's input

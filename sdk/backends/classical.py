@@ -218,6 +218,15 @@ class ClassicalBackend:
         settings = asdict(self)
         return [_segment(frame, **settings) for frame in unit]
 
+    def predict_packed(self, frames: np.ndarray) -> list:
+        """As :meth:`predict`, each frame's masks as bounding-box crops
+        (:class:`~temtrack.sdk.pipeline.PackedMasks`): what the main job uses, since a
+        frame can hold hundreds of components and full-size masks would cost hundreds
+        of MB per frame."""
+        unit = _unit_image(frames, "frames", ndim=3)
+        settings = asdict(self)
+        return [_segment(frame, **settings, packed=True) for frame in unit]
+
     def describe(self) -> dict:
         """The backend name and all its settings, as plain JSON-serialisable values."""
         return {"backend": self.name, **asdict(self)}
@@ -285,8 +294,11 @@ def _segment(
     reject_straight: bool,
     straight_tolerance: float,
     straight_min_span: float,
-) -> np.ndarray:
-    """The segmentation of one validated (H, W) float32 frame in [0, 1]."""
+    packed: bool = False,
+):
+    """The segmentation of one validated (H, W) float32 frame in [0, 1]: (N, H, W)
+    masks, or with ``packed`` the same as bounding-box crops
+    (:class:`~temtrack.sdk.pipeline.PackedMasks`)."""
     from skimage.filters import threshold_sauvola
 
     height, width = unit.shape
@@ -313,6 +325,14 @@ def _segment(
             keep &= ~((np.sqrt(across) <= straight_tolerance) & (length >= span))
     kept = np.flatnonzero(keep)
     kept = kept[np.argsort(-areas[kept], kind="stable")]
+    if packed:
+        from temtrack.sdk.pipeline import PackedMasks
+
+        boxes = stats[kept][:, [cv2.CC_STAT_TOP, cv2.CC_STAT_LEFT, cv2.CC_STAT_HEIGHT, cv2.CC_STAT_WIDTH]]
+        crops = tuple(
+            (labels[y : y + h, x : x + w] == label).view(np.uint8) for label, (y, x, h, w) in zip(kept, boxes.tolist())
+        )
+        return PackedMasks((height, width), np.arange(len(kept), dtype=np.int64), boxes[:, :2].astype(np.int64), crops, "uint8")
 
     masks = np.zeros((len(kept), height, width), np.uint8)
     if len(kept):
