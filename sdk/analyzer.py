@@ -385,15 +385,13 @@ class _Memory:
         self.results.append(result)
 
     def tables(self, metadata: dict) -> dict:
-        import pandas as pd
-
         from .results import splines_frame
 
         return {
             "splines": splines_frame(self.results, metadata.get("pixel_size_nm")),
             "tracks": _concat([r.tracks for r in self.results]),
             "pairs": _concat([r.pairs for r in self.results]),
-        } if self.results else {"splines": splines_frame([], None), "tracks": pd.DataFrame(), "pairs": pd.DataFrame()}
+        }
 
 
 def _concat(frames):

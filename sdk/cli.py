@@ -250,11 +250,10 @@ def _run(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     ids = pq.read_table(result.paths["splines"], columns=["track_id"]).column("track_id")  # not the points
-    splines, tracks = ids, len(ids.unique())
     resumed = f" (+{result.resumed_frames} resumed)" if result.resumed_frames else ""
     print(
         f"{result.frames} frames{resumed} in {result.seconds:.1f} s ({result.fps:.1f} frames/s): "
-        f"{len(splines)} dislocations in {tracks} tracks"
+        f"{len(ids)} dislocations in {len(ids.unique())} tracks"
     )
     print("wrote " + ", ".join(str(path) for path in result.paths.values()))
     return 0

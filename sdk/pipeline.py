@@ -26,7 +26,6 @@ import queue
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -35,7 +34,7 @@ import numpy as np
 
 from .postprocess import PostprocessSettings, extract_dislocations
 
-__all__ = ["DislocationRecord", "FrameResult", "PipelineSettings", "iterate_results"]
+__all__ = ["DislocationRecord", "FrameResult", "PackedMasks", "PipelineSettings", "frame_records", "iterate_results"]
 
 _EDGE = 2.0  # px: an end this close to the frame border is cut by the field of view
 _DONE = object()
@@ -435,8 +434,3 @@ def iterate_results(
             )
     finally:
         stages.close()
-
-
-def drain(results: Iterable) -> deque:
-    """Consume an iterator, keeping nothing (benchmarks)."""
-    return deque(results, maxlen=0)

@@ -178,9 +178,7 @@ class RunWriter:
             partial.mkdir(parents=True)
             (partial / "run.json").write_text(json.dumps(metadata, indent=2, default=str))
         self._rows: dict[str, list] = {"splines": [], "tracks": [], "pairs": []}
-        self._first: int | None = None
-        self._last: int | None = None
-        self._count = 0
+        self._frames: list[tuple[int, float]] = []  # (frame, time_s) buffered for the next chunk
 
     def _open_partial(self) -> None:
         partial = self.paths["partial"]
@@ -242,10 +240,8 @@ class RunWriter:
             frame_rows = getattr(result, name)
             if frame_rows is not None:  # empty frames too: they carry the column types
                 self._rows[name].append(frame_rows)
-        self._frames = getattr(self, "_frames", [])
         self._frames.append((result.frame, result.time_s))
-        self._count += 1
-        if self._count >= self.chunk_frames:
+        if len(self._frames) >= self.chunk_frames:
             self.flush()
 
     def flush(self) -> None:
@@ -253,7 +249,7 @@ class RunWriter:
         import pandas as pd
         import pyarrow as pa
 
-        frames = getattr(self, "_frames", [])
+        frames = self._frames
         if not frames:
             return
         partial = self.paths["partial"]
@@ -277,7 +273,7 @@ class RunWriter:
         os.replace(temporary, partial / f"{name}.json")  # the chunk counts from here on
         self.chunks.append(marker)
         self._rows = {"splines": [], "tracks": [], "pairs": []}
-        self._frames, self._count = [], 0
+        self._frames = []
 
     def finish(self) -> dict[str, Path]:
         """Flush, stream the chunks into the final files, remove the partial folder.
@@ -307,11 +303,6 @@ class RunWriter:
             os.replace(temporary, target)
         shutil.rmtree(partial, ignore_errors=True)
         return {k: v for k, v in self.paths.items() if k != "partial"}
-
-    def abandon(self) -> None:
-        """Keep what is complete for a later resume; drop the unfinished chunk."""
-        self._rows = {"splines": [], "tracks": [], "pairs": []}
-        self._frames, self._count = [], 0
 
 
 def _common_schema(files: list[Path]):
