@@ -12,7 +12,7 @@ from pathlib import Path
 
 from temtrack import __version__
 
-SUBCOMMANDS = ("synth", "eval")
+SUBCOMMANDS = ("synth", "eval", "train")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Dislocations in in-situ TEM videos as tracked splines and time series.",
         epilog="Main job: 'tem-track VIDEO --out splines.parquet' (options: 'tem-track VIDEO --help'). "
         "Subcommands: synth (synthetic images and videos with ground truth), "
-        "eval (score a backend against ground truth). "
+        "eval (score a backend or a model against ground truth), train (train or fine-tune a model). "
         "Run 'tem-track SUBCOMMAND --help' for their options.",
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         "a box plot (PNG) beside it, and prints a summary.",
     )
     evaluate.add_argument("--data", type=Path, required=True, help="synthetic dataset folder, or folder of labelme JSON files with their images")
-    evaluate.add_argument("--backend", required=True, help="backend name (classical), or 'truth' to score the ground truth itself (the post-processing ceiling)")
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--backend", help="backend name (classical), or 'truth' to score the ground truth itself (the post-processing ceiling)")
+    what.add_argument("--model", type=Path, help="a model: training checkpoint (.pt, needs the [train] extra) or ONNX file")
     evaluate.add_argument("--out", type=Path, help="report JSON (default: DIR_BACKEND_report.json beside the data folder); the PNG goes beside it")
     evaluate.add_argument("--label-width", type=int, default=3, help="mask width in pixels drawn from labelme centrelines (default: 3)")
     evaluate.add_argument("--min-dice", type=float, default=0.1, help="smallest Dice of a match (default: 0.1, as the thesis)")
@@ -78,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    trainer = sub.add_parser(
+        "train",
+        help="train or fine-tune the multi-label U-Net++ (needs the [train] extra)",
+        description="Train the U-Net++ that predicts one dislocation per output mask, on synthetic images "
+        "generated on the fly, stored datasets and/or labelled real frames, as the config says (TOML or JSON; "
+        "unknown keys are errors; see --print-config for every setting and its default). The run folder gets "
+        "config.json, log.csv, validation.csv, curves.png, best.pt (best validation length score) and last.pt.",
+    )
+    trainer.add_argument("config", nargs="?", type=Path, help="config file (.toml or .json); default: all defaults")
+    trainer.add_argument("--out", type=Path, help="run folder (required unless --print-config)")
+    trainer.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a setting, e.g. --set model.encoder=resnet34 --set steps=2000 (JSON values)")
+    trainer.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    trainer.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    trainer.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes; --resume continues")
+    trainer.add_argument("--validation-workers", type=int, default=0, help="processes scoring validation images (default: 0, in the main process)")
+    trainer.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    trainer.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -137,16 +158,25 @@ def _synth(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from temtrack.sdk.evaluate import default_report_path, evaluate, format_summary, plot_path, write_report
 
-    out = args.out if args.out is not None else default_report_path(args.data, args.backend)
+    name = args.backend if args.model is None else args.model.stem
+    out = args.out if args.out is not None else default_report_path(args.data, name)
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out must end in .json (the box plot goes beside it as .png), got {out}")
     if not args.overwrite:  # fail before the work, not after
         for existing in (out, plot_path(out)):
             if existing.exists():
                 raise FileExistsError(f"{existing} already exists; choose another --out or pass --overwrite")
+    if args.model is not None:
+        from temtrack.sdk.backends import get_backend
+
+        if not args.model.is_file():
+            raise FileNotFoundError(f"model {args.model} does not exist")
+        backend = get_backend(str(args.model))
+    else:
+        backend = args.backend
     report = evaluate(
         args.data,
-        args.backend,
+        backend,
         min_dice=args.min_dice,
         multiple=args.multiple,
         label_width=args.label_width,
@@ -155,6 +185,60 @@ def _eval(args: argparse.Namespace) -> int:
     write_report(report, out, overwrite=args.overwrite)
     print(format_summary(report))
     print(f"wrote {out} and {plot_path(out)}")
+    return 0
+
+
+def _overrides(items: list[str]) -> dict:
+    """``--set a.b=VALUE`` pairs as a nested dict (values as :func:`_key_values` reads them)."""
+    nested: dict = {}
+    for key, value in _key_values(items, "--set").items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {part!r} is set to a value and used as a table")
+        node[leaf] = value
+    return nested
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from temtrack.training.config import TrainConfig, load_train_config, validate_train_config
+
+    base = TrainConfig() if args.config is None else load_train_config(args.config)
+    config = validate_train_config(_merge(base.to_json(), _overrides(args.set)), source="the config with --set")
+    if args.print_config:
+        print(json.dumps(config.to_json(), indent=2))
+        return 0
+    if args.out is None:
+        raise ValueError("--out RUN_FOLDER is required (where the checkpoints and logs go)")
+    from temtrack.training.train import train
+
+    result = train(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
+        validation_workers=args.validation_workers,
+    )
+    best = "none" if result.best is None else f"{result.best:.4f} at step {result.best_step}"
+    ending = "" if result.stopped == "steps" else f" (stopped: {result.stopped} limit; --resume continues)"
+    print(f"trained {result.step} steps in {result.seconds / 60:.1f} min{ending}; best validation length score {best}")
+    print(f"run folder: {result.run} (best.pt, last.pt, log.csv, validation.csv, curves.png)")
     return 0
 
 
@@ -272,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nMain job: tem-track VIDEO --out splines.parquet [options]  (tem-track VIDEO --help)")
             return 0
     try:
-        return {"synth": _synth, "eval": _eval, "run": _run}[args.command](args)
+        return {"synth": _synth, "eval": _eval, "train": _train, "run": _run}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         # Our own error classes derive from ValueError and name the problem; a
         # traceback would only bury the message.
@@ -280,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tem-track{name}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = "; rerun with --resume to continue" if args.command in ("synth", "run") else ""
+        hint = "; rerun with --resume to continue" if args.command in ("synth", "run", "train") else ""
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -229,3 +229,31 @@ def test_half_precision_is_computed_in_float32():
     loss = matched_dice_loss(pred, target)
     assert loss.dtype == torch.float32
     assert_allclose(loss.item(), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("matching", MATCHINGS)
+def test_per_image_empty_weight(matching):
+    """A (B,) weight equals computing each image alone with its own float weight."""
+    pred, target, count = random_batch(7)
+    weights = torch.tensor([0.0, 0.5, 0.0, 2.0], dtype=torch.float64)
+    expected = torch.stack(
+        [
+            matched_dice_loss(pred[k : k + 1], target[k : k + 1], count[k : k + 1], matching=matching,
+                              empty_weight=float(weights[k]))
+            for k in range(len(weights))
+        ]
+    ).mean()
+    for fn in (matched_dice_loss, reference_matched_dice_loss):
+        got = fn(pred, target, count, matching=matching, empty_weight=weights)
+        assert_allclose(float(got), float(expected), rtol=RTOL)
+    # a zero weight per image really drops the term: differs from a uniform weight
+    uniform = matched_dice_loss(pred, target, count, matching=matching, empty_weight=0.5)
+    assert abs(float(uniform) - float(expected)) > 1e-3
+
+
+def test_per_image_empty_weight_checked():
+    pred, target, count = random_batch(8)
+    with pytest.raises(ValueError, match=r"shape \(B,\)"):
+        matched_dice_loss(pred, target, count, empty_weight=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="finite numbers >= 0"):
+        matched_dice_loss(pred, target, count, empty_weight=torch.tensor([0.0, -1.0, 0.0, 0.0]))

@@ -29,6 +29,7 @@ class SyntheticDataset(IterableDataset):
     - ``count``: int64 tensor, number of valid masks (dislocations beyond ``max_masks``
       are dropped, largest masks kept)
     - ``index``: int64 tensor, the sample index
+    - ``partial``: bool tensor, False (every dislocation of a synthetic image is labelled)
 
     Parameters
     ----------
@@ -90,6 +91,7 @@ class SyntheticDataset(IterableDataset):
             "masks": torch.from_numpy(padded),
             "count": torch.tensor(len(masks), dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
+            "partial": torch.tensor(False),
         }
 
     def __iter__(self):

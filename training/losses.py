@@ -56,10 +56,18 @@ def _validate(pred, target, target_count, matching, empty_weight, eps):
         raise ValueError("pred must hold at least one predicted mask (N >= 1), got N = 0")
     if matching not in MATCHINGS:
         raise ValueError(f"matching must be one of {', '.join(map(repr, MATCHINGS))}, got {matching!r}")
-    if isinstance(empty_weight, bool) or not isinstance(empty_weight, (int, float)) or not (
+    if isinstance(empty_weight, torch.Tensor):
+        if empty_weight.shape != (b,) or not empty_weight.is_floating_point():
+            raise ValueError(
+                f"empty_weight as a tensor must be a float tensor of shape (B,) = ({b},), got "
+                f"dtype {empty_weight.dtype} and shape {tuple(empty_weight.shape)}"
+            )
+        if not bool((torch.isfinite(empty_weight) & (empty_weight >= 0)).all()):
+            raise ValueError("empty_weight must hold finite numbers >= 0")
+    elif isinstance(empty_weight, bool) or not isinstance(empty_weight, (int, float)) or not (
         math.isfinite(empty_weight) and empty_weight >= 0
     ):
-        raise ValueError(f"empty_weight must be a finite number >= 0, got {empty_weight!r}")
+        raise ValueError(f"empty_weight must be a finite number >= 0 or a (B,) tensor of them, got {empty_weight!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
         # eps = 0 makes the loss of an empty prediction against an empty mask 0/0.
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
@@ -180,6 +188,8 @@ def _combine(matched, real, empty_terms, used, empty_weight):
     dice = (matched * realf).sum(dim=1) / count.clamp(min=1)
     free = (~used).to(matched.dtype)
     empty = (empty_terms * free).sum(dim=1) / free.sum(dim=1).clamp(min=1)
+    if isinstance(empty_weight, torch.Tensor):
+        empty_weight = empty_weight.to(device=empty.device, dtype=empty.dtype)
     return (dice + empty_weight * empty).mean()
 
 
@@ -189,7 +199,7 @@ def matched_dice_loss(
     target_count: torch.Tensor | None = None,
     *,
     matching: str = "greedy",
-    empty_weight: float = 0.0,
+    empty_weight: float | torch.Tensor = 0.0,
     eps: float = 1.0,
 ) -> torch.Tensor:
     """Matched Dice loss of Algorithm 1 (Govind thesis, section 3.3), vectorised.
@@ -225,8 +235,10 @@ def matched_dice_loss(
         ``"hungarian"``: the matching with the lowest total Dice loss per image
         (``scipy.optimize.linear_sum_assignment`` on the detached matrix, on the CPU);
         its loss is never higher than the greedy one.
-    empty_weight : float, keyword-only
-        Weight (>= 0) of the empty term of the unmatched predicted masks.
+    empty_weight : float or (B,) float tensor, keyword-only
+        Weight (>= 0) of the empty term of the unmatched predicted masks, for all images
+        or per image (0 for partially labelled images, whose unmatched masks may hold
+        real but unlabelled dislocations).
     eps : float, keyword-only
         Dice smoothing (> 0), added to numerator and denominator.
 
@@ -274,7 +286,7 @@ def reference_matched_dice_loss(
     target_count: torch.Tensor | None = None,
     *,
     matching: str = "greedy",
-    empty_weight: float = 0.0,
+    empty_weight: float | torch.Tensor = 0.0,
     eps: float = 1.0,
 ) -> torch.Tensor:
     """Algorithm 1 written out with Python loops over images and masks.
@@ -312,5 +324,6 @@ def reference_matched_dice_loss(
         empty = torch.zeros((), dtype=dtype, device=pred.device)
         for j in unused:
             empty = empty + all_pred[j].mean() / len(unused)
-        image_losses.append(avg_loss + empty_weight * empty)
+        weight = empty_weight[k] if isinstance(empty_weight, torch.Tensor) else empty_weight
+        image_losses.append(avg_loss + weight * empty)
     return sum(image_losses) / b

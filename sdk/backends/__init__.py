@@ -16,9 +16,10 @@ Every backend has
   (:class:`temtrack.sdk.pipeline.PackedMasks`), which the main job prefers (the
   classical backend has it: a frame can hold hundreds of components).
 
-Available: ``"classical"`` (Sauvola thresholding, no model, uint8 masks, any size) and
+Available: ``"classical"`` (Sauvola thresholding, no model, uint8 masks, any size),
 ``"onnxruntime"`` (an ONNX model file, float32 probabilities at the model's input
-size); :func:`get_backend` also takes the model path itself. TensorRT engines come with
+size) and ``"torch"`` (a training checkpoint ``.pt``, any frame size; needs the
+``[train]`` extra); :func:`get_backend` also takes the model path itself. TensorRT engines come with
 the export work.
 
 Cheap to import: a backend's module (and its heavy libraries, e.g. onnxruntime) is
@@ -50,6 +51,9 @@ __all__ = [
 _BACKENDS: dict[str, tuple[str, str]] = {
     "classical": ("temtrack.sdk.backends.classical", "ClassicalBackend"),
     "onnxruntime": ("temtrack.sdk.backends.onnx", "OnnxBackend"),
+    # A training checkpoint in PyTorch. Named, not imported: the training stack (torch,
+    # segmentation-models-pytorch, the [train] extra) loads only when this is asked for.
+    "torch": ("temtrack.training.inference", "torch_backend"),
 }
 _LAZY = {
     "ClassicalBackend": "temtrack.sdk.backends.classical",
@@ -59,6 +63,7 @@ _LAZY = {
 }
 _ONNX_SUFFIX = ".onnx"
 _ENGINE_SUFFIX = ".engine"
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 class Backend(Protocol):
@@ -117,6 +122,10 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
             f"use the .onnx model instead, or one of: {', '.join(backend_names())}"
         )
     path = Path(spec)
+    if lowered.endswith(_CHECKPOINT_SUFFIXES):
+        if "path" in options:
+            raise TypeError(f"option path given twice: spec {spec!r} is already the checkpoint")
+        return _build("torch", _BACKENDS["torch"], {"path": spec, **options})
     if lowered.endswith(_ONNX_SUFFIX) or path.is_file():
         if "path" in options:
             raise TypeError(f"option path given twice: spec {spec!r} is already the model file")
@@ -131,7 +140,15 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
 
 def _build(name: str, entry: tuple[str, str], options: dict) -> Backend:
     module, attribute = entry
-    cls = getattr(importlib.import_module(module), attribute)
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("torch", "segmentation_models_pytorch"):
+            raise ModuleNotFoundError(
+                f"backend {name!r} needs {exc.name}, which is not installed: pip install 'tem-track[train]'",
+                name=exc.name,
+            ) from None
+        raise
     if hasattr(cls, "__dataclass_fields__"):
         valid, required = set(cls.__dataclass_fields__), set()
     else:

@@ -1,0 +1,171 @@
+"""Running a trained network on frames: the torch backend.
+
+:class:`TorchBackend` follows the SDK's backend protocol (``name``, ``input_size``,
+``threshold``, ``predict``, ``describe``; see :mod:`temtrack.sdk.backends`), so a
+training checkpoint can be evaluated (``tem-track eval --model run/best.pt``) and run
+by the main job exactly like an ONNX model. It takes frames of any size: each batch is
+padded at the bottom and right with the frame's median gray to a multiple of the
+network's size multiple, and the masks are cropped back.
+
+Imports torch: the SDK reaches it only by name, when a checkpoint is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .model import ModelConfig
+
+__all__ = ["TorchBackend", "autocast_dtype", "resolve_device", "torch_backend"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:K]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU on this machine")
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
+
+    ``"auto"`` is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU
+    (CPU autocast is slower than fp32 on most CPUs).
+    """
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be one of auto, fp32, bf16, fp16; got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 autocast needs a GPU; use precision 'fp32' or 'bf16' on the CPU")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context that runs the forward pass in ``dtype`` (or does nothing for None)."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def pad_batch(frames: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad a ``(B, H, W)`` batch at the bottom/right to multiples of ``multiple``, each
+    frame with its own median gray (like the SDK's letterbox)."""
+    b, h, w = frames.shape
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return frames
+    out = np.empty((b, h + ph, w + pw), np.float32)
+    out[:] = np.median(frames.reshape(b, -1), axis=1)[:, None, None]
+    out[:, :h, :w] = frames
+    return out
+
+
+class TorchBackend:
+    """A U-Net++ in PyTorch as a segmentation backend.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network (logits out).
+    config : ModelConfig
+    device : str or torch.device
+    precision : {"auto", "fp32", "bf16", "fp16"}
+    threshold : float
+        Probability threshold post-processing should use.
+    batch_size : int
+        Most frames per forward pass.
+    source : dict, optional
+        What to record about the model's origin in :meth:`describe`.
+    """
+
+    name = "torch"
+    input_size = None
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        threshold: float = 0.5,
+        batch_size: int = 8,
+        source: dict | None = None,
+    ):
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.dtype = autocast_dtype(precision, self.device)
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.threshold = float(threshold)
+        self.batch_size = int(batch_size)
+        self.source = dict(source or {})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **options) -> "TorchBackend":
+        """A backend running the network of a tem-track checkpoint (see
+        :func:`~temtrack.training.checkpoint.load_model`); ``options`` as the constructor."""
+        from temtrack.sdk.modelmeta import file_sha256
+
+        model, config, state = load_model(path)
+        source = {"checkpoint": str(Path(path).resolve()), "sha256": file_sha256(path), "step": state["step"]}
+        return cls(model, config, source=source, **options)
+
+    @torch.inference_mode()
+    def probabilities(self, frames: np.ndarray) -> np.ndarray:
+        """``(B, H, W)`` frames in [0, 1] -> ``(B, N, H, W)`` float32 probabilities."""
+        frames = np.asarray(frames, dtype=np.float32)
+        if frames.ndim != 3:
+            raise ValueError(f"frames must have shape (B, H, W), got {frames.shape}")
+        b, h, w = frames.shape
+        padded = pad_batch(frames, self.config.size_multiple)
+        out = np.empty((b, self.config.n_masks, h, w), np.float32)
+        for start in range(0, b, self.batch_size):
+            x = torch.from_numpy(padded[start : start + self.batch_size, None]).to(self.device)
+            with autocast(self.device, self.dtype):
+                logits = self.model(x)
+            out[start : start + len(x)] = torch.sigmoid(logits.float())[:, :, :h, :w].cpu().numpy()
+        return out
+
+    def predict(self, frames: np.ndarray) -> list[np.ndarray]:
+        """The backend protocol: a list of B ``(N, H, W)`` float32 probability stacks."""
+        return list(self.probabilities(frames))
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "model": self.config.model_dump(),
+            "device": str(self.device),
+            "precision": self.precision,
+            "threshold": self.threshold,
+            **self.source,
+        }
+
+
+def torch_backend(
+    path: str | os.PathLike,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    threshold: float = 0.5,
+    batch_size: int = 8,
+) -> TorchBackend:
+    """The SDK registry's ``"torch"`` backend: :meth:`TorchBackend.from_checkpoint`."""
+    return TorchBackend.from_checkpoint(
+        path, device=device, precision=precision, threshold=threshold, batch_size=batch_size
+    )
