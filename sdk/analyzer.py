@@ -134,8 +134,10 @@ class Analyzer:
                 raise ValueError("give model or a backend object, not both")
             self.backend = backend
         elif model is not None:
-            if backend not in (None, "onnxruntime"):
-                raise ValueError(f"a model file runs on the 'onnxruntime' backend, not {backend!r}")
+            if backend not in (None, "onnxruntime", "torch"):
+                raise ValueError(
+                    f"a model file runs on the 'onnxruntime' (.onnx) or 'torch' (.pt checkpoint) backend, not {backend!r}"
+                )
             self.backend = get_backend(str(model), **options)
         else:
             self.backend = get_backend(backend or DEFAULT_BACKEND, **options)

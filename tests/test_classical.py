@@ -301,7 +301,7 @@ def test_backend_settings_are_typed_frozen_and_recorded():
 
 
 def test_registry_builds_the_classical_backend():
-    assert backend_names() == ["classical", "onnxruntime"]
+    assert backend_names() == ["classical", "onnxruntime", "torch"]
     backend = get_backend("classical", k=0.3)
     assert isinstance(backend, ClassicalBackend) and backend.k == 0.3
 

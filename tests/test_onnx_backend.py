@@ -316,8 +316,8 @@ def test_a_provider_that_fails_to_start_is_an_error(tmp_path, monkeypatch):
 
 
 def test_registry_names_and_unknown_name():
-    assert backend_names() == ["classical", "onnxruntime"]
-    with pytest.raises(ValueError, match=r"unknown backend 'unet'; valid backends: classical, onnxruntime, or a \.onnx model file"):
+    assert backend_names() == ["classical", "onnxruntime", "torch"]
+    with pytest.raises(ValueError, match=r"unknown backend 'unet'; valid backends: classical, onnxruntime, torch, or a model file \(\.onnx"):
         get_backend("unet")
 
 

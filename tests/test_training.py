@@ -286,3 +286,18 @@ def test_pickle_free_checkpoint_has_no_code(tmp_path):
     with zipfile.ZipFile(path) as archive:
         data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
     assert b"temtrack" not in data and b"segmentation_models" not in data
+
+
+def test_main_job_runs_a_checkpoint(tmp_path):
+    """``Analyzer(model="run/best.pt")``: the torch backend inside the streaming pipeline."""
+    from temtrack import Analyzer
+
+    config = tiny_config()
+    path = save_checkpoint(tmp_path / "m.pt", model=build_model(config.model), config=config.to_json(), step=0)
+    frames = np.stack([render_scene(sample_scene(resolve_config("sd1", size=64), i)).image for i in range(3)])
+    analyzer = Analyzer(model=path, workers=1)
+    assert analyzer.backend.name == "torch"
+    result = analyzer.run(frames)
+    assert result.frames == 3
+    assert set(result.splines.columns) >= {"frame", "x", "y", "length_px"}
+    assert analyzer.backend.describe()["checkpoint"] == str(path.resolve())
