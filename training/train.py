@@ -92,14 +92,14 @@ class ItemStream(IterableDataset):
 
 
 def _labelled_split(config: TrainConfig):
-    """(training frames, validation frames, split descriptions) of the labelled folders."""
+    """(training frames, validation frames) of the labelled folders, split by video (or time)."""
     from .labelled import load_frames, split_frames
 
     frames = [f for folder in config.data.labelled for f in load_frames(folder)]
     if not frames:
-        return [], [], []
+        return [], []
     split = split_frames(frames, val_fraction=config.validation.labelled_fraction, gap=config.validation.gap)
-    return split.train, split.val, [f"{split.rule} split: {len(split.train)} train, {len(split.val)} val, {split.dropped} dropped"]
+    return split.train, split.val
 
 
 def training_stream(config: TrainConfig, labelled_train: list, *, start: int = 0) -> IterableDataset:
@@ -406,7 +406,7 @@ def train(
         for name in ("log.csv", "validation.csv"):
             _truncate_csv(run / name, step)
 
-    labelled_train, labelled_val, _ = _labelled_split(config)
+    labelled_train, labelled_val = _labelled_split(config)
     valset = build_validation(config, labelled_val)
     backend = TorchBackend(model, config.model, device=device, precision=config.precision)
     loader = DataLoader(
