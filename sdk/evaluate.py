@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import cv2
 import numpy as np
 
 from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize
+from .outputs import write_atomic
 from .postprocess import PostprocessSettings
 
 __all__ = [
@@ -454,17 +454,6 @@ def plot_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".png")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename (atomic on one file system)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def plot_length_scores(report: EvaluationReport, path: str | os.PathLike) -> Path:
     """Box plot of the per-image length score against the number of ground-truth
     dislocations in the image (thesis Fig. 4.12), as a PNG at ``path`` (replaced)."""
@@ -490,7 +479,7 @@ def plot_length_scores(report: EvaluationReport, path: str | os.PathLike) -> Pat
     axes.set_title(f"{Path(report.data).name}, backend {report.backend.get('backend', '?')}: mean {mean:.3f}", fontsize=9)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
 
 
@@ -525,7 +514,7 @@ def write_report(report: EvaluationReport, path: str | os.PathLike, *, overwrite
                 raise FileExistsError(f"{existing} already exists; pass overwrite (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     plot_length_scores(report, image)
     return path
 

@@ -1,4 +1,4 @@
-"""Output folders that appear whole or not at all.
+"""Output files and folders that appear whole or not at all.
 
 A long job writes into a temporary sibling folder and publishes it with one rename when
 complete, so a crash never leaves a half-written folder under the final name, and an
@@ -9,9 +9,28 @@ Standard library only.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """Write one file via a temporary sibling, then rename (atomic on one file system).
+
+    ``write(tmp)`` writes the content to the temporary path ``tmp`` (it ends in
+    ``.tmp``: give savefig-like writers their format explicitly). On any error the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def new_partial_folder(path: str | Path) -> Path:

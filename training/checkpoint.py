@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from temtrack.sdk.outputs import write_atomic
 
 from .model import ModelConfig, build_model
 
@@ -71,15 +72,7 @@ def save_checkpoint(
         if obj is not None:
             state[name] = obj.state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -201,8 +201,6 @@ class TrainConfig(_Strict):
         for name, size in (("image_size", self.image_size), ("validation.size", self.validation.size)):
             if size is not None and size % multiple:
                 raise ValueError(f"{name} must be a multiple of {multiple} (the U-Net++ depth), got {size}")
-        if self.model.n_masks < 1:
-            raise ValueError("model.n_masks must be >= 1")
         return self
 
     def to_json(self) -> dict:

@@ -95,10 +95,20 @@ class SyntheticDataset(IterableDataset):
         }
 
     def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        index = self.start + worker
-        stop = None if self.length is None else self.start + self.length
-        while stop is None or index < stop:
-            yield self.item(index)
-            index += workers
+        return worker_items(self.item, start=self.start, length=self.length)
+
+
+def worker_items(item, *, start: int = 0, length: int | None = None):
+    """``item(i)`` for this DataLoader worker's share of the indices ``start, start + 1, ...``.
+
+    Worker ``w`` of ``W`` takes ``start + w, start + w + W, ...`` (all of them outside a
+    worker), up to ``start + length`` (endless for None). A stream whose items depend
+    only on their index is thereby the same for any number of workers.
+    """
+    info = get_worker_info()
+    worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+    stop = None if length is None else start + length
+    index = start + worker
+    while stop is None or index < stop:
+        yield item(index)
+        index += workers

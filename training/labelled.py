@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from temtrack.sdk.evaluate import EvaluationError, _folder_kind, _labelme_files, iter_ground_truth
 from temtrack.sdk.labelme import LINE_SHAPE_TYPES, LabelmeError
 
+from .datasets import worker_items
 from .synth.storage import DatasetError
 
 __all__ = [
@@ -369,11 +370,6 @@ def _check_size(size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _worker() -> tuple[int, int]:
-    info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
-
-
 class CropDataset(IterableDataset):
     """Endless (or ``length``-long) stream of random crops of labelled frames.
 
@@ -490,9 +486,4 @@ class CropDataset(IterableDataset):
         }
 
     def __iter__(self):
-        worker, workers = _worker()
-        index = self.start + worker
-        stop = None if self.length is None else self.start + self.length
-        while stop is None or index < stop:
-            yield self.item(index)
-            index += workers
+        return worker_items(self.item, start=self.start, length=self.length)

@@ -24,20 +24,20 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
-from itertools import count
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
+
+from temtrack.sdk.outputs import write_atomic
 
 from .augment import AugmentedDataset
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate_train_config
-from .datasets import SyntheticDataset
+from .datasets import SyntheticDataset, worker_items
 from .inference import TorchBackend, autocast, autocast_dtype, resolve_device
 from .losses import matched_dice_loss
 from .model import build_model
@@ -85,10 +85,7 @@ class ItemStream(IterableDataset):
         return item
 
     def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for index in count(self.start + worker, workers):
-            yield self.item(index)
+        return worker_items(self.item, start=self.start)
 
 
 def _labelled_split(config: TrainConfig):
@@ -209,11 +206,8 @@ def validate(backend: TorchBackend, items: list[ValidationItem], *, workers: int
 # --- the run folder -------------------------------------------------------------------
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _append_csv(path: Path, row: dict) -> None:
@@ -227,10 +221,9 @@ def _append_csv(path: Path, row: dict) -> None:
 
 def _truncate_csv(path: Path, step: int) -> None:
     """Drop log rows after ``step`` (written after the checkpoint a run resumes from)."""
-    if not path.exists():
+    rows = _read_csv(path)
+    if not rows:
         return
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
     kept = [r for r in rows if int(r["step"]) <= step]
     if not kept:
         path.unlink()
@@ -239,7 +232,7 @@ def _truncate_csv(path: Path, step: int) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(kept[0]))
     writer.writeheader()
     writer.writerows(kept)
-    _atomic_text(path, buffer.getvalue())
+    _write_text(path, buffer.getvalue())
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -272,13 +265,10 @@ def plot_curves(run: str | os.PathLike) -> Path:
     right.set(xlabel="step", ylabel="length score", title="validation (thesis 3.4.3)", ylim=(0, 1))
     right.grid(alpha=0.3)
     fig.tight_layout()
-    path = run / "curves.png"
-    handle, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=run)
-    os.close(handle)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_atomic(run / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
 
 
 def _prepare_run(config: TrainConfig, run: Path, *, resume: bool, overwrite: bool):
@@ -375,7 +365,7 @@ def train(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     run = Path(run)
     state = _prepare_run(config, run, resume=resume, overwrite=overwrite)
-    _atomic_text(run / "config.json", json.dumps(config.to_json(), indent=2))
+    _write_text(run / "config.json", json.dumps(config.to_json(), indent=2))
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -514,5 +504,5 @@ def train(
         "seconds": round(seconds, 1), "stopped": stopped, "device": str(device),
         "precision": str(dtype).removeprefix("torch.") if dtype else "fp32",
     }
-    _atomic_text(run / "summary.json", json.dumps(summary, indent=2))
+    _write_text(run / "summary.json", json.dumps(summary, indent=2))
     return result
