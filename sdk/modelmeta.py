@@ -71,8 +71,9 @@ class ModelMetadata(BaseModel):
         N, the number of masks the model predicts per frame.
     threshold : float
         Probability above which a mask pixel is dislocation, in [0, 1).
-    output : {"logits", "probabilities"}
-        What the graph's output holds; the runtime applies a sigmoid to logits.
+    output : {"logits", "probabilities", "masks"}
+        What the graph's output holds: float logits (the runtime applies a sigmoid),
+        float probabilities, or uint8 0/1 masks already thresholded in the graph.
     name, version, description : str
         Free text for people and reports.
     extra : dict
@@ -88,7 +89,7 @@ class ModelMetadata(BaseModel):
     std: float = 1.0
     n_masks: int
     threshold: float = 0.5
-    output: Literal["logits", "probabilities"]
+    output: Literal["logits", "probabilities", "masks"]
     name: str = ""
     version: str = ""
     description: str = ""
