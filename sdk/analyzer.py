@@ -87,12 +87,15 @@ class Analyzer:
     Parameters
     ----------
     model : path, optional
-        An ONNX model file (runs on onnxruntime). Without ``model`` or ``backend`` the
-        default is used (the classical backend until a trained model ships).
+        A model file: ONNX (``.onnx``), TensorRT engine (``.engine``) or training
+        checkpoint (``.pt``). Without ``model`` or ``backend`` the default is used (the
+        classical backend until a trained model ships).
     backend : str or Backend, optional
-        A backend name (``temtrack.sdk.backends.backend_names()``; with ``model``,
-        ``"onnxruntime"``, the default for ``.onnx`` files), or an object with the
-        :class:`~temtrack.sdk.backends.Backend` interface (your own model runtime).
+        A backend name (``temtrack.sdk.backends.backend_names()``), or an object with
+        the :class:`~temtrack.sdk.backends.Backend` interface (your own model
+        runtime). With ``model`` and without ``providers`` the default is ``"auto"``:
+        the fastest way this machine has to run the model
+        (:mod:`temtrack.sdk.backends.auto`); :attr:`selection` says which and why.
     postprocess : PostprocessSettings, optional
         Mask-to-spline settings; the threshold defaults to the model's.
     tracker : {"curve", "trackpy"}
@@ -100,7 +103,14 @@ class Analyzer:
     batch_size, workers, scale
         :class:`~temtrack.sdk.pipeline.PipelineSettings`.
     providers : list of str, optional
-        onnxruntime execution providers.
+        onnxruntime execution providers (implies ``backend="onnxruntime"``).
+
+    Attributes
+    ----------
+    backend : Backend
+    selection : str or None
+        With ``backend="auto"``: the announcement of what runs and which faster
+        options were not available, and why.
     """
 
     def __init__(
@@ -126,7 +136,17 @@ class Analyzer:
         self._check_tracker()
         self.settings = PipelineSettings(batch_size=batch_size, workers=workers, scale=scale)
         options = {} if providers is None else {"providers": providers}
-        if backend is not None and not isinstance(backend, str):
+        self.selection = None
+        if backend is None and model is not None and providers is None:
+            backend = "auto"
+        if backend == "auto":
+            from .backends.auto import choose
+
+            if providers is not None:
+                raise ValueError("providers pick the onnxruntime backend: give backend='onnxruntime', not 'auto'")
+            choice = choose(None if model is None else str(model), fallback=DEFAULT_BACKEND)
+            self.backend, self.selection = choice.backend, choice.announcement()
+        elif backend is not None and not isinstance(backend, str):
             for attribute in ("name", "predict", "describe"):
                 if not hasattr(backend, attribute):
                     raise TypeError(f"backend must be a backend name or have a {attribute!r} (the Backend interface)")
@@ -134,10 +154,13 @@ class Analyzer:
                 raise ValueError("give model or a backend object, not both")
             self.backend = backend
         elif model is not None:
-            if backend not in (None, "onnxruntime", "torch"):
+            if backend not in (None, "onnxruntime", "torch", "tensorrt"):
                 raise ValueError(
-                    f"a model file runs on the 'onnxruntime' (.onnx) or 'torch' (.pt checkpoint) backend, not {backend!r}"
+                    f"a model file runs on the 'auto', 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' "
+                    f"(.pt checkpoint) backend, not {backend!r}"
                 )
+            if backend is not None and backend != _backend_of(model):
+                raise ValueError(f"model {model} runs on the {_backend_of(model)!r} backend, not {backend!r}")
             self.backend = get_backend(str(model), **options)
         else:
             self.backend = get_backend(backend or DEFAULT_BACKEND, **options)
@@ -163,6 +186,7 @@ class Analyzer:
         """Backend and settings, as recorded in every output."""
         return {
             "backend": self.backend.describe(),
+            "selection": self.selection,
             "postprocess": dataclasses.asdict(self.postprocess),
             "tracker": self._new_linker().describe(),
             "pipeline": {"batch_size": self.settings.batch_size, "scale": self.settings.scale},
@@ -401,6 +425,11 @@ def _concat(frames):
 
     frames = [f for f in frames if f is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _backend_of(model) -> str:
+    suffix = Path(model).suffix.lower()
+    return "tensorrt" if suffix == ".engine" else "torch" if suffix in (".pt", ".pth", ".ckpt") else "onnxruntime"
 
 
 def _check_range(start, end, every) -> None:

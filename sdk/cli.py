@@ -12,7 +12,7 @@ from pathlib import Path
 
 from temtrack import __version__
 
-SUBCOMMANDS = ("synth", "eval", "train")
+SUBCOMMANDS = ("synth", "eval", "train", "export")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Dislocations in in-situ TEM videos as tracked splines and time series.",
         epilog="Main job: 'tem-track VIDEO --out splines.parquet' (options: 'tem-track VIDEO --help'). "
         "Subcommands: synth (synthetic images and videos with ground truth), "
-        "eval (score a backend or a model against ground truth), train (train or fine-tune a model). "
+        "eval (score a backend or a model against ground truth), train (train or fine-tune a model), "
+        "export (a checkpoint to ONNX and a TensorRT engine). "
         "Run 'tem-track SUBCOMMAND --help' for their options.",
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
@@ -99,6 +100,32 @@ def _parser() -> argparse.ArgumentParser:
     trainer.add_argument("--validation-workers", type=int, default=0, help="processes scoring validation images (default: 0, in the main process)")
     trainer.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     trainer.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    exporter = sub.add_parser(
+        "export",
+        help="export a training checkpoint to ONNX (and a TensorRT engine), checked for parity",
+        description="Export a checkpoint to an ONNX model with a dynamic batch dimension, the sigmoid (and "
+        "optionally the threshold and a cast to uint8) inside the graph, and the 'temtrack' metadata the runtime "
+        "reads. Before the file appears, onnxruntime runs it on synthetic frames and its masks are compared with "
+        "the PyTorch network's (fp32: max |difference| <= 1e-4; fp16: <= 2e-2 and >= 99.9 %% of thresholded "
+        "pixels identical); a failed check writes nothing. --tensorrt also builds a TensorRT engine from it "
+        "(needs TensorRT and an NVIDIA GPU).",
+    )
+    exporter.add_argument("checkpoint", type=Path, help="training checkpoint (.pt) written by tem-track train")
+    exporter.add_argument("--out", type=Path, required=True, help="the ONNX file to write (.onnx)")
+    exporter.add_argument("--input-size", type=int, nargs="+", metavar="PX",
+                          help="frame size the model takes: H [W], multiples of 32 (default: the training image size)")
+    exporter.add_argument("--fp16", action="store_true", help="half-precision weights and arithmetic (float32 in and out)")
+    exporter.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    exporter.add_argument("--masks", action="store_true",
+                          help="threshold and cast to uint8 inside the graph (a quarter of the output bytes; "
+                          "the per-dislocation score is then 1)")
+    exporter.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default: 0.5)")
+    exporter.add_argument("--report", action="append", default=[], type=Path, metavar="REPORT.json",
+                          help="a 'tem-track eval' report whose summary to record as the model's metric figures")
+    exporter.add_argument("--tensorrt", type=Path, metavar="ENGINE",
+                          help="also build a TensorRT engine (fp16, batch 1-32) here, with ENGINE.json beside it")
+    exporter.add_argument("--overwrite", action="store_true", help="replace existing files")
     return parser
 
 
@@ -188,6 +215,47 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from temtrack.export.onnx import export_onnx
+
+    size = None
+    if args.input_size is not None:
+        if len(args.input_size) > 2:
+            raise ValueError(f"--input-size takes H or H W, got {len(args.input_size)} numbers")
+        size = tuple(args.input_size) * (3 - len(args.input_size))
+    if args.tensorrt is not None and args.tensorrt.exists() and not args.overwrite:  # fail before the work
+        raise FileExistsError(f"{args.tensorrt} exists; pass --overwrite to replace it")
+    reports = {}
+    for path in args.report:
+        try:
+            reports[path.stem] = json.loads(path.read_text())["summary"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"--report {path}: not a readable 'tem-track eval' report with a summary ({exc})") from None
+    result = export_onnx(
+        args.checkpoint,
+        args.out,
+        input_size=size,
+        fp16=args.fp16,
+        opset=args.opset,
+        output="masks" if args.masks else "probabilities",
+        threshold=args.threshold,
+        reports=reports,
+        overwrite=args.overwrite,
+    )
+    size_mib = result.path.stat().st_size / 2**20
+    print(result.parity.summary())
+    print(f"wrote {result.path} ({size_mib:.1f} MiB, input {result.metadata.input_size[0]}x"
+          f"{result.metadata.input_size[1]}, {result.metadata.n_masks} masks, sha256 {result.sha256[:12]})")
+    if args.tensorrt is not None:
+        from temtrack.export.tensorrt import build_engine
+
+        build_engine(result.path, args.tensorrt, fp16=True, overwrite=args.overwrite)
+        print(f"wrote {args.tensorrt} and {args.tensorrt}.json")
+    return 0
+
+
 def _overrides(items: list[str]) -> dict:
     """``--set a.b=VALUE`` pairs as a nested dict (values as :func:`_key_values` reads them)."""
     nested: dict = {}
@@ -256,10 +324,12 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("video", metavar="VIDEO", help="video file, TIFF stack, image folder or glob")
     parser.add_argument("--out", type=Path, help="splines Parquet file (default: VIDEO's name + _splines.parquet "
                         "beside it); OUT_tracks.parquet and OUT_pairs.parquet go beside it")
-    parser.add_argument("--model", type=Path, help="ONNX model file (default: the bundled model; until one ships, "
-                        "the classical backend)")
-    parser.add_argument("--backend", help="backend name: classical, onnxruntime (with --model)")
-    parser.add_argument("--providers", help="onnxruntime execution providers, comma-separated")
+    parser.add_argument("--model", type=Path, help="model file: .onnx, TensorRT .engine or training checkpoint .pt "
+                        "(default: the bundled model; until one ships, the classical backend)")
+    parser.add_argument("--backend", help="auto (default with --model: the fastest available, announced), "
+                        "onnxruntime, tensorrt, torch, or classical (no model)")
+    parser.add_argument("--providers", help="onnxruntime execution providers, comma-separated, e.g. "
+                        "CUDAExecutionProvider,CPUExecutionProvider (implies --backend onnxruntime)")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per model call (default: 4)")
     parser.add_argument("--workers", type=int, help="post-processing processes (default: CPU cores - 1; 0 = none)")
     parser.add_argument("--scale", type=float, help="model px per frame px instead of fitting the frame to the "
@@ -317,6 +387,8 @@ def _run(args: argparse.Namespace) -> int:
         scale=args.scale,
         providers=None if args.providers is None else [p.strip() for p in args.providers.split(",") if p.strip()],
     )
+    if analyzer.selection and not args.quiet:
+        print(analyzer.selection, file=sys.stderr)
     result = analyzer.run(
         args.video,
         out,
@@ -356,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\nMain job: tem-track VIDEO --out splines.parquet [options]  (tem-track VIDEO --help)")
             return 0
     try:
-        return {"synth": _synth, "eval": _eval, "train": _train, "run": _run}[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        return {"synth": _synth, "eval": _eval, "train": _train, "export": _export, "run": _run}[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ModuleNotFoundError) as exc:
         # Our own error classes derive from ValueError and name the problem; a
         # traceback would only bury the message.
         name = "" if args.command == "run" else f" {args.command}"

@@ -49,15 +49,29 @@ def _frames(n=3, size=(64, 64), seed=0):
 
 
 class _CountingSession:
-    """An InferenceSession stand-in that counts run() calls."""
+    """An InferenceSession stand-in that records the batch size of every model run."""
 
     def __init__(self, session):
-        self.session, self.runs, self.batches = session, 0, []
+        self.session, self.batches = session, []
 
-    def run(self, names, feed):
-        self.runs += 1
-        self.batches.append(next(iter(feed.values())).shape[0])
-        return self.session.run(names, feed)
+    def io_binding(self):
+        return _RecordingBinding(self.session.io_binding())
+
+    def run_with_iobinding(self, binding):
+        self.batches.append(binding.batch)
+        return self.session.run_with_iobinding(binding.binding)
+
+
+class _RecordingBinding:
+    def __init__(self, binding):
+        self.binding, self.batch = binding, None
+
+    def bind_input(self, name, device, device_id, dtype, shape, pointer):
+        self.batch = shape[0]
+        self.binding.bind_input(name, device, device_id, dtype, shape, pointer)
+
+    def bind_output(self, *args):
+        self.binding.bind_output(*args)
 
 
 # --- predictions ---------------------------------------------------------------------
@@ -418,7 +432,7 @@ def test_duplicated_metadata_is_an_error(tmp_path):
         ({"mean": float("nan")}, "finite"),
         ({"input_size": (0, 64)}, "both >= 1"),
         ({"n_masks": 0}, "integer >= 1"),
-        ({"output": "sigmoid"}, "'logits' or 'probabilities'"),
+        ({"output": "sigmoid"}, "'logits', 'probabilities' or 'masks'"),
         ({"format_version": 2}, "not understood by this tem-track"),
         ({"extra": {"f": object()}}, "JSON-serialisable"),
     ],

@@ -17,10 +17,13 @@ Every backend has
   classical backend has it: a frame can hold hundreds of components).
 
 Available: ``"classical"`` (Sauvola thresholding, no model, uint8 masks, any size),
-``"onnxruntime"`` (an ONNX model file, float32 probabilities at the model's input
-size) and ``"torch"`` (a training checkpoint ``.pt``, any frame size; needs the
-``[train]`` extra); :func:`get_backend` also takes the model path itself. TensorRT engines come with
-the export work.
+``"onnxruntime"`` (an ONNX model file at the model's input size; CPU, or CUDA and
+TensorRT execution providers with the ``[gpu]`` extra), ``"tensorrt"`` (a native
+TensorRT engine built by ``tem-track export --tensorrt``; needs TensorRT and an NVIDIA
+GPU), ``"torch"`` (a training checkpoint ``.pt``, any frame size; needs the
+``[train]`` extra) and ``"auto"`` (the fastest of these that can run the given model
+here, :mod:`temtrack.sdk.backends.auto`); :func:`get_backend` also takes the model
+path itself.
 
 Cheap to import: a backend's module (and its heavy libraries, e.g. onnxruntime) is
 imported only when that backend is asked for. Must never import torch.
@@ -54,6 +57,8 @@ _BACKENDS: dict[str, tuple[str, str]] = {
     # A training checkpoint in PyTorch. Named, not imported: the training stack (torch,
     # segmentation-models-pytorch, the [train] extra) loads only when this is asked for.
     "torch": ("temtrack.training.inference", "torch_backend"),
+    "tensorrt": ("temtrack.sdk.backends.tensorrt", "TensorRTBackend"),
+    "auto": ("temtrack.sdk.backends.auto", "auto_backend"),
 }
 _LAZY = {
     "ClassicalBackend": "temtrack.sdk.backends.classical",
@@ -89,20 +94,23 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
     Parameters
     ----------
     spec : str or path-like
-        A backend name (see :func:`backend_names`), or a model file: a path ending
-        with ``.onnx`` or any existing file gives an
-        :class:`~temtrack.sdk.backends.onnx.OnnxBackend` of it.
+        A backend name (see :func:`backend_names`), or a model file: ``.engine``
+        gives the TensorRT backend, ``.pt``/``.pth``/``.ckpt`` the torch backend, and
+        ``.onnx`` or any other existing file the
+        :class:`~temtrack.sdk.backends.onnx.OnnxBackend`.
     **options
         Settings of that backend: for ``"classical"`` the keyword arguments of
         :func:`~temtrack.sdk.backends.classical.sauvola_instances`; for
-        ``"onnxruntime"`` ``path`` (required), ``providers`` and ``threads``; for a
-        model file ``providers`` and ``threads``.
+        ``"onnxruntime"`` ``path`` (required), ``providers`` and ``threads``; for
+        ``"auto"`` ``path`` (optional) and ``threads``; for a model file those of its
+        backend without ``path``.
 
     Raises
     ------
     ValueError
-        ``spec`` is an unknown name (the message lists the valid ones), a directory,
-        or a TensorRT engine (not available yet).
+        ``spec`` is an unknown name (the message lists the valid ones) or a directory.
+    ModuleNotFoundError
+        The backend's runtime is not installed (the message says which extra).
     TypeError
         ``spec`` is neither a string nor a path, an option is unknown to the backend
         (the message lists the valid ones), or a required option is missing.
@@ -116,12 +124,11 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
     if spec in _BACKENDS:
         return _build(spec, _BACKENDS[spec], options)
     lowered = spec.lower()
-    if lowered.endswith(_ENGINE_SUFFIX):
-        raise ValueError(
-            f"cannot use {spec!r}: TensorRT engines arrive with the export issue; "
-            f"use the .onnx model instead, or one of: {', '.join(backend_names())}"
-        )
     path = Path(spec)
+    if lowered.endswith(_ENGINE_SUFFIX):
+        if "path" in options:
+            raise TypeError(f"option path given twice: spec {spec!r} is already the engine")
+        return _build("tensorrt", _BACKENDS["tensorrt"], {"path": spec, **options})
     if lowered.endswith(_CHECKPOINT_SUFFIXES):
         if "path" in options:
             raise TypeError(f"option path given twice: spec {spec!r} is already the checkpoint")
@@ -143,7 +150,7 @@ def _build(name: str, entry: tuple[str, str], options: dict) -> Backend:
     try:
         cls = getattr(importlib.import_module(module), attribute)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("torch", "segmentation_models_pytorch"):
+        if exc.name and exc.name.split(".")[0] in ("torch", "segmentation_models_pytorch") and name == "torch":
             raise ModuleNotFoundError(
                 f"backend {name!r} needs {exc.name}, which is not installed: pip install 'tem-track[train]'",
                 name=exc.name,

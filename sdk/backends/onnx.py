@@ -1,9 +1,18 @@
-"""The ONNX Runtime backend: a trained U-Net++ exported to ONNX, run on the CPU.
+"""The ONNX Runtime backend: a trained U-Net++ exported to ONNX, on the CPU or a GPU.
 
 A model file must have one input ``(B, 1, H, W)`` (float32, grayscale frames after
-normalisation) and one output ``(B, N, H, W)`` (float32 logits or probabilities of N
-masks, at the input resolution). What the graph cannot say comes from the file's
-``"temtrack"`` metadata (:mod:`temtrack.sdk.modelmeta`).
+normalisation) and one output ``(B, N, H, W)`` (float32/float16 logits or
+probabilities, or uint8 0/1 masks thresholded in the graph, at the input resolution).
+What the graph cannot say comes from the file's ``"temtrack"`` metadata
+(:mod:`temtrack.sdk.modelmeta`).
+
+Execution providers: the CPU by default; ``CUDAExecutionProvider`` and
+``TensorrtExecutionProvider`` (the ``onnxruntime-gpu`` package, ``[gpu]`` extra) when
+asked for, with settings from :func:`provider_options` (TensorRT: fp16, optimisation
+profile for batch 1 to 32, engine and timing caches in a folder beside the model).
+:data:`GPU_PROVIDERS` is the order the ``auto`` backend tries. Every run goes through
+ONNX Runtime's I/O binding: the frames are read from the caller's buffer and the masks
+written straight into a fresh numpy array, with no intermediate copies on the host.
 
 Without that metadata the backend falls back to the graph: the input size ``(H, W)``
 and N must then be static in the graph (else :class:`ModelError` says how to add the
@@ -35,10 +44,13 @@ from ..modelmeta import (
     file_sha256,
 )
 
-__all__ = ["DEFAULT_PROVIDERS", "ModelError", "OnnxBackend"]
+__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "provider_options"]
 
-# GPU providers (CUDA, TensorRT) and their order come with the export issue.
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+# Fastest first: what the auto backend tries, each falling back to the next.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+MAX_BATCH = 32  # TensorRT optimisation profile: batch 1..MAX_BATCH
+_OUTPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 _ADD_METADATA = (
     "add the metadata with temtrack.sdk.modelmeta.write_metadata(path, ModelMetadata(input_size=(H, W), "
@@ -75,7 +87,8 @@ class OnnxBackend:
     n_masks : int
         N, masks per frame.
     threshold : float
-        Probability threshold for post-processing (``metadata.threshold``).
+        Probability threshold for post-processing (``metadata.threshold``); None for
+        a model that outputs uint8 masks thresholded in the graph.
     providers : list of str
         The providers the session uses.
     sha256 : str
@@ -119,8 +132,13 @@ class OnnxBackend:
         options = onnxruntime.SessionOptions()
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options, providers=requested)
+            self.session = onnxruntime.InferenceSession(
+                str(self.path),
+                sess_options=options,
+                providers=[(p, provider_options(p, self.path)) for p in requested],
+            )
         except MemoryError:
             raise
         except Exception as exc:  # onnxruntime's own exception classes derive from Exception only
@@ -164,10 +182,18 @@ class OnnxBackend:
                     f"{self.path}: metadata says output='logits' but the graph ends with a Sigmoid, so it "
                     "outputs probabilities; set output='probabilities' with temtrack.sdk.modelmeta.write_metadata"
                 )
+        if (metadata.output == "masks") != (self._output.type == "tensor(uint8)"):
+            raise ModelError(
+                f"{self.path}: metadata says output={metadata.output!r} but the graph output is {self._output.type}; "
+                "uint8 output goes with output='masks' (thresholded in the graph), float output with "
+                "'logits' or 'probabilities'; re-export the model"
+            )
         self.metadata = metadata
         self.input_size = tuple(metadata.input_size)
         self.n_masks = metadata.n_masks
-        self.threshold = metadata.threshold
+        # Masks thresholded in the graph need no threshold afterwards.
+        self.threshold = None if metadata.output == "masks" else metadata.threshold
+        self._dtype = _OUTPUT_TYPES[self._output.type]
         batch = input_shape[0]
         # A graph exported with a fixed batch runs in chunks of that size.
         self._batch = batch if isinstance(batch, int) and batch > 0 else None
@@ -189,9 +215,10 @@ class OnnxBackend:
 
         Returns
         -------
-        list of B ndarrays of float32, each (N, H, W)
-            Probabilities in [0, 1] (the sigmoid of the output when the model gives
-            logits). The arrays are views into one buffer per model run.
+        list of B ndarrays, each (N, H, W)
+            float32 probabilities in [0, 1] (the sigmoid of the output when the model
+            gives logits), or uint8 0/1 masks for a model thresholded in the graph. The
+            arrays are views into one buffer per model run.
 
         Raises
         ------
@@ -269,8 +296,10 @@ class OnnxBackend:
                 f"{self.path}: the graph output {out.name!r} has shape {_text(out.shape)}, rank {len(out_shape)}; "
                 "tem-track needs rank 4 (B, N, H, W)"
             )
-        if out.type not in ("tensor(float)", "tensor(float16)"):
-            raise ModelError(f"{self.path}: the graph output {out.name!r} is {out.type}; tem-track needs float masks")
+        if out.type not in _OUTPUT_TYPES:
+            raise ModelError(
+                f"{self.path}: the graph output {out.name!r} is {out.type}; tem-track needs float or uint8 masks"
+            )
         return inp, out
 
     def _fallback_metadata(self, input_shape, output_shape, last_op: str) -> ModelMetadata:
@@ -291,7 +320,7 @@ class OnnxBackend:
         metadata = ModelMetadata(
             input_size=(height, width),
             n_masks=n_masks,
-            output="probabilities" if last_op == "Sigmoid" else "logits",
+            output="masks" if self._output.type == "tensor(uint8)" else "probabilities" if last_op == "Sigmoid" else "logits",
         )
         check_against_graph(metadata, input_shape=input_shape, output_shape=output_shape, source=self.path)
         return metadata
@@ -327,13 +356,26 @@ class OnnxBackend:
         return x.reshape(len(x), 1, height, width)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        (y,) = self.session.run([self._output.name], {self._input.name: x})
+        x = np.ascontiguousarray(x)
         expected = (len(x), self.n_masks, *self.input_size)
-        if y.shape != expected:
+        # I/O binding: onnxruntime reads the frames from x and writes the masks into y
+        # (copied to or from the GPU directly for a GPU provider). A graph whose output
+        # shape is not (B, N, H, W) fails here, in onnxruntime, with the shapes named.
+        y = np.empty(expected, self._dtype)
+        binding = self.session.io_binding()
+        binding.bind_input(self._input.name, "cpu", 0, np.float32, x.shape, x.ctypes.data)
+        binding.bind_output(self._output.name, "cpu", 0, self._dtype, y.shape, y.ctypes.data)
+        try:
+            self.session.run_with_iobinding(binding)
+        except MemoryError:
+            raise
+        except Exception as exc:
             raise ModelError(
-                f"{self.path}: the model returned masks of shape {y.shape} for an input of shape {x.shape}; "
-                f"expected {expected}"
-            )
+                f"{self.path}: the model failed on an input of shape {x.shape}, expecting masks of shape "
+                f"{expected} ({_first_line(exc)})"
+            ) from exc
+        if y.dtype == np.uint8:
+            return y
         if y.dtype != np.float32:
             y = y.astype(np.float32)
         if self.metadata.output == "logits":
@@ -353,6 +395,37 @@ class OnnxBackend:
                     "temtrack.sdk.modelmeta.write_metadata"
                 )
         return y
+
+
+def provider_options(provider: str, model: Path) -> dict:
+    """The settings tem-track gives an execution provider for ``model``.
+
+    TensorRT: fp16 kernels, an optimisation profile for batch 1 to :data:`MAX_BATCH` at
+    the model's size, and its engine and timing caches in ``.<model>.trt-cache/``
+    beside the model (the first run builds the engine, minutes; later runs load it).
+    CUDA: cuDNN's exhaustive convolution search (the shapes never change). Others:
+    none.
+    """
+    if provider == "TensorrtExecutionProvider":
+        cache = model.parent / f".{model.name}.trt-cache"
+        options = {
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+        }
+        metadata = _metadata_in(_load_model(model), model)
+        if metadata is not None:
+            height, width = metadata.input_size
+            shape = lambda b: f"image:{b}x1x{height}x{width}"  # noqa: E731
+            options.update(
+                trt_profile_min_shapes=shape(1), trt_profile_opt_shapes=shape(8), trt_profile_max_shapes=shape(MAX_BATCH)
+            )
+        return options
+    if provider == "CUDAExecutionProvider":
+        return {"cudnn_conv_algo_search": "EXHAUSTIVE"}
+    return {}
 
 
 def _check_providers(providers, available) -> list[str]:
