@@ -403,7 +403,7 @@ def evaluate(
             if isinstance(model, _Truth):
                 pred = truth.masks
             else:
-                pred = model.predict(truth.image[None])[0]
+                pred = _predict_at_frame_size(model, truth.image)
             seconds = time.perf_counter() - tic
             score = score_image(pred, truth.masks, settings=settings, min_dice=min_dice, multiple=multiple)
             results.append(ImageResult(truth.image_id, tuple(truth.image.shape), score, seconds))
@@ -433,6 +433,19 @@ def evaluate(
 
 
 # --- writing --------------------------------------------------------------------------
+
+
+def _predict_at_frame_size(model, image: np.ndarray) -> np.ndarray:
+    """The model's masks of one image, at the image's size: a model with a fixed input
+    size sees the image letterboxed to it (as in the main job), and its masks are
+    mapped back."""
+    size = getattr(model, "input_size", None)
+    if size is None or tuple(size) == image.shape:
+        return model.predict(image[None])[0]
+    from .preprocess import fit_to_input
+
+    fitted, placement = fit_to_input(image, tuple(size))
+    return placement.masks_to_frame(model.predict(fitted[None])[0])
 
 
 def default_report_path(data: str | os.PathLike, backend: str) -> Path:

@@ -145,6 +145,35 @@ class Placement:
         cleared[..., rows, columns] = masks[..., rows, columns]
         return cleared
 
+    def masks_to_frame(self, masks: np.ndarray) -> np.ndarray:
+        """Masks on the model input, cut to the frame's region and resized to the frame.
+
+        For scoring against labels drawn on the frame. Probabilities are resized
+        bilinearly, integer (0/1) masks by nearest neighbour.
+
+        Parameters
+        ----------
+        masks : (N, H, W) ndarray
+            Masks on the model input, ``(H, W) == input_shape``. Not modified.
+
+        Returns
+        -------
+        (N, h, w) ndarray, same dtype, ``(h, w) == frame_shape``
+        """
+        if not isinstance(masks, np.ndarray) or masks.ndim != 3 or masks.shape[1:] != tuple(self.input_shape):
+            shape = getattr(masks, "shape", type(masks).__name__)
+            raise ValueError(f"masks must be an (N, {self.input_shape[0]}, {self.input_shape[1]}) array, got {shape}")
+        rows, columns = self.valid
+        height, width = self.frame_shape
+        inside = masks[:, rows, columns]
+        if inside.shape[1:] == (height, width):
+            return inside.copy()
+        floating = np.issubdtype(masks.dtype, np.floating)
+        interpolation = cv2.INTER_LINEAR if floating else cv2.INTER_NEAREST
+        source = inside.astype(np.float32) if floating and masks.dtype != np.float32 else inside
+        out = np.stack([cv2.resize(m, (width, height), interpolation=interpolation) for m in source])
+        return out.astype(masks.dtype, copy=False)
+
     def to_dict(self) -> dict:
         """The placement as JSON-serialisable values, for the outputs."""
         return {

@@ -239,3 +239,26 @@ def test_bad_images():
     p = placement_for((8, 8), (64, 64))
     with pytest.raises(ValueError, match=r"placement is for frames of \(8, 8\)"):
         apply(np.zeros((9, 8), np.float32), p)
+
+
+def test_masks_to_frame_undoes_the_letterbox():
+    frame = np.zeros((100, 200), np.float32)
+    frame[40:60, 50:150] = 1.0
+    fitted, placement = fit_to_input(frame, (64, 64))  # scale 0.32, content in rows 0..31
+    masks = np.stack([fitted, 1.0 - fitted]).astype(np.float32)
+    back = placement.masks_to_frame(masks)
+    assert back.shape == (2, 100, 200) and back.dtype == np.float32
+    assert np.mean((back[0] > 0.5) == (frame > 0.5)) > 0.98
+    binary = placement.masks_to_frame((masks > 0.5).astype(np.uint8))
+    assert binary.dtype == np.uint8 and set(np.unique(binary)) <= {0, 1}
+    assert np.mean(binary[0] == (frame > 0.5)) > 0.98
+    with pytest.raises(ValueError, match=r"masks must be an \(N, 64, 64\) array, got \(64, 64\)"):
+        placement.masks_to_frame(masks[0])
+
+
+def test_masks_to_frame_at_the_same_size_is_a_copy():
+    masks = np.random.default_rng(0).random((3, 32, 48)).astype(np.float32)
+    placement = placement_for((32, 48), (32, 48))
+    back = placement.masks_to_frame(masks)
+    np.testing.assert_array_equal(back, masks)
+    assert back is not masks and not np.shares_memory(back, masks)
