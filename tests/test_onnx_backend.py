@@ -330,8 +330,8 @@ def test_a_provider_that_fails_to_start_is_an_error(tmp_path, monkeypatch):
 
 
 def test_registry_names_and_unknown_name():
-    assert backend_names() == ["classical", "onnxruntime", "torch"]
-    with pytest.raises(ValueError, match=r"unknown backend 'unet'; valid backends: classical, onnxruntime, torch, or a model file \(\.onnx"):
+    assert backend_names() == ["auto", "classical", "onnxruntime", "tensorrt", "torch"]
+    with pytest.raises(ValueError, match=r"unknown backend 'unet'; valid backends: auto, classical, onnxruntime, tensorrt, torch, or a model file \(\.onnx"):
         get_backend("unet")
 
 
@@ -358,8 +358,8 @@ def test_get_backend_by_name(tmp_path):
         get_backend("onnxruntime")
 
 
-def test_get_backend_rejects_engines_and_folders(tmp_path):
-    with pytest.raises(ValueError, match="TensorRT engines arrive with the export issue"):
+def test_get_backend_routes_engines_and_rejects_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="TensorRT engine models/unet.ENGINE does not exist"):
         get_backend("models/unet.ENGINE")
     with pytest.raises(ValueError, match="is a directory, not a model file"):
         get_backend(str(tmp_path))
