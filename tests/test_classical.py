@@ -301,13 +301,13 @@ def test_backend_settings_are_typed_frozen_and_recorded():
 
 
 def test_registry_builds_the_classical_backend():
-    assert backend_names() == ["classical", "onnxruntime", "torch"]
+    assert backend_names() == ["auto", "classical", "onnxruntime", "tensorrt", "torch"]
     backend = get_backend("classical", k=0.3)
     assert isinstance(backend, ClassicalBackend) and backend.k == 0.3
 
 
 def test_registry_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown backend 'sauvola'; valid backends: classical"):
+    with pytest.raises(ValueError, match=r"unknown backend 'sauvola'; valid backends: auto, classical, onnxruntime"):
         get_backend("sauvola")
 
 

@@ -142,7 +142,7 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
             f"cannot use {spec!r}: it is a directory, not a model file (.onnx); "
             f"valid backends: {', '.join(backend_names())}"
         )
-    raise ValueError(f"unknown backend {spec!r}; valid backends: {', '.join(backend_names())}, or a model file (.onnx, or a .pt training checkpoint)")
+    raise ValueError(f"unknown backend {spec!r}; valid backends: {', '.join(backend_names())}, or a model file (.onnx, a TensorRT .engine, or a .pt training checkpoint)")
 
 
 def _build(name: str, entry: tuple[str, str], options: dict) -> Backend:
