@@ -17,7 +17,7 @@ Backends (each skipped with its reason when unavailable): ``classical`` (no mode
 provider; ``onnxruntime-cuda`` / ``onnxruntime-tensorrt`` when onnxruntime has those
 providers), ``tensorrt`` (native engine, when ``import tensorrt`` works and tem-track
 has that backend). The model backends run "ours": ``--checkpoint`` (default
-``/work/runs/cpu/best.pt``, else a fresh efficientnet-b0 U-Net++ with decoder
+``../runs/cpu/best.pt`` beside the checkout, else a fresh efficientnet-b0 U-Net++ with decoder
 (128, 64, 32, 16, 16)), exported to ONNX at ``--size``; torch is given the same input
 size, so every runtime sees the same letterboxed frames. ``classical`` runs at one
 batch size (4 when listed, else the largest): it does not batch.
@@ -86,7 +86,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "real"
-DEFAULT_CHECKPOINT = Path("/work/runs/cpu/best.pt")
+# The CPU run of examples/train/cpu_synthetic.toml when it sits beside the checkout
+# (`tem-track train ... --out ../runs/cpu`); --checkpoint picks another.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "runs" / "cpu" / "best.pt"
 CHILD = Path(__file__).resolve().parent / "_suite_stages.py"
 SEED = 7
 STAGES = ("decode", "preprocess", "inference", "postprocess", "tracking", "writing")

@@ -265,6 +265,8 @@ def apply(image: np.ndarray, placement: Placement) -> np.ndarray:
         # `scale`, which is what Placement.to_frame inverts.
         interpolation = cv2.INTER_AREA if placement.scale < 1.0 else cv2.INTER_LINEAR
         scaled = cv2.resize(frame, None, fx=placement.scale, fy=placement.scale, interpolation=interpolation)
+        # Averaging in float32 can round a white pixel to 1.0000001.
+        np.clip(scaled, 0.0, 1.0, out=scaled)
     if scaled.shape != placement.scaled_shape:  # never expected; guards the rounding rule
         raise RuntimeError(f"cv2.resize gave {scaled.shape}, expected {placement.scaled_shape}")
     if scaled.shape == tuple(placement.input_shape):

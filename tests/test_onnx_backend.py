@@ -449,3 +449,13 @@ def test_metadata_is_frozen_with_defaults():
     with pytest.raises(ValueError):
         meta.threshold = 0.3
     assert json.loads(meta.to_json())["input_size"] == [512, 512]
+
+
+def test_probabilities_a_rounding_error_outside_0_1_are_clipped():
+    from temtrack.sdk.backends.onnx import checked_probabilities
+
+    y = np.array([[0.0, 0.5, np.float32(1.0000001)]], np.float32)
+    assert checked_probabilities(y, source="m") is y and y.max() == 1.0  # clipped in place
+    for bad in (1.01, -0.01, np.nan):
+        with pytest.raises(ModelError, match=r"m returned values in \[.*\], not probabilities"):
+            checked_probabilities(np.array([0.2, bad], np.float32), source="m")

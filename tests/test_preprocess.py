@@ -262,3 +262,13 @@ def test_masks_to_frame_at_the_same_size_is_a_copy():
     back = placement.masks_to_frame(masks)
     np.testing.assert_array_equal(back, masks)
     assert back is not masks and not np.shares_memory(back, masks)
+
+
+def test_scaled_frames_stay_within_0_and_1():
+    # fecral-loops' 1120 x 710 frames fitted to 512 px: INTER_AREA's float32 averages
+    # of white pixels come out as 1.0000002 without the clip.
+    frame = np.ones((710, 1120), np.float32)
+    frame[np.random.default_rng(0).random(frame.shape) < 0.3] = 0.9
+    fitted, placement = fit_to_input(frame, (512, 512))
+    assert placement.scale == pytest.approx(512 / 1120)
+    assert fitted.max() == 1.0 and fitted.min() >= 0.0

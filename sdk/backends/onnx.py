@@ -44,7 +44,7 @@ from ..modelmeta import (
     file_sha256,
 )
 
-__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "provider_options"]
+__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "checked_probabilities", "provider_options"]
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Fastest first: what the auto backend tries, each falling back to the next.
@@ -386,15 +386,29 @@ class OnnxBackend:
                 np.exp(y, out=y)
                 y += np.float32(1.0)
                 np.reciprocal(y, out=y)
-        elif y.size:
-            low, high = float(y.min()), float(y.max())
-            if not (0.0 <= low and high <= 1.0):
-                raise ModelError(
-                    f"{self.path}: metadata says output='probabilities' but the model returned values in "
-                    f"[{low:g}, {high:g}]; if it outputs logits, set output='logits' with "
-                    "temtrack.sdk.modelmeta.write_metadata"
-                )
+        else:
+            checked_probabilities(y, source=f"{self.path}: metadata says output='probabilities' but the model")
         return y
+
+
+def checked_probabilities(y: np.ndarray, *, source: str) -> np.ndarray:
+    """``y`` clipped to [0, 1] in place, after checking it holds probabilities.
+
+    Sigmoid kernels round to a few ulp outside [0, 1] (onnxruntime's CPU Sigmoid gives
+    1.0000001 for large logits): values within 1e-5 of the interval are rounding and
+    are clipped; anything further out (or NaN) is a model that does not output
+    probabilities, and a :class:`ModelError` starting with ``source`` says so.
+    """
+    if y.size:
+        low, high = float(y.min()), float(y.max())  # NaN propagates into both
+        if not (-1e-5 <= low and high <= 1.0 + 1e-5):
+            raise ModelError(
+                f"{source} returned values in [{low:.7g}, {high:.7g}], not probabilities; if it outputs logits, "
+                "set output='logits' with temtrack.sdk.modelmeta.write_metadata"
+            )
+        if low < 0.0 or high > 1.0:
+            np.clip(y, 0.0, 1.0, out=y)
+    return y
 
 
 def provider_options(provider: str, model: Path) -> dict:

@@ -896,11 +896,8 @@ class TensorRTBackend:
                 np.exp(y, out=y)
                 y += np.float32(1.0)
                 np.reciprocal(y, out=y)
-        elif y.size:
-            low, high = float(y.min()), float(y.max())
-            if not (0.0 <= low and high <= 1.0):
-                raise ModelError(
-                    f"{self.path}: metadata says output='probabilities' but the engine returned values in "
-                    f"[{low:g}, {high:g}]"
-                )
+        else:
+            from .onnx import checked_probabilities
+
+            checked_probabilities(y, source=f"{self.path}: metadata says output='probabilities' but the engine")
         return list(y)
