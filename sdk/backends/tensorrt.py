@@ -15,8 +15,8 @@ deserialize an engine it cannot run.
 :mod:`temtrack.sdk.backends` (see :class:`~temtrack.sdk.backends.onnx.OnnxBackend`,
 whose input checks it shares). tensorrt and cuda-python (``cuda.bindings.runtime``,
 or ``cuda.cudart`` before cuda-python 12.6) are imported when a backend is built or
-:func:`tensorrt_available` is called, never when this module is imported. Must never
-import torch.
+:func:`tensorrt_available` is called, never when this module is imported. Torch is
+never imported here.
 """
 
 from __future__ import annotations
