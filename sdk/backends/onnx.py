@@ -44,7 +44,8 @@ from ..modelmeta import (
     file_sha256,
 )
 
-__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "checked_probabilities", "provider_options"]
+__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "checked_frames", "checked_probabilities",
+           "normalisation", "provider_options"]
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Fastest first: what the auto backend tries, each falling back to the next.
@@ -327,26 +328,8 @@ class OnnxBackend:
 
     def _model_input(self, frames) -> np.ndarray:
         """Validated frames as one C-contiguous (B, 1, H, W) float32 array, normalised."""
-        if not isinstance(frames, np.ndarray):
-            raise TypeError(f"frames must be a numpy array of shape (B, H, W), got {type(frames).__name__}")
+        scale, shift = normalisation(checked_frames(frames, self.input_size, self.path.name), self._scale, self._shift)
         height, width = self.input_size
-        if frames.ndim != 3 or frames.shape[1:] != (height, width):
-            raise ValueError(
-                f"frames must have shape (B, {height}, {width}) for model {self.path.name}, got {frames.shape}; "
-                "fit frames of another size with temtrack.sdk.preprocess.fit_to_input"
-            )
-        if frames.dtype == np.uint8:
-            scale, shift = self._scale / np.float32(255.0), self._shift
-        elif np.issubdtype(frames.dtype, np.floating):
-            scale, shift = self._scale, self._shift
-            if frames.size:
-                low, high = float(frames.min()), float(frames.max())  # NaN propagates into both
-                if not (0.0 <= low and high <= 1.0):
-                    raise ValueError(
-                        f"frames must hold values in [0, 1] without NaN, got range [{low:g}, {high:g}]"
-                    )
-        else:
-            raise ValueError(f"frames must be of a floating dtype in [0, 1] or uint8, got dtype {frames.dtype}")
         if frames.dtype == np.float32 and scale == 1 and shift == 0 and frames.flags.c_contiguous:
             x = frames  # fed as it is: onnxruntime does not write to its inputs
         else:
@@ -389,6 +372,34 @@ class OnnxBackend:
         else:
             checked_probabilities(y, source=f"{self.path}: metadata says output='probabilities' but the model")
         return y
+
+
+def checked_frames(frames, input_size: tuple[int, int], model: str) -> np.ndarray:
+    """``frames`` if it is a ``(B, H, W)`` batch of ``input_size``, float in [0, 1] or
+    uint8; else a TypeError/ValueError naming what was received and how to fix it."""
+    if not isinstance(frames, np.ndarray):
+        raise TypeError(f"frames must be a numpy array of shape (B, H, W), got {type(frames).__name__}")
+    height, width = input_size
+    if frames.ndim != 3 or frames.shape[1:] != (height, width):
+        raise ValueError(
+            f"frames must have shape (B, {height}, {width}) for model {model}, got {frames.shape}; "
+            "fit frames of another size with temtrack.sdk.preprocess.fit_to_input"
+        )
+    if frames.dtype == np.uint8:
+        return frames
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"frames must be of a floating dtype in [0, 1] or uint8, got dtype {frames.dtype}")
+    if frames.size:
+        low, high = float(frames.min()), float(frames.max())  # NaN propagates into both
+        if not (0.0 <= low and high <= 1.0):
+            raise ValueError(f"frames must hold values in [0, 1] without NaN, got range [{low:g}, {high:g}]")
+    return frames
+
+
+def normalisation(frames: np.ndarray, scale: np.float32, shift: np.float32) -> tuple[np.float32, np.float32]:
+    """``(scale, shift)`` taking checked ``frames`` to the model input ``x * scale + shift``:
+    uint8 frames are read as ``frames / 255``."""
+    return (scale / np.float32(255.0), shift) if frames.dtype == np.uint8 else (scale, shift)
 
 
 def checked_probabilities(y: np.ndarray, *, source: str) -> np.ndarray:

@@ -823,24 +823,11 @@ class TensorRTBackend:
 
     def _checked(self, frames):
         """Validated frames and the normalisation ``x * scale + shift`` for their dtype
-        (the checks of :meth:`OnnxBackend._model_input`)."""
-        if not isinstance(frames, np.ndarray):
-            raise TypeError(f"frames must be a numpy array of shape (B, H, W), got {type(frames).__name__}")
-        height, width = self.input_size
-        if frames.ndim != 3 or frames.shape[1:] != (height, width):
-            raise ValueError(
-                f"frames must have shape (B, {height}, {width}) for model {self.path.name}, got {frames.shape}; "
-                "fit frames of another size with temtrack.sdk.preprocess.fit_to_input"
-            )
-        if frames.dtype == np.uint8:
-            return frames, self._scale / np.float32(255.0), self._shift
-        if np.issubdtype(frames.dtype, np.floating):
-            if frames.size:
-                low, high = float(frames.min()), float(frames.max())  # NaN propagates into both
-                if not (0.0 <= low and high <= 1.0):
-                    raise ValueError(f"frames must hold values in [0, 1] without NaN, got range [{low:g}, {high:g}]")
-            return frames, self._scale, self._shift
-        raise ValueError(f"frames must be of a floating dtype in [0, 1] or uint8, got dtype {frames.dtype}")
+        (the checks of the ONNX backend)."""
+        from .onnx import checked_frames, normalisation
+
+        frames = checked_frames(frames, self.input_size, self.path.name)
+        return (frames, *normalisation(frames, self._scale, self._shift))
 
     def _run(self, chunk: np.ndarray, scale, shift) -> list[np.ndarray]:
         cudart = self._cudart
