@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from temtrack import __version__
 from temtrack.sdk.modelmeta import ModelMetadata, file_sha256
 from temtrack.sdk.outputs import write_atomic
 from temtrack.training.checkpoint import load_model
+from temtrack.training.inference import logit_threshold
 
 from .parity import ParityReport, compare, parity_frames, tolerance_for
 
@@ -193,7 +193,7 @@ def export_onnx(
     train_config = state["config"]
     size = _input_size(input_size, train_config, config.size_multiple)
     net = net.eval()
-    cut = math.log(threshold / (1.0 - threshold)) if output == "masks" else None
+    cut = logit_threshold(threshold) if output == "masks" else None
     deployed = _Deployed(half_network(net) if fp16 else net, cut=cut).eval()
 
     frames = parity_frames(size, n=parity_count)

@@ -17,6 +17,7 @@ Imports torch: the SDK reaches it only by name, when a checkpoint is asked for.
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 from .checkpoint import load_model
 from .model import ModelConfig
 
-__all__ = ["TorchBackend", "autocast_dtype", "resolve_device", "torch_backend"]
+__all__ = ["TorchBackend", "autocast_dtype", "logit_threshold", "resolve_device", "torch_backend"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -61,6 +62,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """A context that runs the forward pass in ``dtype`` (or does nothing for None)."""
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def logit_threshold(threshold: float) -> float:
+    """The logit ``log(t / (1 - t))``: ``logit > it`` is ``sigmoid(logit) > t`` without the sigmoid."""
+    return math.log(threshold / (1.0 - threshold))
 
 
 def pad_batch(frames: np.ndarray, multiple: int) -> np.ndarray:
@@ -158,15 +164,13 @@ class TorchBackend:
             raise ValueError(f"frames must have shape (B, H, W), got {frames.shape}")
         b, h, w = frames.shape
         padded = pad_batch(frames, self.config.size_multiple)
-        masks = self.output == "masks"
-        out = np.empty((b, self.config.n_masks, h, w), np.uint8 if masks else np.float32)
+        cut = logit_threshold(self.probability_threshold) if self.output == "masks" else None
+        out = np.empty((b, self.config.n_masks, h, w), np.float32 if cut is None else np.uint8)
         for start in range(0, b, self.batch_size):
             x = self._upload(padded[start : start + self.batch_size])
             with autocast(self.device, self.dtype):
                 logits = self.model(x)[:, :, :h, :w]
-            if masks:
-                # logit > log(t / (1 - t)) is sigmoid(logit) > t, without the sigmoid
-                cut = float(np.log(self.probability_threshold / (1.0 - self.probability_threshold)))
+            if cut is not None:
                 result = (logits > cut).to(torch.uint8)
             else:
                 result = torch.sigmoid(logits.float())
