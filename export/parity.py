@@ -8,8 +8,15 @@ is identical. :data:`TOLERANCES` says what passes:
 - fp32 probabilities: max |difference| <= 1e-4;
 - fp16 probabilities: max |difference| <= 2e-2 and >= 99.9 % of thresholded pixels
   identical;
-- uint8 masks (threshold inside the graph), fp32 or fp16: >= 99.9 % identical (only
-  pixels within rounding of the threshold may differ).
+- fp16-stored weights with fp32 arithmetic ("fp16-weights", the bundled model): the
+  99.99th percentile of |difference| <= 2e-2 and >= 99.9 % of thresholded pixels
+  identical. Not the maximum: rounding every weight moves the logits of all N x H x W
+  outputs a little, and the few that sit on the steep part of the sigmoid move by more
+  (measured on the issue-5 model at 512 px: 99.99th percentile 0.012, max 0.079 over
+  21 M values, 99.9993 % of thresholded pixels identical). Post-processing reads the
+  thresholded masks, which is what the second criterion checks;
+- uint8 masks (threshold inside the graph), in any precision: >= 99.9 % identical
+  (only pixels within rounding of the threshold may differ).
 
 The frames are synthetic images from the generator (:func:`parity_frames`): realistic
 contrast, so the check exercises the network as it is used, not on uniform noise.
@@ -37,15 +44,18 @@ class Tolerance:
     Attributes
     ----------
     max_abs : float or None
-        Largest allowed |probability difference|; None when the model outputs
-        thresholded masks (no probabilities to compare).
+        Largest allowed |probability difference| (at ``quantile``); None when the
+        model outputs thresholded masks (no probabilities to compare).
     min_identical : float or None
         Smallest allowed fraction of pixels whose thresholded value is identical;
         None: not checked.
+    quantile : float
+        Which quantile of |difference| ``max_abs`` bounds: 1.0 (default) the maximum.
     """
 
     max_abs: float | None
     min_identical: float | None
+    quantile: float = 1.0
 
 
 TOLERANCES = {
@@ -53,11 +63,13 @@ TOLERANCES = {
     ("fp16", "probabilities"): Tolerance(max_abs=2e-2, min_identical=0.999),
     ("fp32", "masks"): Tolerance(max_abs=None, min_identical=0.999),
     ("fp16", "masks"): Tolerance(max_abs=None, min_identical=0.999),
+    ("fp16-weights", "probabilities"): Tolerance(max_abs=2e-2, min_identical=0.999, quantile=0.9999),
+    ("fp16-weights", "masks"): Tolerance(max_abs=None, min_identical=0.999),
 }
 
 
 def tolerance_for(precision: str, output: str) -> Tolerance:
-    """The tolerance of a model in ``precision`` ("fp32", "fp16") giving ``output``
+    """The tolerance of a model in ``precision`` ("fp32", "fp16", "fp16-weights") giving ``output``
     ("probabilities", "masks")."""
     try:
         return TOLERANCES[(precision, output)]
@@ -78,6 +90,8 @@ class ParityReport:
         Frames compared.
     max_abs : float or None
         Largest |probability difference| (None for thresholded masks).
+    quantile_abs : float or None
+        |probability difference| at the tolerance's quantile (the maximum when it is 1).
     identical : float
         Fraction of pixels (all masks, all frames) with the same thresholded value.
     threshold : float
@@ -87,6 +101,7 @@ class ParityReport:
 
     frames: int
     max_abs: float | None
+    quantile_abs: float | None
     identical: float
     threshold: float
     tolerance: Tolerance
@@ -100,6 +115,9 @@ class ParityReport:
         parts = []
         if self.max_abs is not None:
             limit = "" if self.tolerance.max_abs is None else f" (limit {self.tolerance.max_abs:g})"
+            if self.tolerance.quantile < 1.0:
+                parts.append(f"{100 * self.tolerance.quantile:g}th-percentile |diff| {self.quantile_abs:.2e}{limit}")
+                limit = ""
             parts.append(f"max |diff| {self.max_abs:.2e}{limit}")
         limit = "" if self.tolerance.min_identical is None else f" (limit {100 * self.tolerance.min_identical:g} %)"
         parts.append(f"{100 * self.identical:.4f} % of thresholded pixels identical{limit}")
@@ -146,15 +164,19 @@ def compare(reference: np.ndarray, candidate: np.ndarray, *, threshold: float, t
     if reference.ndim != 4 or reference.size == 0:
         raise ValueError(f"masks must be a non-empty (B, N, H, W) array, got shape {reference.shape}")
     floating = np.issubdtype(candidate.dtype, np.floating)
-    max_abs = float(np.max(np.abs(candidate.astype(np.float64) - reference))) if floating else None
+    max_abs = quantile_abs = None
+    if floating:
+        difference = np.abs(candidate.astype(np.float64) - reference)
+        max_abs = float(difference.max())
+        quantile_abs = max_abs if tolerance.quantile >= 1.0 else float(np.quantile(difference, tolerance.quantile))
     binary = candidate > threshold if floating else candidate > 0
     identical = float(np.mean(binary == (reference > threshold)))
     passed = True
     if tolerance.max_abs is not None:
-        passed &= max_abs is not None and max_abs <= tolerance.max_abs
+        passed &= quantile_abs is not None and quantile_abs <= tolerance.max_abs
     if tolerance.min_identical is not None:
         passed &= identical >= tolerance.min_identical
-    return ParityReport(len(reference), max_abs, identical, float(threshold), tolerance, bool(passed))
+    return ParityReport(len(reference), max_abs, quantile_abs, identical, float(threshold), tolerance, bool(passed))
 
 
 def parity_frames(size: tuple[int, int], *, n: int = 4, seed: int = 20240) -> np.ndarray:

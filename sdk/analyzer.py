@@ -86,10 +86,11 @@ class Analyzer:
 
     Parameters
     ----------
-    model : path, optional
+    model : path or str, optional
         A model file: ONNX (``.onnx``), TensorRT engine (``.engine``) or training
-        checkpoint (``.pt``). Without ``model`` or ``backend`` the default is used (the
-        classical backend until a trained model ships).
+        checkpoint (``.pt``); or a model's name (``"default"``, a user model's name; see
+        :mod:`temtrack.sdk.models` and ``tem-track models``). Without ``model`` or
+        ``backend`` the bundled default model runs (its hash checked at load).
     backend : str or Backend, optional
         A backend name (``temtrack.sdk.backends.backend_names()``), or an object with
         the :class:`~temtrack.sdk.backends.Backend` interface (your own model
@@ -137,6 +138,12 @@ class Analyzer:
         self.settings = PipelineSettings(batch_size=batch_size, workers=workers, scale=scale)
         options = {} if providers is None else {"providers": providers}
         self.selection = None
+        from .models import default_model, resolve_model
+
+        if model is None and (backend is None or backend == "auto"):
+            model = default_model()
+        elif model is not None:
+            model = resolve_model(model)
         if backend is None and model is not None and providers is None:
             backend = "auto"
         if backend == "auto":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from temtrack import __version__
 
-SUBCOMMANDS = ("synth", "eval", "train", "export")
+SUBCOMMANDS = ("synth", "eval", "train", "export", "models")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Main job: 'tem-track VIDEO --out splines.parquet' (options: 'tem-track VIDEO --help'). "
         "Subcommands: synth (synthetic images and videos with ground truth), "
         "eval (score a backend or a model against ground truth), train (train or fine-tune a model), "
-        "export (a checkpoint to ONNX and a TensorRT engine). "
+        "export (a checkpoint to ONNX and a TensorRT engine), models (the bundled and your own models). "
         "Run 'tem-track SUBCOMMAND --help' for their options.",
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True, help="synthetic dataset folder, or folder of labelme JSON files with their images")
     what = evaluate.add_mutually_exclusive_group(required=True)
     what.add_argument("--backend", help="backend name (classical), or 'truth' to score the ground truth itself (the post-processing ceiling)")
-    what.add_argument("--model", type=Path, help="a model: training checkpoint (.pt, needs the [train] extra) or ONNX file")
+    what.add_argument("--model", help="a model: training checkpoint (.pt, needs the [train] extra), ONNX file, or a "
+                      "model name from 'tem-track models' (e.g. default, the bundled model)")
     evaluate.add_argument("--out", type=Path, help="report JSON (default: DIR_BACKEND_report.json beside the data folder); the PNG goes beside it")
     evaluate.add_argument("--label-width", type=int, default=3, help="mask width in pixels drawn from labelme centrelines (default: 3)")
     evaluate.add_argument("--min-dice", type=float, default=0.1, help="smallest Dice of a match (default: 0.1, as the thesis)")
@@ -101,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     trainer.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     trainer.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    models = sub.add_parser(
+        "models",
+        help="list the bundled and your own models with their metadata, or add one",
+        description="List the models 'tem-track VIDEO --model NAME' knows: the bundled default (its file "
+        "checked against the SHA-256 shipped with it) and the .onnx/.engine files in your model folder "
+        "($TEMTRACK_MODEL_DIR, else ~/.local/share/tem-track/models). --add copies an exported model there.",
+    )
+    models.add_argument("--json", action="store_true", help="print the list as JSON (every metadata field)")
+    models.add_argument("--add", type=Path, metavar="MODEL.onnx", help="copy this exported model into your model folder")
+    models.add_argument("--name", help="with --add: the name to know it by (default: the file stem)")
+    models.add_argument("--overwrite", action="store_true", help="with --add: replace a model of that name")
+
     exporter = sub.add_parser(
         "export",
         help="export a training checkpoint to ONNX (and a TensorRT engine), checked for parity",
@@ -115,12 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     exporter.add_argument("--out", type=Path, required=True, help="the ONNX file to write (.onnx)")
     exporter.add_argument("--input-size", type=int, nargs="+", metavar="PX",
                           help="frame size the model takes: H [W], multiples of 32 (default: the training image size)")
-    exporter.add_argument("--fp16", action="store_true", help="half-precision weights and arithmetic (float32 in and out)")
+    precision = exporter.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="half-precision weights and arithmetic (float32 in and out)")
+    precision.add_argument("--fp16-weights", action="store_true",
+                           help="half-precision stored weights, float32 arithmetic: half the file at fp32 speed on CPUs")
     exporter.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     exporter.add_argument("--masks", action="store_true",
                           help="threshold and cast to uint8 inside the graph (a quarter of the output bytes; "
                           "the per-dislocation score is then 1)")
     exporter.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default: 0.5)")
+    exporter.add_argument("--name", help="model name stored in the file (default: the architecture)")
+    exporter.add_argument("--model-version", help="model version stored in the file (default: step-STEP)")
+    exporter.add_argument("--description", help="one line about the model stored in the file")
     exporter.add_argument("--report", action="append", default=[], type=Path, metavar="REPORT.json",
                           help="a 'tem-track eval' report whose summary to record as the model's metric figures")
     exporter.add_argument("--tensorrt", type=Path, metavar="ENGINE",
@@ -185,7 +204,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from temtrack.sdk.evaluate import default_report_path, evaluate, format_summary, plot_path, write_report
 
-    name = args.backend if args.model is None else args.model.stem
+    name = args.backend if args.model is None else Path(args.model).stem
     out = args.out if args.out is not None else default_report_path(args.data, name)
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out must end in .json (the box plot goes beside it as .png), got {out}")
@@ -195,10 +214,12 @@ def _eval(args: argparse.Namespace) -> int:
                 raise FileExistsError(f"{existing} already exists; choose another --out or pass --overwrite")
     if args.model is not None:
         from temtrack.sdk.backends import get_backend
+        from temtrack.sdk.models import resolve_model
 
-        if not args.model.is_file():
+        model = resolve_model(args.model)
+        if not model.is_file():
             raise FileNotFoundError(f"model {args.model} does not exist")
-        backend = get_backend(str(args.model))
+        backend = get_backend(str(model))
     else:
         backend = args.backend
     report = evaluate(
@@ -213,6 +234,47 @@ def _eval(args: argparse.Namespace) -> int:
     print(format_summary(report))
     print(f"wrote {out} and {plot_path(out)}")
     return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    import json
+
+    from temtrack.sdk.models import add_user_model, describe, list_models, user_model_dir
+
+    if args.add is not None:
+        target = add_user_model(args.add, args.name, overwrite=args.overwrite)
+        print(f"added {target}; run it with --model {target.stem}")
+        return 0
+    if args.name is not None or args.overwrite:
+        raise ValueError("--name and --overwrite go with --add")
+    rows = [describe(entry) for entry in list_models()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if not any(r["problem"] for r in rows if r["source"] == "bundled") else 1
+    for row in rows:
+        meta = row["metadata"] or {}
+        extra = meta.get("extra", {})
+        checkpoint = extra.get("checkpoint", {})
+        flags = ", ".join(f for f in ("default" if row["default"] else "", row["source"]) if f)
+        print(f"{row['name']}  ({flags})")
+        print(f"  file       {row['path']}" + (f"  {row['size_mib']} MiB" if row["size_mib"] is not None else ""))
+        if row["problem"]:
+            print(f"  PROBLEM    {row['problem']}")
+        if meta:
+            size = "x".join(str(v) for v in meta["input_size"])
+            print(f"  model      {meta['name']} {meta['version']}: {extra.get('architecture', '?')} "
+                  f"{extra.get('encoder', '')}, N={meta['n_masks']}, input {size}, {extra.get('precision', '?')}, "
+                  f"output {meta['output']}, threshold {meta['threshold']}")
+            if checkpoint:
+                print(f"  trained    step {checkpoint.get('step')}, best validation length score "
+                      f"{checkpoint.get('best_length_score')}")
+            if meta.get("description"):
+                print(f"  about      {meta['description']}")
+        if row["card"]:
+            print(f"  card       {row['card']}")
+    if not any(r["source"] == "user" for r in rows):
+        print(f"(no user models in {user_model_dir()}; add one with 'tem-track models --add MODEL.onnx')")
+    return 0 if not any(r["problem"] for r in rows if r["source"] == "bundled") else 1
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -238,11 +300,15 @@ def _export(args: argparse.Namespace) -> int:
         args.out,
         input_size=size,
         fp16=args.fp16,
+        fp16_weights=args.fp16_weights,
         opset=args.opset,
         output="masks" if args.masks else "probabilities",
         threshold=args.threshold,
         reports=reports,
         overwrite=args.overwrite,
+        name=args.name,
+        version=args.model_version,
+        description=args.description,
     )
     size_mib = result.path.stat().st_size / 2**20
     print(result.parity.summary())
@@ -324,8 +390,8 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("video", metavar="VIDEO", help="video file, TIFF stack, image folder or glob")
     parser.add_argument("--out", type=Path, help="splines Parquet file (default: VIDEO's name + _splines.parquet "
                         "beside it); OUT_tracks.parquet and OUT_pairs.parquet go beside it")
-    parser.add_argument("--model", type=Path, help="model file: .onnx, TensorRT .engine or training checkpoint .pt "
-                        "(default: the bundled model; until one ships, the classical backend)")
+    parser.add_argument("--model", help="model file (.onnx, TensorRT .engine or training checkpoint .pt) or a model "
+                        "name from 'tem-track models' (default: the bundled default model)")
     parser.add_argument("--backend", help="auto (default with --model: the fastest available, announced), "
                         "onnxruntime, tensorrt, torch, or classical (no model)")
     parser.add_argument("--providers", help="onnxruntime execution providers, comma-separated, e.g. "
@@ -428,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nMain job: tem-track VIDEO --out splines.parquet [options]  (tem-track VIDEO --help)")
             return 0
     try:
-        return {"synth": _synth, "eval": _eval, "train": _train, "export": _export, "run": _run}[args.command](args)
+        return {"synth": _synth, "eval": _eval, "train": _train, "export": _export, "models": _models, "run": _run}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ModuleNotFoundError) as exc:
         # Our own error classes derive from ValueError and name the problem; a
         # traceback would only bury the message.

@@ -42,7 +42,12 @@ def test_runs_a_video_into_three_tables(tmp_path, video, capsys):
     np.testing.assert_allclose(splines.length_nm, splines.length_px * 1.5)
     meta = read_metadata(out)
     assert meta["input"]["name"] == str(video) and meta["input"]["kind"] == "video"
-    assert meta["backend"]["backend"] == "classical" or meta["backend"].get("name") == "classical"
+    # No --model: the bundled default model, hash-checked, on the fastest backend here.
+    from temtrack.sdk.models import bundled_models
+
+    (bundled,) = bundled_models()
+    assert meta["backend"]["backend"] == "onnxruntime" and meta["backend"]["model"] == str(bundled.path)
+    assert meta["backend"]["sha256"] == bundled.sha256
     assert meta["settings"]["tracker"]["method"] == "curve"
     assert meta["tem_track_version"]
     for name in ("tracks", "pairs"):
@@ -52,10 +57,10 @@ def test_runs_a_video_into_three_tables(tmp_path, video, capsys):
 def test_existing_output_is_kept_without_overwrite(tmp_path, video, capsys):
     out = tmp_path / "splines.parquet"
     out.write_bytes(b"earlier results")
-    assert _main(video, "--out", out, "--workers", 0, "--quiet") == 2
+    assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet") == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"earlier results"
-    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--overwrite") == 0
+    assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--overwrite") == 0
     assert len(pd.read_parquet(out)) > 0
 
 
@@ -63,7 +68,7 @@ def test_overlay_and_plots(tmp_path, video):
     import av
 
     overlay, plots = tmp_path / "overlay.mp4", tmp_path / "plots"
-    assert _main(video, "--out", tmp_path / "s.parquet", "--workers", 0, "--quiet", "--overlay", overlay, "--plots", plots) == 0
+    assert _main(video, "--out", tmp_path / "s.parquet", "--workers", 0, "--backend", "classical", "--quiet", "--overlay", overlay, "--plots", plots) == 0
     with av.open(str(overlay)) as container:
         assert sum(1 for _ in container.decode(video=0)) == FRAMES
     assert sorted(p.name for p in plots.glob("*.png")) == ["pair_distances.png", "positions.png"]
@@ -120,7 +125,7 @@ def test_bad_options_are_clear_errors(tmp_path, video, capsys):
 
 def test_tracker_options_reach_the_linker(tmp_path, video):
     out = tmp_path / "s.parquet"
-    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--tracker", "trackpy",
+    assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--tracker", "trackpy",
                  "--tracker-option", "search_range=12", "--tracker-option", "memory=2") == 0
     tracker = read_metadata(out)["settings"]["tracker"]
     assert tracker["method"] == "trackpy" and tracker["settings"]["search_range"] == 12 and tracker["settings"]["memory"] == 2

@@ -121,6 +121,16 @@ class TestOnnxRuntimeFp16(OnnxRuntimeCase):
     precision = "fp16"
 
 
+class TestOnnxRuntimeFp16Weights(OnnxRuntimeCase):
+    options = {"fp16_weights": True}
+    precision = "fp16-weights"
+
+
+class TestOnnxRuntimeFp16WeightsMasks(OnnxRuntimeCase):
+    options = {"fp16_weights": True, "output": "masks"}
+    precision, output = "fp16-weights", "masks"
+
+
 class TestTorchBackend(ParityCase):
     def masks(self, exported, checkpoint, frames):
         return TorchBackend.from_checkpoint(checkpoint, device="cpu", precision="fp32").probabilities(frames)
@@ -320,3 +330,65 @@ def test_cli_export_with_a_report(checkpoint, tmp_path, capsys):
     assert metadata.output == "masks" and metadata.extra["reports"] == {"sd1_report": {"length_score_mean": 0.42}}
     assert main(["export", str(checkpoint), "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+# --- fp16 weight storage --------------------------------------------------------------------
+
+
+def test_fp16_weight_storage_halves_the_file_and_keeps_fp32_arithmetic(checkpoint, tmp_path):
+    import onnx
+
+    fp32 = export_onnx(checkpoint, tmp_path / "fp32.onnx", input_size=SIZE)
+    half = export_onnx(checkpoint, tmp_path / "half.onnx", input_size=SIZE, fp16_weights=True, output="masks")
+    assert half.metadata.extra["precision"] == "fp16-weights"
+    assert 0.45 < half.path.stat().st_size / fp32.path.stat().st_size < 0.55
+    graph = onnx.load(str(half.path)).graph
+    by_type = {}
+    for init in graph.initializer:
+        by_type.setdefault(init.data_type, []).append(init)
+    weights = by_type[onnx.TensorProto.FLOAT16]
+    assert len(weights) > 10 and all(int(np.prod(w.dims)) >= 64 for w in weights)
+    # The logit cut of the masks graph is a scalar: kept exact, in float32.
+    assert all(int(np.prod(w.dims)) < 64 for w in by_type.get(onnx.TensorProto.FLOAT, []))
+    # Every fp16 weight is cast back to float32 before use: fp32 arithmetic.
+    casts = {n.input[0]: n for n in graph.node if n.op_type == "Cast"}
+    assert all(casts[w.name].attribute[0].i == onnx.TensorProto.FLOAT for w in weights)
+
+
+def test_fp16_and_fp16_weights_exclude_each_other(checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="exclude each other"):
+        export_onnx(checkpoint, tmp_path / "m.onnx", input_size=SIZE, fp16=True, fp16_weights=True)
+
+
+def test_quantile_tolerance_ignores_a_few_outliers_but_not_many():
+    reference = np.full((1, 1, 100, 100), 0.9)
+    candidate = reference.copy()
+    candidate.flat[:1] = 0.7  # one pixel of 10 000 moves by 0.2, still above the threshold
+    tolerance = Tolerance(max_abs=0.02, min_identical=0.999, quantile=0.9999)
+    report = compare(reference, candidate, threshold=0.5, tolerance=tolerance)
+    assert report.passed and report.max_abs == pytest.approx(0.2) and report.quantile_abs < 0.02
+    assert "99.99th-percentile" in report.summary()
+    candidate.flat[:5] = 0.7  # 5 in 10 000: beyond the 99.99th percentile
+    assert not compare(reference, candidate, threshold=0.5, tolerance=tolerance).passed
+    assert not compare(reference, candidate, threshold=0.5, tolerance=Tolerance(0.02, 0.999)).passed
+
+
+def test_export_names_the_model(checkpoint, tmp_path):
+    result = export_onnx(checkpoint, tmp_path / "m.onnx", input_size=SIZE, name="lab-model", version="v2",
+                         description="fine-tuned on our steel")
+    assert (result.metadata.name, result.metadata.version, result.metadata.description) == (
+        "lab-model", "v2", "fine-tuned on our steel")
+
+
+def test_fine_tuning_weights_load_back_as_the_fp16_rounded_network(checkpoint, tmp_path):
+    from temtrack.export.bundle import fine_tuning_weights
+
+    out = fine_tuning_weights(checkpoint, tmp_path / "weights.pt")
+    assert out.stat().st_size < 0.6 * checkpoint.stat().st_size
+    original, config, _ = load_model(checkpoint)
+    loaded, loaded_config, state = load_model(out)
+    assert loaded_config == config and state["step"] == 123 and "optimizer" not in state
+    for (name, a), b in zip(original.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, name  # back in float32 (fp16 only on disk)
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)

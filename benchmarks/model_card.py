@@ -1,0 +1,271 @@
+"""The figures and pictures of the model card (docs/model-card.md), in one command.
+
+    python benchmarks/model_card.py --heldout HELDOUT --out OUT [--model NAME=MODEL ...]
+        [--real ../shared/data/real] [--figures docs/model-card] [--quick]
+
+- ``HELDOUT`` holds ``sd1``, ``sd2``, ``sd3``: synthetic sets from ``tem-track synth``
+  with seeds never used in training, e.g.
+  ``tem-track synth --preset sd1 --n 2000 --seed 900001 --out HELDOUT/sd1``.
+- ``--model`` (repeatable; default ``shipped=default``, the bundled model): each model
+  and the classical backend are scored on every held-out set with the length metric
+  (thesis 3.4.3), and on the labelled TWIP frames (recall of the labelled dislocations
+  and the length score over the matched ones; the labels are partial, so no precision).
+- The first model also runs the main job on the TWIP video (speed, tracks, an overlay
+  video), and draws its splines on the real samples (PNG pictures into ``--figures``).
+
+Every evaluation report is kept in ``OUT`` (JSON, with its box plot) and reused when the
+command is run again (delete a report to redo it), so an interrupted run resumes.
+``OUT/summary.json`` gathers the figures; a Markdown table is printed.
+Real data missing: those parts are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from temtrack.sdk.evaluate import evaluate, write_report
+from temtrack.sdk.models import resolve_model
+
+PRESETS = ("sd1", "sd2", "sd3")
+REPO = Path(__file__).resolve().parents[1]
+# Real frames drawn for the model card: (label, source, frame index or None for an image).
+PICTURES = (
+    ("sample1", "dislocation-samples/sample1.png", None),
+    ("sample2", "dislocation-samples/sample2.png", None),
+    ("sample3", "dislocation-samples/sample3.png", None),
+    ("sample4", "dislocation-samples/sample4.png", None),
+    ("twip-frame200", "twip-8.4um/video.mp4", 200),
+    ("fecral-frame600", "fecral-loops/video.mp4", 600),
+)
+
+
+def _report(out: Path, name: str, data: Path, backend, limit: int | None) -> dict:
+    """Evaluate (or reuse) one report; return its dict."""
+    path = out / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if limit is not None:
+        data = _subset(data, limit, out / f"_subset_{data.name}")
+    report = evaluate(data, backend, progress=True)
+    write_report(report, path)
+    return json.loads(path.read_text())
+
+
+def _subset(data: Path, n: int, where: Path) -> Path:
+    """A synthetic dataset folder with its first ``n`` images (symlinks), for --quick."""
+    if where.exists():
+        return where
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["n"] = n
+    for sub in ("images", "masks", "labels"):
+        if (data / sub).is_dir():
+            (where / sub).mkdir(parents=True)
+            for item in sorted((data / sub).iterdir())[:n]:
+                (where / sub / item.name).symlink_to(item.resolve())
+    (where / "dataset.json").write_text(json.dumps(meta))
+    return where
+
+
+def _matched_length(report: dict) -> float:
+    """Mean length score over the matched ground-truth dislocations."""
+    scores = [m["score"] for image in report["images"] for m in image["matches"] if m["pred_index"] >= 0]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _figures(report: dict) -> dict:
+    s = report["summary"]
+    return {
+        "images": s["n_images"],
+        "dislocations": s["n_gt"],
+        "length_score": s["length_score_mean"],
+        "length_score_median": s["length_score_median"],
+        "recall": s["dislocation_recall_pooled"],
+        "precision": s["dislocation_precision_pooled"],
+        "length_score_matched": _matched_length(report),
+        "predicted": s["n_pred"],
+        "seconds": report["seconds"],
+    }
+
+
+def box_plot(reports: dict, path: Path) -> None:
+    """Length score against the number of dislocations per image, one panel per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({name for (_, name) in reports})
+    fig, axes = plt.subplots(len(names), len(PRESETS), figsize=(5 * len(PRESETS), 3.2 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        for col, preset in enumerate(PRESETS):
+            axis = axes[row][col]
+            report = reports.get((preset, name))
+            if report is None:
+                axis.set_visible(False)
+                continue
+            groups: dict[int, list] = {}
+            for image in report["images"]:
+                groups.setdefault(image["n_gt"], []).append(image["length_score"])
+            counts = sorted(groups)
+            axis.boxplot([groups[c] for c in counts], positions=range(len(counts)), widths=0.6)
+            axis.set_xticks(range(len(counts)), [str(c) for c in counts], fontsize=7)
+            axis.set_ylim(-0.02, 1.02)
+            axis.set_title(f"{name} on {preset.upper()}-like: mean {report['summary']['length_score_mean']:.3f}",
+                           fontsize=9)
+            axis.set_xlabel("dislocations in the image")
+            axis.set_ylabel("length score")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _read_frame(path: Path, index: int | None) -> np.ndarray:
+    from temtrack.sdk.sources import open_source
+
+    if index is None:
+        import cv2
+
+        return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+    with open_source(path) as source:
+        for frame in source.frames(start=index, end=index + 1):
+            return frame.image
+    raise ValueError(f"{path} has no frame {index}")
+
+
+def pictures(model: Path, real: Path, folder: Path) -> list[str]:
+    """The model's splines drawn on real frames, side by side with the frame."""
+    import cv2
+
+    from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.overlay import draw_tracks
+
+    analyzer = Analyzer(model, workers=0, batch_size=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label, source, index in PICTURES:
+        path = real / source
+        if not path.exists():
+            print(f"skipped picture {label}: {path} is missing", file=sys.stderr)
+            continue
+        image = _read_frame(path, index)
+        (result,) = analyzer.stream([image])
+        curves = [d.points for d in result.dislocations]
+        drawn = draw_tracks(image, curves, list(range(len(curves))), labels=False)
+        plain = cv2.cvtColor(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        panel = np.concatenate([plain, np.full((plain.shape[0], 8, 3), 255, np.uint8), drawn], axis=1)
+        scale = min(1.0, 1100 / panel.shape[1])
+        if scale < 1.0:
+            panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        target = folder / f"{label}.jpg"
+        cv2.imwrite(str(target), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        written.append(f"{label}: {len(curves)} dislocations")
+    return written
+
+
+def main_job(model: Path, video: Path, out: Path) -> dict:
+    """The main job on a real video with an overlay: speed and tracks."""
+    import pyarrow.parquet as pq
+
+    from temtrack.sdk.analyzer import Analyzer
+
+    analyzer = Analyzer(model)
+    splines = out / "twip_splines.parquet"
+    result = analyzer.run(video, splines, overlay=out / "twip_overlay.mp4", plots=out / "twip_plots", overwrite=True)
+    tracks = pq.read_table(result.paths["splines"], columns=["track_id"]).column("track_id").to_numpy()
+    lengths = np.bincount(tracks[tracks >= 0]) if (tracks >= 0).any() else np.zeros(0)
+    return {
+        "frames": result.frames,
+        "seconds": result.seconds,
+        "frames_per_s": result.fps,
+        "dislocations": int(len(tracks)),
+        "per_frame": float(len(tracks) / max(result.frames, 1)),
+        "tracks": int(len(np.unique(tracks[tracks >= 0]))),
+        "tracks_10_frames_or_more": int((lengths >= 10).sum()),
+        "selection": analyzer.selection,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--heldout", type=Path, required=True, help="folder with sd1, sd2, sd3 held-out sets")
+    parser.add_argument("--out", type=Path, required=True, help="folder for reports, overlay and summary")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=MODEL",
+                        help="a model to score (repeatable; default shipped=default)")
+    parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
+    parser.add_argument("--figures", type=Path, help="write the model card's pictures here")
+    parser.add_argument("--quick", action="store_true", help="100 held-out images per preset, no video run")
+    parser.add_argument("--skip-video", action="store_true", help="no main-job run on the TWIP video")
+    args = parser.parse_args(argv)
+
+    models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
+    models = {name: resolve_model(spec) for name, spec in models.items()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    limit = 100 if args.quick else None
+    summary: dict = {"models": {n: str(p) for n, p in models.items()}, "heldout": {}, "twip": {}}
+    reports = {}
+    backends = {**{name: str(path) for name, path in models.items()}, "classical": "classical"}
+    for preset in PRESETS:
+        data = args.heldout / preset
+        if not data.is_dir():
+            print(f"skipped {preset}: {data} is missing", file=sys.stderr)
+            continue
+        for name, backend in backends.items():
+            from temtrack.sdk.backends import get_backend
+
+            report = _report(args.out, f"heldout_{preset}_{name}", data, get_backend(backend), limit)
+            reports[preset, name] = report
+            summary["heldout"].setdefault(preset, {})[name] = _figures(report)
+    if reports:
+        box_plot(reports, args.out / "length_score_by_count.png")
+
+    labelled = args.real / "twip-8.4um" / "labeled"
+    if labelled.is_dir():
+        from temtrack.sdk.backends import get_backend
+
+        for name, backend in backends.items():
+            report = _report(args.out, f"twip_{name}", labelled, get_backend(backend), None)
+            summary["twip"][name] = _figures(report)
+    else:
+        print(f"skipped the labelled TWIP frames: {labelled} is missing", file=sys.stderr)
+
+    first = next(iter(models.values()))
+    video = args.real / "twip-8.4um" / "video.mp4"
+    if video.exists() and not (args.quick or args.skip_video):
+        started = time.perf_counter()
+        summary["twip_video"] = main_job(first, video, args.out)
+        print(f"main job on {video}: {time.perf_counter() - started:.0f} s")
+    if args.figures is not None:
+        summary["pictures"] = pictures(first, args.real, args.figures)
+        if reports:
+            box_plot(reports, args.figures / "length_score_by_count.png")
+
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(table(summary))
+    return 0
+
+
+def table(summary: dict) -> str:
+    lines = ["| data | backend | images | length score (mean) | recall | length score, matched | precision |",
+             "|---|---|---|---|---|---|---|"]
+    rows = [(f"{p.upper()}-like held-out", n, f) for p, by in summary["heldout"].items() for n, f in by.items()]
+    rows += [("TWIP labelled frames", n, f) for n, f in summary["twip"].items()]
+    for data, name, f in rows:
+        precision = "(partial labels)" if data.startswith("TWIP") else f"{f['precision']:.3f}"
+        lines.append(f"| {data} | {name} | {f['images']} | {f['length_score']:.3f} | {f['recall']:.3f} | "
+                     f"{f['length_score_matched']:.3f} | {precision} |")
+    video = summary.get("twip_video")
+    if video:
+        lines.append(f"\nTWIP video: {video['frames']} frames in {video['seconds']:.0f} s "
+                     f"({video['frames_per_s']:.2f} frames/s), {video['per_frame']:.1f} dislocations per frame, "
+                     f"{video['tracks']} tracks ({video['tracks_10_frames_or_more']} over >= 10 frames)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
