@@ -201,6 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--figures", type=Path, help="write the model card's pictures here")
     parser.add_argument("--quick", action="store_true", help="100 held-out images per preset, no video run")
     parser.add_argument("--skip-video", action="store_true", help="no main-job run on the TWIP video")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="score the models only (e.g. while the classical reports are made elsewhere)")
     args = parser.parse_args(argv)
 
     models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
@@ -209,7 +211,9 @@ def main(argv=None) -> int:
     limit = 100 if args.quick else None
     summary: dict = {"models": {n: str(p) for n, p in models.items()}, "heldout": {}, "twip": {}}
     reports = {}
-    backends = {**{name: str(path) for name, path in models.items()}, "classical": "classical"}
+    backends = {name: str(path) for name, path in models.items()}
+    if not args.no_classical:
+        backends["classical"] = "classical"
     for preset in PRESETS:
         data = args.heldout / preset
         if not data.is_dir():

@@ -38,9 +38,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import onnx
 
 from temtrack import __version__
 from temtrack.sdk.modelmeta import ModelMetadata, file_sha256

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +302,16 @@ def test_main_job_runs_a_checkpoint(tmp_path):
     assert result.frames == 3
     assert set(result.splines.columns) >= {"frame", "x", "y", "length_px"}
     assert analyzer.backend.describe()["checkpoint"] == str(path.resolve())
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples" / "train").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_example_configs_load_with_their_generator_configs(path):
+    from temtrack.training.synth import load_config
+
+    config = load_train_config(path)
+    for preset in config.data.presets:
+        if preset.endswith(".json"):
+            synth = load_config(preset)  # a generator config file beside the example: valid
+            assert synth.background.mode in ("perlin", "patches", "mixed")
+    assert config.model.n_masks >= 1 and config.steps >= 1
