@@ -19,7 +19,8 @@ from temtrack.sdk.modelmeta import ModelError, file_sha256, read_metadata
 from temtrack.training.synth import generate_sample
 
 MiB = 2**20
-# Floors for 3 SD1-like frames (see the last test).
+# Floors for 6 SD1-like frames (see the last test); the bundled model measured 0.37
+# (length score) on them, the classical backend about 0.02 on SD1-like sets.
 RECALL_FLOOR, LENGTH_FLOOR = 0.2, 0.15
 
 
@@ -157,7 +158,7 @@ def test_analyzer_without_a_model_runs_the_bundled_one():
 
 
 def test_the_default_model_finds_dislocations_in_a_synthetic_frame():
-    """Out of the box on an SD1-like frame (known answer: the generator's masks).
+    """Out of the box on SD1-like frames (known answer: the generator's masks).
 
     Floors set well under the held-out figures of the model card (a broken model, an
     empty output or a wrong normalisation falls far below them).
@@ -167,7 +168,7 @@ def test_the_default_model_finds_dislocations_in_a_synthetic_frame():
 
     backend = get_backend(str(models.default_model()))
     scores = []
-    for seed in (11, 12, 13):
+    for seed in range(20, 26):
         sample = generate_sample("sd1", seed, size=512)
         (probabilities,) = backend.predict(sample.image[None].astype(np.float32))
         scores.append(score_image(probabilities, sample.masks))
