@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from temtrack.sdk.backends import get_backend
 from temtrack.sdk.evaluate import evaluate, write_report
 from temtrack.sdk.models import resolve_model
 
@@ -211,18 +212,17 @@ def main(argv=None) -> int:
     limit = 100 if args.quick else None
     summary: dict = {"models": {n: str(p) for n, p in models.items()}, "heldout": {}, "twip": {}}
     reports = {}
-    backends = {name: str(path) for name, path in models.items()}
+    # One backend each (one onnxruntime session per model), for every data set.
+    backends = {name: get_backend(str(path)) for name, path in models.items()}
     if not args.no_classical:
-        backends["classical"] = "classical"
+        backends["classical"] = get_backend("classical")
     for preset in PRESETS:
         data = args.heldout / preset
         if not data.is_dir():
             print(f"skipped {preset}: {data} is missing", file=sys.stderr)
             continue
         for name, backend in backends.items():
-            from temtrack.sdk.backends import get_backend
-
-            report = _report(args.out, f"heldout_{preset}_{name}", data, get_backend(backend), limit)
+            report = _report(args.out, f"heldout_{preset}_{name}", data, backend, limit)
             reports[preset, name] = report
             summary["heldout"].setdefault(preset, {})[name] = _figures(report)
     if reports:
@@ -230,10 +230,8 @@ def main(argv=None) -> int:
 
     labelled = args.real / "twip-8.4um" / "labeled"
     if labelled.is_dir():
-        from temtrack.sdk.backends import get_backend
-
         for name, backend in backends.items():
-            report = _report(args.out, f"twip_{name}", labelled, get_backend(backend), None)
+            report = _report(args.out, f"twip_{name}", labelled, backend, None)
             summary["twip"][name] = _figures(report)
     else:
         print(f"skipped the labelled TWIP frames: {labelled} is missing", file=sys.stderr)

@@ -25,10 +25,6 @@ from .postprocess import PostprocessSettings
 
 __all__ = ["Analyzer", "RunResult", "process_videos"]
 
-# Until a trained model ships with the package (the model issue), the default is the
-# classical backend.
-DEFAULT_BACKEND = "classical"
-
 
 @dataclass
 class RunResult:
@@ -151,7 +147,7 @@ class Analyzer:
 
             if providers is not None:
                 raise ValueError("providers pick the onnxruntime backend: give backend='onnxruntime', not 'auto'")
-            choice = choose(None if model is None else str(model), fallback=DEFAULT_BACKEND)
+            choice = choose(str(model))  # model is set: with no model, "auto" runs the bundled one
             self.backend, self.selection = choice.backend, choice.announcement()
         elif backend is not None and not isinstance(backend, str):
             for attribute in ("name", "predict", "describe"):
@@ -170,7 +166,7 @@ class Analyzer:
                 raise ValueError(f"model {model} runs on the {_backend_of(model)!r} backend, not {backend!r}")
             self.backend = get_backend(str(model), **options)
         else:
-            self.backend = get_backend(backend or DEFAULT_BACKEND, **options)
+            self.backend = get_backend(backend, **options)
         if postprocess is None:
             threshold = getattr(self.backend, "threshold", None)
             postprocess = PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
