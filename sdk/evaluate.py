@@ -1,9 +1,9 @@
 """Score a segmentation backend on a folder of images with ground truth.
 
-A folder is either a synthetic dataset (``dataset.json``, ``images/``, ``masks/``, as
-``tem-track synth`` writes it) or a folder of labelme JSON files, each next to the
-image its ``imagePath`` names; labelme centrelines become masks
-(:func:`~temtrack.sdk.labelme.centrelines_to_masks`). Every image is segmented by the
+A folder is a synthetic dataset (``dataset.json``, ``images/``, ``masks/``, as
+``tem-track synth`` writes it), a folder of labelme JSON files, each next to the
+image its ``imagePath`` names, or a folder of line labels (``NAME.png`` with
+``NAME_dislocations.png``); :mod:`temtrack.sdk.groundtruth` reads all three. Every image is segmented by the
 backend and scored with :func:`~temtrack.sdk.metrics.score_image`; the report (JSON)
 records the settings, the backend and the package version, the scores of every image
 with its matches, and a summary, and comes with a box plot of the length score
@@ -13,7 +13,8 @@ The backend ``"truth"`` predicts the ground-truth masks themselves: its length s
 is the ceiling set by the post-processing alone.
 
 Needs numpy, OpenCV and the post-processing; matplotlib only when plotting, tqdm only
-for the progress bar. Must never import torch.
+for the progress bar. Must never import torch, ``temtrack.training`` or
+``temtrack.export``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from .groundtruth import EVAL_REPORT_FORMAT, GroundTruthError, count_images, folder_kind, iter_ground_truth
 from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize
 from .outputs import write_atomic
 from .postprocess import PostprocessSettings
@@ -37,43 +37,23 @@ from .postprocess import PostprocessSettings
 __all__ = [
     "EvaluationError",
     "EvaluationReport",
-    "GroundTruth",
     "ImageResult",
     "default_report_path",
     "evaluate",
     "format_summary",
-    "iter_ground_truth",
     "plot_length_scores",
     "plot_path",
+    "read_report_summary",
     "write_report",
 ]
 
-REPORT_FORMAT = "tem-track-eval"
+REPORT_FORMAT = EVAL_REPORT_FORMAT
 REPORT_FORMAT_VERSION = 1
 TRUTH = "truth"
 
 
-class EvaluationError(ValueError):
-    """A folder cannot be evaluated: neither a dataset nor labelme files, or a broken image."""
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """One image with its ground truth.
-
-    Attributes
-    ----------
-    image_id : str
-        Name of the image within its folder (sample number or labelme file stem).
-    image : (H, W) ndarray of float32
-        Intensities in [0, 1].
-    masks : (N, H, W) ndarray of uint8
-        One 0/1 mask per dislocation; N may be 0.
-    """
-
-    image_id: str
-    image: np.ndarray = field(repr=False)
-    masks: np.ndarray = field(repr=False)
+# A folder that cannot be evaluated is one that cannot be read as ground truth.
+EvaluationError = GroundTruthError
 
 
 @dataclass(frozen=True)
@@ -102,7 +82,7 @@ class EvaluationReport:
     ----------
     data : str
         The folder evaluated (absolute path).
-    kind : {"synthetic", "labelme"}
+    kind : {"synthetic", "labelme", "lines"}
     backend : dict
         The backend's ``describe()``.
     settings : dict
@@ -151,156 +131,6 @@ class _Truth:
         return {"backend": TRUTH, "note": "ground-truth masks used as the prediction"}
 
 
-# --- reading ground truth -------------------------------------------------------------
-
-
-def _folder_kind(folder: Path) -> str:
-    if not folder.exists():
-        raise FileNotFoundError(f"data folder {folder} does not exist")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"data must be a folder (a synthetic dataset or labelme files), got the file {folder}")
-    if (folder / "dataset.json").is_file():
-        return "synthetic"
-    if any(_labelme_files(folder)):
-        return "labelme"
-    if _line_label_files(folder):
-        return "lines"
-    raise EvaluationError(
-        f"{folder} holds neither a synthetic dataset (dataset.json, as 'tem-track synth' writes), "
-        "nor labelme files (*.json next to their images), nor line labels (NAME.png with "
-        "NAME_dislocations.png)"
-    )
-
-
-LINE_LABEL_SUFFIX = "_dislocations"
-
-
-def _line_label_files(folder: Path) -> list[tuple[Path, Path]]:
-    """(image, label) pairs: ``NAME.png`` with ``NAME_dislocations.png`` beside it."""
-    pairs = []
-    for label in sorted(folder.glob(f"*{LINE_LABEL_SUFFIX}.png")):
-        image = label.with_name(label.name[: -len(f"{LINE_LABEL_SUFFIX}.png")] + ".png")
-        if image.is_file():
-            pairs.append((image, label))
-    return pairs
-
-
-def line_label_masks(label: np.ndarray, *, min_pixels: int = 1) -> np.ndarray:
-    """One mask per 8-connected component of a line-label image (nonzero = line).
-
-    Parameters
-    ----------
-    label : (H, W) ndarray of uint8
-        Hand-drawn dislocation lines, e.g. 255 on 0.
-    min_pixels : int
-        Components with fewer pixels are dropped.
-
-    Returns
-    -------
-    (N, H, W) ndarray of uint8
-        0/1 masks, in OpenCV's component order.
-    """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((label > 0).view(np.uint8), connectivity=8)
-    keep = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= min_pixels]
-    masks = np.zeros((len(keep), *label.shape), np.uint8)
-    for i, k in enumerate(keep):
-        masks[i] = labels == k
-    return masks
-
-
-def _labelme_files(folder: Path) -> list[Path]:
-    files = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            head = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            files.append(path)  # read_labelme reports what is wrong with it
-            continue
-        # Our own reports may sit in the folder; they are not annotations.
-        if not (isinstance(head, dict) and head.get("format") == REPORT_FORMAT):
-            files.append(path)
-    return files
-
-
-def _read_image(path: Path, shape: tuple[int, int], where: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise EvaluationError(f"{where}: cannot read its image {path} (missing or not an image)")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / np.float32(255.0)
-    elif image.dtype == np.uint16:
-        image = image.astype(np.float32) / np.float32(65535.0)
-    else:
-        raise EvaluationError(f"{where}: image {path} must be 8- or 16-bit, got dtype {image.dtype}")
-    if image.shape != tuple(shape):
-        raise EvaluationError(
-            f"{where}: image {path} is {image.shape[0]}x{image.shape[1]} px but the annotation says "
-            f"{shape[0]}x{shape[1]} (imageHeight x imageWidth)"
-        )
-    return image
-
-
-def iter_ground_truth(data: str | os.PathLike, *, label_width: int = 3) -> Iterator[GroundTruth]:
-    """The images of a folder with their ground-truth masks, in folder order.
-
-    Parameters
-    ----------
-    data : path
-        A synthetic dataset folder, a folder of labelme JSON files with their images,
-        or a folder of line labels: ``NAME.png`` with ``NAME_dislocations.png`` beside
-        it, each 8-connected component of the labels one dislocation (the format of
-        the TWIP data in ``../shared/data/real``).
-    label_width : int
-        Width in pixels of the masks drawn from labelme centrelines (ignored for
-        synthetic datasets, whose masks are stored).
-
-    Raises
-    ------
-    FileNotFoundError, NotADirectoryError
-        ``data`` is missing or a file.
-    EvaluationError
-        ``data`` holds neither kind of ground truth, or an image is unreadable or of
-        another size than its annotation.
-    """
-    folder = Path(data)
-    kind = _folder_kind(folder)
-    if kind == "synthetic":
-        from temtrack.training.synth.storage import read_header, read_sample
-
-        header = read_header(folder)
-        n = header.get("n")
-        if not isinstance(n, int) or n < 0:
-            raise EvaluationError(f"{folder / 'dataset.json'}: 'n' must be the number of images, got {n!r}")
-        for index in range(n):
-            sample = read_sample(folder, index)
-            yield GroundTruth(f"{index:06d}", sample.image, sample.masks)
-        return
-
-    if kind == "lines":
-        for image_path, label_path in _line_label_files(folder):
-            label = cv2.imread(str(label_path), cv2.IMREAD_GRAYSCALE)
-            if label is None:
-                raise EvaluationError(f"cannot read the line labels {label_path} (not an image)")
-            image = _read_image(image_path, label.shape, label_path)
-            yield GroundTruth(image_path.stem, image, line_label_masks(label))
-        return
-
-    from .labelme import centrelines_to_masks, read_labelme
-
-    for path in _labelme_files(folder):
-        annotation = read_labelme(path)
-        if not annotation.image_path:
-            raise EvaluationError(f"{path}: no imagePath, so its image cannot be found")
-        image = _read_image(path.parent / annotation.image_path, annotation.image_shape, path)
-        if annotation.centrelines:
-            masks = centrelines_to_masks(annotation.centrelines, annotation.image_shape, width=label_width)
-        else:
-            masks = np.zeros((0, *annotation.image_shape), np.uint8)
-        yield GroundTruth(path.stem, image, masks)
-
-
 # --- evaluating -----------------------------------------------------------------------
 
 
@@ -322,17 +152,6 @@ def _resolve_backend(backend):
     return backend
 
 
-def _count_images(folder: Path, kind: str) -> int | None:
-    if kind == "synthetic":
-        try:
-            return int(json.loads((folder / "dataset.json").read_text())["n"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-    if kind == "lines":
-        return len(_line_label_files(folder))
-    return len(_labelme_files(folder))
-
-
 def evaluate(
     data: str | os.PathLike,
     backend,
@@ -348,8 +167,8 @@ def evaluate(
     Parameters
     ----------
     data : path
-        A synthetic dataset folder or a folder of labelme files (see
-        :func:`iter_ground_truth`).
+        A synthetic dataset folder, a folder of labelme files or a folder of line
+        labels (see :func:`~temtrack.sdk.groundtruth.iter_ground_truth`).
     backend : str or backend object
         A name for :func:`~temtrack.sdk.backends.get_backend` (e.g. ``"classical"``),
         ``"truth"`` (the ground-truth masks as prediction), or an object with
@@ -370,13 +189,14 @@ def evaluate(
     Raises
     ------
     FileNotFoundError, NotADirectoryError, EvaluationError
-        See :func:`iter_ground_truth`; also when the folder holds no image.
+        See :func:`~temtrack.sdk.groundtruth.iter_ground_truth`; also when the
+        folder holds no image.
     ValueError
         Unknown backend name (the message lists the valid ones), or bad settings.
     """
     start = time.perf_counter()
     folder = Path(data)
-    kind = _folder_kind(folder)
+    kind = folder_kind(folder)
     if isinstance(min_dice, bool) or not isinstance(min_dice, (int, float)) or not 0.0 < min_dice <= 1.0:
         raise ValueError(f"min_dice must be a number in (0, 1], got {min_dice!r}")
     if multiple not in MULTIPLE_RULES:
@@ -392,7 +212,7 @@ def evaluate(
 
     results = []
     bar = tqdm(
-        total=_count_images(folder, kind),
+        total=count_images(folder, kind=kind),
         desc=f"eval {getattr(model, 'name', 'backend')}",
         unit="img",
         disable=not (progress and sys.stderr.isatty()),
@@ -530,6 +350,21 @@ def write_report(report: EvaluationReport, path: str | os.PathLike, *, overwrite
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     plot_length_scores(report, image)
     return path
+
+
+def read_report_summary(path: str | os.PathLike) -> dict:
+    """The summary of a report :func:`write_report` wrote (``tem-track eval``).
+
+    Raises
+    ------
+    ValueError
+        ``path`` is unreadable, not JSON, or holds no summary.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable 'tem-track eval' report with a summary ({exc})") from None
 
 
 def _cell(value, digits: int = 3) -> str:

@@ -15,17 +15,50 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, write) -> Path:
+def write_atomic(path: str | Path, content, *, fsync: bool = False) -> Path:
     """Write one file via a temporary sibling, then rename (atomic on one file system).
 
-    ``write(tmp)`` writes the content to the temporary path ``tmp`` (it ends in
-    ``.tmp``: give savefig-like writers their format explicitly). On any error the
-    temporary file is removed and ``path`` is left as it was.
+    Parameters
+    ----------
+    path : path
+        Destination; its folder must exist.
+    content : bytes, str or callable
+        The bytes to write, text to write as UTF-8, or a writer ``write(tmp)`` that
+        writes the content to the temporary path ``tmp`` (it ends in ``.tmp``: give
+        savefig-like writers their format explicitly).
+    fsync : bool
+        Flush the file to disk before the rename, so that after a power cut ``path``
+        holds the old content or the new, never an empty file.
+
+    Returns
+    -------
+    Path
+        ``path``. On any error the temporary file is removed and ``path`` is left as
+        it was.
     """
     path = Path(path)
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    if not (isinstance(content, (bytes, bytearray, memoryview)) or callable(content)):
+        raise TypeError(f"content must be bytes, str or a callable write(tmp), got {type(content).__name__}")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        write(tmp)
+        if callable(content):
+            content(tmp)
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        else:
+            # os.open honours the umask (unlike mkstemp); O_EXCL never reuses a stray file.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                if fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,13 +15,13 @@ from temtrack.sdk.evaluate import (
     EvaluationReport,
     default_report_path,
     evaluate,
-    iter_ground_truth,
     plot_path,
     write_report,
 )
+from temtrack.sdk.groundtruth import iter_ground_truth, read_sample
 from temtrack.sdk.labelme import write_labelme
 from temtrack.training.synth import get_preset, validate_config
-from temtrack.training.synth.storage import read_sample, to_uint8, write_dataset
+from temtrack.training.synth.storage import to_uint8, write_dataset
 
 N_IMAGES = 3
 

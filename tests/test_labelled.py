@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 
 from torch.utils.data import DataLoader  # noqa: E402
 
-from temtrack.sdk.labelme import centrelines_to_masks, write_labelme  # noqa: E402
+from temtrack.sdk.groundtruth import centrelines_to_masks  # noqa: E402
+from temtrack.sdk.labelme import write_labelme  # noqa: E402
 from temtrack.training.labelled import (  # noqa: E402
     CropDataset,
     LabelledDataError,

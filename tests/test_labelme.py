@@ -1,4 +1,5 @@
-"""Tests of temtrack.sdk.labelme: labelme JSON interop and centreline rasterisation."""
+"""Tests of labelme interop (temtrack.sdk.labelme writes, temtrack.sdk.groundtruth reads)
+and of centreline rasterisation."""
 
 import json
 import math
@@ -6,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from temtrack.sdk.labelme import (
+from temtrack.sdk.groundtruth import (
     LabelmeAnnotation,
     LabelmeError,
     centrelines_to_masks,
     read_labelme,
-    write_labelme,
 )
+from temtrack.sdk.labelme import write_labelme
 
 
 def _shape(points, label="dislocation", shape_type="linestrip", group_id=None):

@@ -27,13 +27,8 @@ from temtrack.training.synth.background import (
 )
 from temtrack.training.synth.render import render_background
 from temtrack.training.synth.shapes import dense_curve, sample_support_points, to_local_frame
-from temtrack.training.synth.storage import (
-    DatasetError,
-    read_sample,
-    regenerate,
-    to_uint8,
-    write_dataset,
-)
+from temtrack.sdk.groundtruth import DatasetError, read_sample
+from temtrack.training.synth.storage import regenerate, to_uint8, write_dataset
 
 
 def small(preset: str, size: int = 128, **pileups):
@@ -361,7 +356,7 @@ def test_cli_synth_writes_a_dataset_and_reports_errors(tmp_path):
 
 
 def test_dataset_labelme_output_matches_the_centrelines(tmp_path):
-    from temtrack.sdk.labelme import read_labelme
+    from temtrack.sdk.groundtruth import read_labelme
 
     out = write_dataset(tmp_path / "ds", small("sd2"), 2, seed=4, progress=False, labelme=True)
     for index in range(2):

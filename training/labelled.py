@@ -35,11 +35,17 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from temtrack.sdk.evaluate import EvaluationError, _folder_kind, _labelme_files, iter_ground_truth
-from temtrack.sdk.labelme import LINE_SHAPE_TYPES, LabelmeError
+from temtrack.sdk.groundtruth import (
+    LINE_SHAPE_TYPES,
+    DatasetError,
+    GroundTruthError,
+    LabelmeError,
+    folder_kind,
+    iter_ground_truth,
+    labelme_files,
+)
 
 from .datasets import worker_items
-from .synth.storage import DatasetError
 
 __all__ = [
     "CropDataset",
@@ -119,7 +125,7 @@ class LabelledFrame:
 def _shape_summary(folder: Path) -> str:
     """The labels and shape types found in a folder's labelme files, for error messages."""
     found: Counter = Counter()
-    for path in _labelme_files(folder):
+    for path in labelme_files(folder):
         try:
             shapes = json.loads(path.read_text(encoding="utf-8")).get("shapes", [])
         except (OSError, ValueError, AttributeError):
@@ -142,7 +148,7 @@ def load_frames(
 ) -> list[LabelledFrame]:
     """Read every labelled frame of a folder.
 
-    The folder is any kind :func:`~temtrack.sdk.evaluate.iter_ground_truth` reads: a
+    The folder is any kind :func:`~temtrack.sdk.groundtruth.iter_ground_truth` reads: a
     synthetic dataset (``dataset.json``, ``images/``, ``masks/``), labelme JSON files
     next to their images, or line labels (``NAME.png`` with ``NAME_dislocations.png``,
     each 8-connected line one dislocation).
@@ -192,8 +198,8 @@ def load_frames(
         raise NotADirectoryError(f"labelled frames must be a folder, got the file {folder}")
     video = video if video is not None else (folder.resolve().name or str(folder))
     try:
-        kind = _folder_kind(folder)
-    except EvaluationError as exc:
+        kind = folder_kind(folder)
+    except GroundTruthError as exc:
         raise LabelledDataError(f"no labelled frames in {folder}: {exc}") from None
     if kind == "synthetic" and not (folder / "masks").is_dir():
         raise LabelledDataError(
@@ -221,7 +227,7 @@ def load_frames(
         raise LabelledDataError(
             f"dataset folder without masks: {folder} lacks the mask file {exc.filename}"
         ) from None
-    except (EvaluationError, DatasetError, LabelmeError) as exc:
+    except (GroundTruthError, DatasetError, LabelmeError) as exc:
         raise LabelledDataError(f"cannot load labelled frames from {folder}: {exc}") from None
 
     if not frames:

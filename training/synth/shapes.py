@@ -106,7 +106,7 @@ _FAMILY = {
 @lru_cache(maxsize=16)
 def labelme_shapes(files: tuple[str, ...]) -> tuple[np.ndarray, ...]:
     """Support points in the local frame of every line shape in the given labelme files."""
-    from temtrack.sdk.labelme import read_labelme
+    from temtrack.sdk.groundtruth import read_labelme
 
     shapes = []
     for path in files:

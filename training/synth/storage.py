@@ -1,4 +1,4 @@
-"""Synthetic datasets on disk: writing (parallel, atomic, resumable) and reading.
+"""Synthetic datasets on disk: the writer (parallel, atomic, resumable).
 
 Layout of a dataset folder (documented in the README)::
 
@@ -11,13 +11,17 @@ A run writes into ``DIR.partial`` and renames it to ``DIR`` when every sample is
 complete; each sample's label JSON is written last (atomically), so an interrupted run
 is resumed by skipping the samples whose label exists. Files are byte-identical for
 the same config and seed.
+
+The readers (:func:`~temtrack.sdk.groundtruth.read_header`,
+:func:`~temtrack.sdk.groundtruth.read_sample`) live with every other ground-truth
+reader in :mod:`temtrack.sdk.groundtruth`, so the SDK reads datasets without the
+generator; :func:`regenerate` and :func:`config_of` stay here because they need it.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -26,18 +30,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from temtrack.sdk.outputs import publish_folder
+from temtrack.sdk.groundtruth import DATASET_FORMAT, DatasetError, read_header, sample_name
+from temtrack.sdk.outputs import publish_folder, write_atomic
 
 from .config import SynthConfig, validate_config
 from .render import Sample, render_scene
 from .scene import Scene, sample_scene
 
-FORMAT = "tem-track-synth"
+FORMAT = DATASET_FORMAT
 FORMAT_VERSION = 1
-
-
-class DatasetError(ValueError):
-    """A dataset folder is missing, incomplete or malformed."""
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -49,16 +50,6 @@ def sample_seed(seed: int, index: int) -> int:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Quantise a [0, 1] float image to uint8 (round half to even)."""
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _name(index: int) -> str:
-    return f"{index:06d}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -94,12 +85,12 @@ def write_sample(root: Path, index: int, sample: Sample, *, seed: int, labelme: 
     With ``labelme``, the centrelines are also written as ``images/NNNNNN.json`` beside
     the image, where labelme finds them (track ids as group ids).
     """
-    name = _name(index)
+    name = sample_name(index)
     ok, png = cv2.imencode(".png", to_uint8(sample.image))
     if not ok:
         raise OSError(f"could not encode image {index}")
-    _write_atomic(root / "images" / f"{name}.png", png.tobytes())
-    _write_atomic(
+    write_atomic(root / "images" / f"{name}.png", png.tobytes())
+    write_atomic(
         root / "masks" / f"{name}.npz",
         _npz_bytes({"masks": sample.masks, "ids": sample.ids, "pileups": sample.pileups}),
     )
@@ -115,7 +106,7 @@ def write_sample(root: Path, index: int, sample: Sample, *, seed: int, labelme: 
             overwrite=True,
         )
     labels = labels_of(sample, image=f"images/{name}.png", seed=seed)
-    _write_atomic(root / "labels" / f"{name}.json", json.dumps(labels).encode())
+    write_atomic(root / "labels" / f"{name}.json", json.dumps(labels).encode())
 
 
 @dataclass(frozen=True)
@@ -205,7 +196,7 @@ def write_dataset(
     else:
         for sub in ("images", "masks", "labels"):
             (partial / sub).mkdir(parents=True)
-        _write_atomic(partial / "dataset.json", json.dumps(header, indent=2).encode())
+        write_atomic(partial / "dataset.json", json.dumps(header, indent=2).encode())
 
     todo = [i for i in range(n) if i not in done]
     job = _Job(config, int(seed), partial, backgrounds, labelme)
@@ -238,46 +229,7 @@ def _progress(*, total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not (enabled and sys.stderr.isatty()))
 
 
-# --- reading -------------------------------------------------------------------------
-
-
-def read_header(root: str | Path) -> dict:
-    """The ``dataset.json`` of a dataset folder."""
-    root = Path(root)
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise DatasetError(f"{root} is not a tem-track synthetic dataset (no dataset.json)")
-    header = json.loads(path.read_text())
-    if header.get("format") != FORMAT:
-        raise DatasetError(f"{path} is not a tem-track synthetic dataset (format {header.get('format')!r})")
-    return header
-
-
-def read_sample(root: str | Path, index: int) -> Sample:
-    """Read sample ``index`` of a dataset folder back into a :class:`Sample`.
-
-    The image is the stored 8-bit PNG scaled to [0, 1]; centrelines are the stored
-    ones (rounded to 0.01 px).
-    """
-    root = Path(root)
-    name = _name(index)
-    label_path = root / "labels" / f"{name}.json"
-    if not label_path.is_file():
-        raise DatasetError(f"sample {index} of {root} is missing ({label_path})")
-    labels = json.loads(label_path.read_text())
-    image = cv2.imread(str(root / labels["image"]), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise DatasetError(f"cannot read image of sample {index}: {root / labels['image']}")
-    with np.load(root / "masks" / f"{name}.npz") as stored:
-        masks, ids, pileups = stored["masks"], stored["ids"], stored["pileups"]
-    return Sample(
-        image=image.astype(np.float32) / np.float32(255.0),
-        masks=masks,
-        centrelines=[np.asarray(d["points"], dtype=float).reshape(-1, 2) for d in labels["dislocations"]],
-        ids=ids,
-        pileups=pileups,
-        scene=Scene.model_validate(labels["scene"]),
-    )
+# --- the generator again ----------------------------------------------------------------
 
 
 def regenerate(label_file: str | Path, *, backgrounds: str | Path | None = None) -> Sample:
