@@ -2,7 +2,9 @@
 
 Usage::
 
-    python -m temtrack.export.bundle MODEL.onnx [--name NAME] [--card docs/model-card.md] [--checkpoint CKPT]
+    tem-track bundle MODEL.onnx [--name NAME] [--card docs/model-card.md] [--checkpoint CKPT]
+
+(or ``python -m temtrack.export.bundle``, the same command line).
 
 With ``--checkpoint CKPT`` (the training checkpoint it was exported from) the
 network's weights are also written, in fp16 without optimiser state, to
@@ -87,8 +89,8 @@ def fine_tuning_weights(checkpoint: str | Path, out: str | Path) -> Path:
                            metrics=state["metrics"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m temtrack.export.bundle", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "python -m temtrack.export.bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="an ONNX file written by 'tem-track export'")
     parser.add_argument("--name", help="the bundled model's name (default: the name in its metadata)")
     parser.add_argument("--card", help="repository path of its model card")

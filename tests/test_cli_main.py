@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from _onnx_models import dark_line_model
 
-from temtrack.sdk.cli import main
+from temtrack.cli import main
 from temtrack.sdk.results import output_paths, read_metadata
 from temtrack.training.synth import resolve_config
 from temtrack.training.synth.video import VideoSettings, write_video

@@ -209,7 +209,7 @@ def test_default_report_path_is_beside_the_folder(tmp_path, monkeypatch):
 
 
 def test_cli_eval(dataset, tmp_path, capsys):
-    from temtrack.sdk.cli import main
+    from temtrack.cli import main
 
     out = tmp_path / "report.json"
     args = ["eval", "--data", str(dataset), "--backend", "truth", "--out", str(out), "--quiet"]
@@ -227,7 +227,7 @@ def test_cli_eval(dataset, tmp_path, capsys):
 
 
 def test_cli_eval_default_output_goes_beside_the_dataset(dataset, capsys):
-    from temtrack.sdk.cli import main
+    from temtrack.cli import main
 
     assert main(["eval", "--data", str(dataset), "--backend", "truth", "--quiet"]) == 0
     expected = dataset.parent / "ds_truth_report.json"

@@ -317,7 +317,7 @@ def test_compare_known_answers():
 
 
 def test_cli_export_with_a_report(checkpoint, tmp_path, capsys):
-    from temtrack.sdk.cli import main
+    from temtrack.cli import main
 
     report = tmp_path / "sd1_report.json"
     report.write_text(json.dumps({"summary": {"length_score_mean": 0.42}}))

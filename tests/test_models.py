@@ -7,6 +7,7 @@ the held-out sets is measured by ``benchmarks/model_card.py``, not by tests.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from _onnx_models import dark_line_model
 
 from temtrack.sdk import models
-from temtrack.sdk.cli import main
+from temtrack.cli import main
 from temtrack.sdk.modelmeta import ModelError, file_sha256, read_metadata
 from temtrack.training.synth import generate_sample
 
@@ -127,6 +128,8 @@ def test_models_command_lists_bundled_and_user_models(tmp_path, user_dir, capsys
     printed = capsys.readouterr().out
     entry = models.bundled_models()[0]
     assert f"{entry.name}  (default, bundled)" in printed and "N=" in printed and "no user models" in printed
+    trained = next(line for line in printed.splitlines() if "best validation length score" in line)
+    assert re.search(r"score \d\.\d{4}$", trained), trained  # rounded, not 0.15339999...
     model = dark_line_model(tmp_path / "lab.onnx", n_masks=3)
     assert main(["models", "--add", str(model), "--name", "lab"]) == 0
     capsys.readouterr()

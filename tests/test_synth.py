@@ -335,7 +335,7 @@ def test_dataset_refuses_to_overwrite_and_resumes(tmp_path):
 
 def test_cli_version_imports_nothing_heavy():
     code = (
-        "import sys; from temtrack.sdk import cli\n"
+        "import sys; from temtrack import cli\n"
         "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('numpy', 'cv2', 'torch', 'scipy', 'av', 'pydantic') if m in sys.modules]\n"
         "print(heavy)"
@@ -345,7 +345,7 @@ def test_cli_version_imports_nothing_heavy():
 
 
 def test_cli_synth_writes_a_dataset_and_reports_errors(tmp_path):
-    from temtrack.sdk.cli import main
+    from temtrack.cli import main
 
     assert main(["synth", "--preset", "sd3", "--n", "2", "--size", "96", "--out", str(tmp_path / "d"), "--quiet"]) == 0
     assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 2

@@ -20,7 +20,7 @@ pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-p
 
 import cv2  # noqa: E402
 
-from temtrack.sdk.cli import main  # noqa: E402
+from temtrack.cli import main  # noqa: E402
 from temtrack.training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint  # noqa: E402
 from temtrack.training.config import TrainConfig, TrainConfigError, load_train_config, validate_train_config  # noqa: E402
 from temtrack.training.inference import TorchBackend, pad_batch  # noqa: E402

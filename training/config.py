@@ -34,6 +34,9 @@ __all__ = [
     "TrainConfigError",
     "ValidationConfig",
     "load_train_config",
+    "merge_settings",
+    "nest_dotted",
+    "validate_train_config",
 ]
 
 
@@ -225,6 +228,56 @@ def validate_train_config(data: dict, *, source: str = "config") -> TrainConfig:
         return TrainConfig(**data)
     except ValidationError as exc:
         raise TrainConfigError(f"{source} has invalid settings:\n{_describe(exc)}") from None
+
+
+def nest_dotted(settings: dict, *, option: str = "setting") -> dict:
+    """Dotted keys as nested tables: ``{"model.encoder": "resnet34"}`` becomes
+    ``{"model": {"encoder": "resnet34"}}`` (the ``--set KEY=VALUE`` overrides).
+
+    Parameters
+    ----------
+    settings : dict
+        Dotted key -> value.
+    option : str
+        What the keys came from, for the error message (e.g. ``"--set"``).
+
+    Raises
+    ------
+    ValueError
+        A key is used both as a value and as a table.
+
+    Examples
+    --------
+    >>> nest_dotted({"model.encoder": "resnet34", "steps": 5})
+    {'model': {'encoder': 'resnet34'}, 'steps': 5}
+    """
+    nested: dict = {}
+    for key, value in settings.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{option} {key}: {part!r} is set to a value and used as a table")
+        node[leaf] = value
+    return nested
+
+
+def merge_settings(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` laid over it, table by table (neither is modified).
+
+    Examples
+    --------
+    >>> merge_settings({"model": {"encoder": "b0", "n_masks": 20}}, {"model": {"encoder": "resnet34"}})
+    {'model': {'encoder': 'resnet34', 'n_masks': 20}}
+    """
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:

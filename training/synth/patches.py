@@ -29,7 +29,9 @@ or ``fecral``) with a ``patches.json`` provenance file (source file, frame, box)
 
 Usage::
 
-    python -m temtrack.training.synth.patches --real ../shared/data/real --out DIR
+    tem-track patches --real ../shared/data/real --out DIR
+
+(or ``python -m temtrack.training.synth.patches``, the same command line).
 """
 
 from __future__ import annotations
@@ -464,9 +466,9 @@ def _replace(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     publish_folder(tmp, out_dir, overwrite=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m temtrack.training.synth.patches",
+        prog=prog or "python -m temtrack.training.synth.patches",
         description="Crop real background patches (no dislocations) for the generator's 'patches' mode.",
     )
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL_ROOT, help="real data folder (default: %(default)s)")

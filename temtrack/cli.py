@@ -1,7 +1,13 @@
-"""The ``tem-track`` command line.
+"""The ``tem-track`` command line: the main job and one subcommand per other job.
 
-Imports nothing heavy at module level: ``tem-track --version`` and ``--help`` must
-answer instantly. Each subcommand imports what it needs when it runs.
+Sits on top of every package (``temtrack.sdk``, ``temtrack.training``,
+``temtrack.export``), so it is the one module allowed to import them all; it does so
+only inside the subcommand that needs them, so ``tem-track --version`` and ``--help``
+answer instantly and the main job runs without torch.
+
+``tem-track patches`` and ``tem-track bundle`` hand their arguments to the command
+lines of :mod:`temtrack.training.synth.patches` and :mod:`temtrack.export.bundle`,
+which also run as ``python -m`` with those module names.
 """
 
 from __future__ import annotations
@@ -12,7 +18,22 @@ from pathlib import Path
 
 from temtrack import __version__
 
-SUBCOMMANDS = ("synth", "eval", "train", "export", "models")
+# name -> what it does, for the help of both parsers; the order is the order shown.
+SUBCOMMANDS = {
+    "synth": "synthetic images and videos with ground truth",
+    "eval": "score a backend or a model against ground truth",
+    "train": "train or fine-tune a model",
+    "export": "a checkpoint to ONNX and a TensorRT engine",
+    "models": "the bundled and your own models",
+    "patches": "real background patches for the generator",
+    "bundle": "make an exported model the bundled default, for maintainers",
+}
+# Subcommands whose parser lives in their module (also run with python -m MODULE).
+DELEGATED = {"patches": "temtrack.training.synth.patches", "bundle": "temtrack.export.bundle"}
+
+
+def _subcommand_list() -> str:
+    return "Subcommands: " + "; ".join(f"{name} ({what})" for name, what in SUBCOMMANDS.items()) + "."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,10 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="tem-track",
         description="Dislocations in in-situ TEM videos as tracked splines and time series.",
         epilog="Main job: 'tem-track VIDEO --out splines.parquet' (options: 'tem-track VIDEO --help'). "
-        "Subcommands: synth (synthetic images and videos with ground truth), "
-        "eval (score a backend or a model against ground truth), train (train or fine-tune a model), "
-        "export (a checkpoint to ONNX and a TensorRT engine), models (the bundled and your own models). "
-        "Run 'tem-track SUBCOMMAND --help' for their options.",
+        f"{_subcommand_list()} Run 'tem-track SUBCOMMAND --help' for their options.",
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
@@ -61,12 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval",
         help="score a segmentation backend against ground truth (thesis length metric, Dice, ...)",
-        description="Segment every image of a synthetic dataset folder or a folder of labelme files with "
+        description="Segment every image of a synthetic dataset folder, a folder of labelme files or a "
+        "folder of line-label PNGs (NAME.png with NAME_dislocations.png beside it) with "
         "a backend, and score it against the ground truth: the thesis' length metric, pixel Dice/IoU, "
         "per-dislocation precision and recall, count error, centreline distance. Writes a JSON report and "
         "a box plot (PNG) beside it, and prints a summary.",
     )
-    evaluate.add_argument("--data", type=Path, required=True, help="synthetic dataset folder, or folder of labelme JSON files with their images")
+    evaluate.add_argument("--data", type=Path, required=True, help="synthetic dataset folder, folder of labelme JSON files with their images, "
+                          "or folder of line labels (NAME.png with NAME_dislocations.png)")
     what = evaluate.add_mutually_exclusive_group(required=True)
     what.add_argument("--backend", help="backend name (classical), or 'truth' to score the ground truth itself (the post-processing ceiling)")
     what.add_argument("--model", help="a model: training checkpoint (.pt, needs the [train] extra), ONNX file, or a "
@@ -120,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Export a checkpoint to an ONNX model with a dynamic batch dimension, the sigmoid (and "
         "optionally the threshold and a cast to uint8) inside the graph, and the 'temtrack' metadata the runtime "
         "reads. Before the file appears, onnxruntime runs it on synthetic frames and its masks are compared with "
-        "the PyTorch network's (fp32: max |difference| <= 1e-4; fp16: <= 2e-2 and >= 99.9 %% of thresholded "
+        "the PyTorch network's (fp32: max |difference| <= 1e-4; fp16: <= 2e-2 and >= 99.9 % of thresholded "
         "pixels identical); a failed check writes nothing. --tensorrt also builds a TensorRT engine from it "
         "(needs TensorRT and an NVIDIA GPU).",
     )
@@ -145,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     exporter.add_argument("--tensorrt", type=Path, metavar="ENGINE",
                           help="also build a TensorRT engine (fp16, batch 1-32) here, with ENGINE.json beside it")
     exporter.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    # Listed here for the help; main() hands their arguments to their own parsers.
+    sub.add_parser("patches", add_help=False, help="crop real background patches (no dislocations) for the "
+                   "generator's 'patches' mode")
+    sub.add_parser("bundle", add_help=False, help="make an exported ONNX model the bundled default "
+                   "(maintainers; writes into the repository's models/)")
     return parser
 
 
@@ -266,8 +292,9 @@ def _models(args: argparse.Namespace) -> int:
                   f"{extra.get('encoder', '')}, N={meta['n_masks']}, input {size}, {extra.get('precision', '?')}, "
                   f"output {meta['output']}, threshold {meta['threshold']}")
             if checkpoint:
-                print(f"  trained    step {checkpoint.get('step')}, best validation length score "
-                      f"{checkpoint.get('best_length_score')}")
+                score = checkpoint.get("best_length_score")
+                score = f"{score:.4f}" if isinstance(score, float) else score
+                print(f"  trained    step {checkpoint.get('step')}, best validation length score {score}")
             if meta.get("description"):
                 print(f"  about      {meta['description']}")
         if row["card"]:
@@ -278,8 +305,6 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import json
-
     from temtrack.export.onnx import export_onnx
 
     size = None
@@ -289,12 +314,14 @@ def _export(args: argparse.Namespace) -> int:
         size = tuple(args.input_size) * (3 - len(args.input_size))
     if args.tensorrt is not None and args.tensorrt.exists() and not args.overwrite:  # fail before the work
         raise FileExistsError(f"{args.tensorrt} exists; pass --overwrite to replace it")
+    from temtrack.sdk.evaluate import read_report_summary
+
     reports = {}
     for path in args.report:
         try:
-            reports[path.stem] = json.loads(path.read_text())["summary"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"--report {path}: not a readable 'tem-track eval' report with a summary ({exc})") from None
+            reports[path.stem] = read_report_summary(path)
+        except ValueError as exc:
+            raise ValueError(f"--report {exc}") from None
     result = export_onnx(
         args.checkpoint,
         args.out,
@@ -322,37 +349,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(items: list[str]) -> dict:
-    """``--set a.b=VALUE`` pairs as a nested dict (values as :func:`_key_values` reads them)."""
-    nested: dict = {}
-    for key, value in _key_values(items, "--set").items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {key}: {part!r} is set to a value and used as a table")
-        node[leaf] = value
-    return nested
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _train(args: argparse.Namespace) -> int:
     import json
 
-    from temtrack.training.config import TrainConfig, load_train_config, validate_train_config
+    from temtrack.training.config import (
+        TrainConfig,
+        load_train_config,
+        merge_settings,
+        nest_dotted,
+        validate_train_config,
+    )
 
     base = TrainConfig() if args.config is None else load_train_config(args.config)
-    config = validate_train_config(_merge(base.to_json(), _overrides(args.set)), source="the config with --set")
+    overrides = nest_dotted(_key_values(args.set, "--set"), option="--set")
+    config = validate_train_config(merge_settings(base.to_json(), overrides), source="the config with --set")
     if args.print_config:
         print(json.dumps(config.to_json(), indent=2))
         return 0
@@ -383,8 +393,7 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Find every dislocation in every frame as a spline, link them into tracks and "
         "write splines, per-track series and pair distances as Parquet. VIDEO is a video file "
         "(mp4, avi, mkv, mov, ...), a TIFF stack, a folder of images or a glob pattern in quotes.",
-        epilog="Subcommands: synth (synthetic data), eval (score a backend against ground truth); "
-        "'tem-track SUBCOMMAND --help' for theirs.",
+        epilog=f"{_subcommand_list()} Run 'tem-track SUBCOMMAND --help' for their options.",
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
     parser.add_argument("video", metavar="VIDEO", help="video file, TIFF stack, image folder or glob")
@@ -483,6 +492,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:], prog=f"tem-track {argv[0]}")
     if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
         args = _run_parser().parse_args(argv)
         args.command = "run"
