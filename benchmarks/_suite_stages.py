@@ -72,7 +72,7 @@ def make_backend(spec: dict):
 
         return get_backend("classical")
     if kind == "torch":
-        from temtrack.training.inference import TorchBackend
+        from temtrack.training.torch_backend import TorchBackend
 
         backend = TorchBackend.from_checkpoint(spec["checkpoint"], device=spec["device"], precision=spec["precision"],
                                                batch_size=spec["batch"])

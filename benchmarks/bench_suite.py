@@ -168,9 +168,9 @@ def tensorrt_engine(onnx_path: Path, folder: Path) -> tuple[Path | None, str | N
     except Exception as error:  # ImportError, or a broken CUDA install raising at import
         return None, f"import tensorrt failed ({type(error).__name__}: {error})"
     try:
-        from temtrack.sdk.backends import tensorrt as module
+        from temtrack.sdk.backends import gpu as module
     except Exception as error:
-        return None, f"temtrack.sdk.backends.tensorrt does not import ({type(error).__name__}: {error})"
+        return None, f"temtrack.sdk.backends.gpu does not import ({type(error).__name__}: {error})"
     reason = module.tensorrt_available() if hasattr(module, "tensorrt_available") else None
     if reason:
         return None, reason
@@ -328,7 +328,7 @@ def gpu_section(ours: Path, video_folder: Path, size: int, frames: int) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA GPU"}
     from temtrack.sdk.analyzer import Analyzer
-    from temtrack.training.inference import TorchBackend
+    from temtrack.training.torch_backend import TorchBackend
 
     log("GPU: matmul rate, copy bandwidth, model bound")
     device = torch.device("cuda")

@@ -50,7 +50,7 @@ from temtrack import __version__
 from temtrack.sdk.modelmeta import ModelMetadata, file_sha256
 from temtrack.sdk.outputs import write_atomic
 from temtrack.training.checkpoint import load_model
-from temtrack.training.inference import logit_threshold
+from temtrack.training.torch_backend import logit_threshold
 
 from .parity import ParityReport, compare, parity_frames, tolerance_for
 

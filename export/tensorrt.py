@@ -15,8 +15,8 @@ sidecar records the ONNX model's metadata and the build (TensorRT version, GPU,
 compute capability, precision, profile, the ONNX file's SHA-256); the runtime
 (:class:`temtrack.sdk.backends.tensorrt.TensorRTBackend`) reads it to refuse an
 engine from another GPU architecture or TensorRT version with a message instead of a
-crash. The sidecar's reading and checks live in that SDK module (the SDK must not
-import export); they are re-exported here.
+crash. The sidecar's schema, reading and checks live in :mod:`temtrack.sdk.enginemeta`
+(the SDK must not import export); they are re-exported here.
 
 Needs tensorrt (10 or later) and cuda-python, imported inside :func:`build_engine`;
 no torch. INT8 calibration is not offered.
@@ -31,16 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from temtrack import __version__
-from temtrack.sdk.backends.tensorrt import (
-    ENGINE_SUFFIX,
-    EngineInfo,
-    check_engine_gpu,
-    device_properties,
-    import_cudart,
-    import_tensorrt,
-    read_engine_info,
-    sidecar_path,
-)
+from temtrack.sdk.backends.gpu import device_properties, import_cudart, import_tensorrt
+from temtrack.sdk.enginemeta import ENGINE_SUFFIX, EngineInfo, check_engine_gpu, read_engine_info, sidecar_path
 from temtrack.sdk.modelmeta import METADATA_KEY, ModelError, file_sha256, read_metadata
 from temtrack.sdk.outputs import write_atomic
 

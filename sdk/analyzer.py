@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 from .pipeline import FrameResult, PipelineSettings, iterate_results
 from .postprocess import PostprocessSettings
 
-__all__ = ["Analyzer", "RunResult", "process_videos"]
+__all__ = ["Analyzer", "RunResult", "process_videos", "resolve_backend"]
 
 
 @dataclass
@@ -125,48 +125,12 @@ class Analyzer:
     ):
         from temtrack.tracker import linker_names
 
-        from .backends import get_backend
-
         if tracker not in linker_names():
             raise ValueError(f"unknown tracker {tracker!r}; valid trackers: {', '.join(linker_names())}")
         self.tracker, self.tracker_options = tracker, dict(tracker_options or {})
         self._check_tracker()
         self.settings = PipelineSettings(batch_size=batch_size, workers=workers, scale=scale)
-        options = {} if providers is None else {"providers": providers}
-        self.selection = None
-        from .models import default_model, resolve_model
-
-        if model is None and (backend is None or backend == "auto"):
-            model = default_model()
-        elif model is not None:
-            model = resolve_model(model)
-        if backend is None and model is not None and providers is None:
-            backend = "auto"
-        if backend == "auto":
-            from .backends.auto import choose
-
-            if providers is not None:
-                raise ValueError("providers pick the onnxruntime backend: give backend='onnxruntime', not 'auto'")
-            choice = choose(str(model))  # model is set: with no model, "auto" runs the bundled one
-            self.backend, self.selection = choice.backend, choice.announcement()
-        elif backend is not None and not isinstance(backend, str):
-            for attribute in ("name", "predict", "describe"):
-                if not hasattr(backend, attribute):
-                    raise TypeError(f"backend must be a backend name or have a {attribute!r} (the Backend interface)")
-            if model is not None:
-                raise ValueError("give model or a backend object, not both")
-            self.backend = backend
-        elif model is not None:
-            if backend not in (None, "onnxruntime", "torch", "tensorrt"):
-                raise ValueError(
-                    f"a model file runs on the 'auto', 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' "
-                    f"(.pt checkpoint) backend, not {backend!r}"
-                )
-            if backend is not None and backend != _backend_of(model):
-                raise ValueError(f"model {model} runs on the {_backend_of(model)!r} backend, not {backend!r}")
-            self.backend = get_backend(str(model), **options)
-        else:
-            self.backend = get_backend(backend, **options)
+        self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
         if postprocess is None:
             threshold = getattr(self.backend, "threshold", None)
             postprocess = PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
@@ -430,9 +394,70 @@ def _concat(frames):
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _backend_of(model) -> str:
-    suffix = Path(model).suffix.lower()
-    return "tensorrt" if suffix == ".engine" else "torch" if suffix in (".pt", ".pth", ".ckpt") else "onnxruntime"
+def resolve_backend(model=None, *, backend=None, providers: list | None = None) -> tuple:
+    """The backend that :class:`Analyzer` runs for its ``model``, ``backend`` and ``providers``.
+
+    In order: a backend object is used as it is; a model name (or no model, with no
+    backend or ``"auto"``: the bundled default) becomes its file
+    (:func:`~temtrack.sdk.models.resolve_model`); a model file runs on the ``"auto"``
+    backend unless a backend or providers are given; anything else is asked of the
+    registry (:func:`~temtrack.sdk.backends.get_backend`).
+
+    Parameters
+    ----------
+    model, backend, providers
+        As :class:`Analyzer` takes them.
+
+    Returns
+    -------
+    backend : Backend
+        Built and ready.
+    selection : str or None
+        With ``"auto"``: what runs, and which faster options were not available and why.
+
+    Raises
+    ------
+    TypeError
+        ``backend`` is neither a name nor an object with the Backend interface.
+    ValueError
+        A contradictory combination: a backend object and a model, providers with
+        ``"auto"``, or a model file on a backend that does not run it.
+    """
+    from .backends import get_backend, model_backend
+    from .models import default_model, resolve_model
+
+    if model is None and (backend is None or backend == "auto"):
+        model = default_model()
+    elif model is not None:
+        model = resolve_model(model)
+    if backend is None and model is not None and providers is None:
+        backend = "auto"
+    if backend == "auto":
+        from .backends.auto import choose
+
+        if providers is not None:
+            raise ValueError("providers pick the onnxruntime backend: give backend='onnxruntime', not 'auto'")
+        choice = choose(str(model))  # model is set: with no model, "auto" runs the bundled one
+        return choice.backend, choice.announcement()
+    if backend is not None and not isinstance(backend, str):
+        for attribute in ("name", "predict", "describe"):
+            if not hasattr(backend, attribute):
+                raise TypeError(f"backend must be a backend name or have a {attribute!r} (the Backend interface)")
+        if model is not None:
+            raise ValueError("give model or a backend object, not both")
+        return backend, None
+    options = {} if providers is None else {"providers": providers}
+    if model is None:
+        return get_backend(backend, **options), None
+    runs_on = model_backend(model)
+    if backend is not None and backend != runs_on:
+        if backend not in ("onnxruntime", "torch", "tensorrt"):
+            raise ValueError(
+                f"a model file runs on the 'auto', 'onnxruntime' (.onnx), 'tensorrt' (.engine) or 'torch' "
+                f"(.pt checkpoint) backend, not {backend!r}"
+            )
+        raise ValueError(f"model {model} runs on the {runs_on!r} backend, not {backend!r}")
+    return get_backend(str(model), **options), None
 
 
 def _check_range(start, end, every) -> None:

@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-import cv2
 import numpy as np
 
+from .backends.contract import PackedMasks
 from .postprocess import PostprocessSettings, extract_dislocations
 
 __all__ = ["DislocationRecord", "FrameResult", "PackedMasks", "PipelineSettings", "frame_records", "iterate_results"]
@@ -193,47 +193,6 @@ def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement)
             )
         )
     return records
-
-
-@dataclass(frozen=True)
-class PackedMasks:
-    """One frame's non-empty masks as bounding-box crops: what travels to a worker
-    (a dislocation covers a few % of a frame, so crops cut the bytes by 10-100x).
-
-    ``crops[k]`` is mask ``indices[k]`` cut at rows ``boxes[k, 0]:boxes[k, 0] + h`` and
-    columns ``boxes[k, 1]:boxes[k, 1] + w`` of a ``shape`` frame.
-    """
-
-    shape: tuple
-    indices: np.ndarray
-    boxes: np.ndarray
-    crops: tuple
-    dtype: str
-
-    @classmethod
-    def pack(cls, masks: np.ndarray, threshold: float | None) -> PackedMasks:
-        """The masks holding any pixel above ``threshold`` (nonzero for uint8/bool);
-        float probabilities travel as float16 (1e-3 steps near 0.5)."""
-        floating = np.issubdtype(masks.dtype, np.floating)
-        binary = masks > (threshold if floating and threshold is not None else 0)
-        indices, boxes, crops = [], [], []
-        for index in np.flatnonzero(binary.any(axis=(1, 2))):
-            x, y, w, h = cv2.boundingRect(binary[index].view(np.uint8))
-            crop = masks[index, y : y + h, x : x + w]
-            crops.append(crop.astype(np.float16) if floating else np.ascontiguousarray(crop))
-            indices.append(index)
-            boxes.append((y, x))
-        dtype = "float16" if floating else str(masks.dtype)
-        return cls(tuple(masks.shape[1:]), np.asarray(indices, np.int64), np.asarray(boxes, np.int64).reshape(-1, 2),
-                   tuple(crops), dtype)
-
-    def unpack(self) -> np.ndarray:
-        """The (K, H, W) masks, zero outside the crops; probabilities as float32 (numpy
-        is several times slower on float16 arrays than on float32)."""
-        masks = np.zeros((len(self.crops), *self.shape), np.float32 if self.dtype == "float16" else self.dtype)
-        for mask, (y, x), crop in zip(masks, self.boxes.tolist(), self.crops):
-            mask[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
-        return masks
 
 
 def _context():

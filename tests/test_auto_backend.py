@@ -18,7 +18,7 @@ from temtrack.sdk.analyzer import Analyzer
 from temtrack.sdk.backends import get_backend
 from temtrack.sdk.backends.auto import choose
 from temtrack.sdk.backends.onnx import OnnxBackend
-from temtrack.sdk.backends.tensorrt import tensorrt_available
+from temtrack.sdk.backends.gpu import tensorrt_available
 
 NO_GPU_ORT = not set(onnxruntime.get_available_providers()) & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 needs_cpu_only = pytest.mark.skipif(not NO_GPU_ORT, reason="this onnxruntime has GPU providers")

@@ -26,7 +26,7 @@ from temtrack.export.parity import TOLERANCES, ParityError, Tolerance, compare, 
 from temtrack.sdk.backends.onnx import OnnxBackend  # noqa: E402
 from temtrack.sdk.modelmeta import file_sha256, read_metadata  # noqa: E402
 from temtrack.training.checkpoint import load_model, save_checkpoint  # noqa: E402
-from temtrack.training.inference import TorchBackend  # noqa: E402
+from temtrack.training.torch_backend import TorchBackend  # noqa: E402
 from temtrack.training.model import ModelConfig, build_model  # noqa: E402
 
 SIZE = (64, 96)

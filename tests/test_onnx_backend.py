@@ -452,7 +452,7 @@ def test_metadata_is_frozen_with_defaults():
 
 
 def test_probabilities_a_rounding_error_outside_0_1_are_clipped():
-    from temtrack.sdk.backends.onnx import checked_probabilities
+    from temtrack.sdk.backends.contract import checked_probabilities
 
     y = np.array([[0.0, 0.5, np.float32(1.0000001)]], np.float32)
     assert checked_probabilities(y, source="m") is y and y.max() == 1.0  # clipped in place

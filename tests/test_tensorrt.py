@@ -25,15 +25,10 @@ import pytest
 from numpy.testing import assert_allclose
 
 from _onnx_models import dark_line_model, dark_line_reference
-from temtrack.sdk.backends import tensorrt as trt_backend
-from temtrack.sdk.backends.tensorrt import (
-    EngineInfo,
-    TensorRTBackend,
-    check_engine_gpu,
-    read_engine_info,
-    sidecar_path,
-    tensorrt_available,
-)
+from temtrack.sdk.backends import gpu as nvidia
+from temtrack.sdk.backends.gpu import tensorrt_available
+from temtrack.sdk.backends.tensorrt import TensorRTBackend
+from temtrack.sdk.enginemeta import EngineInfo, check_engine_gpu, read_engine_info, sidecar_path
 from temtrack.sdk.modelmeta import ModelError, ModelMetadata, file_sha256
 
 INSTALL = "pip install 'tem-track[gpu]'"
@@ -244,13 +239,13 @@ def test_old_tensorrt_is_refused(monkeypatch):
     old.__version__ = "8.6.1"
     monkeypatch.setitem(sys.modules, "tensorrt", old)
     with pytest.raises(ImportError, match="needs TensorRT >= 10, found 8.6.1"):
-        trt_backend.import_tensorrt()
+        nvidia.import_tensorrt()
     assert "needs TensorRT >= 10" in tensorrt_available()
 
 
 def test_import_cudart_without_cuda_python(no_cuda_python):
     with pytest.raises(ModuleNotFoundError, match=r"cuda-python .*pip install 'tem-track\[gpu\]'"):
-        trt_backend.import_cudart()
+        nvidia.import_cudart()
 
 
 def test_backend_arguments(tmp_path):
@@ -299,8 +294,8 @@ def _device_counter(result):
     ],
 )
 def test_tensorrt_available_device(monkeypatch, result, expected):
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: SimpleNamespace(__version__="10.3.0"))
-    monkeypatch.setattr(trt_backend, "import_cudart", lambda: _device_counter(result))
+    monkeypatch.setattr(nvidia, "import_tensorrt", lambda: SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(nvidia, "import_cudart", lambda: _device_counter(result))
     reason = tensorrt_available()
     if expected is None:
         assert reason is None
@@ -703,11 +698,11 @@ def _fake_tensorrt(*, size=SIZE, n_masks=N_MASKS, profile=(1, 8, 32), fixed_batc
 def fake_gpu(monkeypatch):
     """Install a fake CUDA runtime and a fake tensorrt; returns (cuda, make_trt)."""
     cuda = _FakeCuda()
-    monkeypatch.setattr(trt_backend, "import_cudart", lambda: cuda)
+    monkeypatch.setattr(nvidia, "import_cudart", lambda: cuda)
 
     def install(**options):
         module, runs = _fake_tensorrt(**options)
-        monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: module)
+        monkeypatch.setattr(nvidia, "import_tensorrt", lambda: module)
         return runs
 
     return cuda, install

@@ -23,7 +23,7 @@ import cv2  # noqa: E402
 from temtrack.cli import main  # noqa: E402
 from temtrack.training.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint  # noqa: E402
 from temtrack.training.config import TrainConfig, TrainConfigError, load_train_config, validate_train_config  # noqa: E402
-from temtrack.training.inference import TorchBackend, pad_batch  # noqa: E402
+from temtrack.training.torch_backend import TorchBackend, pad_batch  # noqa: E402
 from temtrack.training.model import ModelConfig, build_model  # noqa: E402
 from temtrack.training.synth import render_scene, resolve_config, sample_scene  # noqa: E402
 from temtrack.training.train import ItemStream, train  # noqa: E402

@@ -1,4 +1,4 @@
-"""Running a trained network on frames: the torch backend.
+"""The torch backend: a training checkpoint run on frames.
 
 :class:`TorchBackend` follows the SDK's backend protocol (``name``, ``input_size``,
 ``threshold``, ``predict``, ``describe``; see :mod:`temtrack.sdk.backends`), so a
@@ -12,7 +12,9 @@ autotuner on; frames go up through a pinned host buffer (asynchronous copy) and,
 ``output="masks"``, the threshold and the cast to uint8 happen on the GPU so a quarter
 of the bytes come back.
 
-Imports torch: the SDK reaches it only by name, when a checkpoint is asked for.
+Imports torch. The SDK never imports this module: :func:`torch_backend` is the
+``torch`` entry point of the group ``temtrack.backends`` (``pyproject.toml``), which
+the SDK's registry (:mod:`temtrack.sdk.backends`) loads when a checkpoint is asked for.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ def torch_backend(
     batch_size: int = 8,
     output: str = "probabilities",
 ) -> TorchBackend:
-    """The SDK registry's ``"torch"`` backend: :meth:`TorchBackend.from_checkpoint`."""
+    """The SDK registry's ``"torch"`` backend (an entry point): :meth:`TorchBackend.from_checkpoint`."""
     return TorchBackend.from_checkpoint(
         path, device=device, precision=precision, threshold=threshold, batch_size=batch_size, output=output
     )

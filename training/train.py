@@ -38,7 +38,7 @@ from .augment import AugmentedDataset
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate_train_config
 from .datasets import SyntheticDataset, worker_items
-from .inference import TorchBackend, autocast, autocast_dtype, resolve_device
+from .torch_backend import TorchBackend, autocast, autocast_dtype, resolve_device
 from .losses import matched_dice_loss
 from .model import build_model
 

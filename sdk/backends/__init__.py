@@ -1,20 +1,11 @@
 """Segmentation backends: from a name or a model file to what turns frames into masks.
 
-Every backend has
-
-- ``name`` (str): its registry name;
-- ``input_size`` (``(H, W)`` in pixels, or None): the frame size ``predict`` needs; None
-  means any size (fit frames of other sizes with :mod:`temtrack.sdk.preprocess`);
-- ``threshold`` (float or None): the probability threshold post-processing should use
-  on its output (``PostprocessSettings.threshold``); None when it returns thresholded
-  uint8 masks;
-- ``predict(frames)``: a ``(B, H, W)`` batch of frames in [0, 1] -> a list of B
-  ``(N_i, H, W)`` mask stacks, uint8 0/1 or float32 probabilities in [0, 1];
-- ``describe()``: its settings (and model hash) as JSON-serialisable values, for the
-  outputs;
-- optionally ``predict_packed(frames)``: the same masks as bounding-box crops
-  (:class:`temtrack.sdk.pipeline.PackedMasks`), which the main job prefers (the
-  classical backend has it: a frame can hold hundreds of components).
+The registry. A backend is anything with the interface of
+:class:`~temtrack.sdk.backends.contract.Backend` (``name``, ``input_size``,
+``threshold``, ``predict``, ``describe``; optionally ``predict_packed``, which returns
+:class:`~temtrack.sdk.backends.contract.PackedMasks`); the contract module also holds
+the one table from a model file's suffix to its backend
+(:func:`~temtrack.sdk.backends.contract.model_backend`).
 
 Available: ``"classical"`` (Sauvola thresholding, no model, uint8 masks, any size),
 ``"onnxruntime"`` (an ONNX model file at the model's input size; CPU, or CUDA and
@@ -25,6 +16,11 @@ GPU), ``"torch"`` (a training checkpoint ``.pt``, any frame size; needs the
 here, :mod:`temtrack.sdk.backends.auto`); :func:`get_backend` also takes the model
 path itself.
 
+The SDK's own backends are listed here. Others come from packaging entry points in
+the group ``"temtrack.backends"`` (:data:`ENTRY_POINT_GROUP`): ``name = "module:factory"``,
+optionally followed by the install extra it needs (``[train]``). The torch backend is
+one: the ``training`` package provides it, so the SDK never names it.
+
 Cheap to import: a backend's module (and its heavy libraries, e.g. onnxruntime) is
 imported only when that backend is asked for. Must never import torch.
 """
@@ -34,58 +30,51 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import numpy as np
+    from .contract import Backend
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Backend",
     "ClassicalBackend",
     "ModelError",
     "OnnxBackend",
+    "PackedMasks",
     "backend_names",
     "get_backend",
+    "model_backend",
     "sauvola_instances",
 ]
 
-# name -> (module, class); modules are imported on first use.
-_BACKENDS: dict[str, tuple[str, str]] = {
-    "classical": ("temtrack.sdk.backends.classical", "ClassicalBackend"),
-    "onnxruntime": ("temtrack.sdk.backends.onnx", "OnnxBackend"),
-    # A training checkpoint in PyTorch. Named, not imported: the training stack (torch,
-    # segmentation-models-pytorch, the [train] extra) loads only when this is asked for.
-    "torch": ("temtrack.training.inference", "torch_backend"),
-    "tensorrt": ("temtrack.sdk.backends.tensorrt", "TensorRTBackend"),
-    "auto": ("temtrack.sdk.backends.auto", "auto_backend"),
+ENTRY_POINT_GROUP = "temtrack.backends"
+
+# The SDK's backends: name -> "module:attribute", imported on first use.
+_BUILTIN: dict[str, str] = {
+    "classical": "temtrack.sdk.backends.classical:ClassicalBackend",
+    "onnxruntime": "temtrack.sdk.backends.onnx:OnnxBackend",
+    "tensorrt": "temtrack.sdk.backends.tensorrt:TensorRTBackend",
+    "auto": "temtrack.sdk.backends.auto:auto_backend",
 }
 _LAZY = {
+    "Backend": "temtrack.sdk.backends.contract",
+    "PackedMasks": "temtrack.sdk.backends.contract",
+    "model_backend": "temtrack.sdk.backends.contract",
     "ClassicalBackend": "temtrack.sdk.backends.classical",
     "sauvola_instances": "temtrack.sdk.backends.classical",
     "OnnxBackend": "temtrack.sdk.backends.onnx",
     "ModelError": "temtrack.sdk.modelmeta",
 }
-_ONNX_SUFFIX = ".onnx"
-_ENGINE_SUFFIX = ".engine"
-_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-
-
-class Backend(Protocol):
-    """What the runtime needs from a segmentation backend (see the module docstring)."""
-
-    name: str
-    input_size: tuple[int, int] | None
-    threshold: float | None
-
-    def predict(self, frames: np.ndarray) -> list[np.ndarray]: ...
-
-    def describe(self) -> dict: ...
+# What the "path given twice" error calls the file, per backend.
+_FILE_NOUNS = {"tensorrt": "engine", "torch": "checkpoint", "onnxruntime": "model file"}
 
 
 def backend_names() -> list[str]:
-    """Names accepted by :func:`get_backend`, sorted."""
-    return sorted(_BACKENDS)
+    """Names accepted by :func:`get_backend`, sorted: the SDK's and those of entry points."""
+    return sorted({*_BUILTIN, *_plugins()})
 
 
 def get_backend(spec: str | os.PathLike, **options) -> Backend:
@@ -97,7 +86,8 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
         A backend name (see :func:`backend_names`), or a model file: ``.engine``
         gives the TensorRT backend, ``.pt``/``.pth``/``.ckpt`` the torch backend, and
         ``.onnx`` or any other existing file the
-        :class:`~temtrack.sdk.backends.onnx.OnnxBackend`.
+        :class:`~temtrack.sdk.backends.onnx.OnnxBackend`
+        (:func:`~temtrack.sdk.backends.contract.model_backend`).
     **options
         Settings of that backend: for ``"classical"`` the keyword arguments of
         :func:`~temtrack.sdk.backends.classical.sauvola_instances`; for
@@ -117,26 +107,20 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
     FileNotFoundError, ModelError
         From :class:`~temtrack.sdk.backends.onnx.OnnxBackend` for a model file.
     """
+    from .contract import has_model_suffix, model_backend
+
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a backend name or a model path (str), got {type(spec).__name__}")
-    if spec in _BACKENDS:
-        return _build(spec, _BACKENDS[spec], options)
-    lowered = spec.lower()
+    if spec in _BUILTIN or spec in _plugins():
+        return _build(spec, options)
     path = Path(spec)
-    if lowered.endswith(_ENGINE_SUFFIX):
+    if has_model_suffix(spec) or path.is_file():
+        name = model_backend(spec)
         if "path" in options:
-            raise TypeError(f"option path given twice: spec {spec!r} is already the engine")
-        return _build("tensorrt", _BACKENDS["tensorrt"], {"path": spec, **options})
-    if lowered.endswith(_CHECKPOINT_SUFFIXES):
-        if "path" in options:
-            raise TypeError(f"option path given twice: spec {spec!r} is already the checkpoint")
-        return _build("torch", _BACKENDS["torch"], {"path": spec, **options})
-    if lowered.endswith(_ONNX_SUFFIX) or path.is_file():
-        if "path" in options:
-            raise TypeError(f"option path given twice: spec {spec!r} is already the model file")
-        return _build("onnxruntime", _BACKENDS["onnxruntime"], {"path": spec, **options})
+            raise TypeError(f"option path given twice: spec {spec!r} is already the {_FILE_NOUNS.get(name, 'model file')}")
+        return _build(name, {"path": spec, **options})
     if path.is_dir():
         raise ValueError(
             f"cannot use {spec!r}: it is a directory, not a model file (.onnx); "
@@ -145,17 +129,37 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
     raise ValueError(f"unknown backend {spec!r}; valid backends: {', '.join(backend_names())}, or a model file (.onnx, a TensorRT .engine, or a .pt training checkpoint)")
 
 
-def _build(name: str, entry: tuple[str, str], options: dict) -> Backend:
-    module, attribute = entry
+@lru_cache(maxsize=1)
+def _plugins() -> dict:
+    """The backends of installed packages' entry points, by name (the SDK's own win)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in _BUILTIN}
+
+
+def _factory(name: str):
+    """The class or function that builds backend ``name``, imported now."""
+    if name in _BUILTIN:
+        module, attribute = _BUILTIN[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+    entry = _plugins().get(name)
+    if entry is None:  # a model file whose backend no installed package provides
+        raise ModuleNotFoundError(
+            f"backend {name!r} is not installed: no package provides it (entry point group {ENTRY_POINT_GROUP!r}); "
+            "reinstall tem-track (pip install -e .) or install the package that provides it",
+            name=name,
+        )
     try:
-        cls = getattr(importlib.import_module(module), attribute)
+        return entry.load()
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("torch", "segmentation_models_pytorch") and name == "torch":
-            raise ModuleNotFoundError(
-                f"backend {name!r} needs {exc.name}, which is not installed: pip install 'tem-track[train]'",
-                name=exc.name,
-            ) from None
-        raise
+        provider = entry.dist.name if entry.dist is not None else "its package"
+        extras = ",".join(entry.extras)
+        hint = f"pip install '{provider}[{extras}]'" if extras else f"install what {provider} needs for it"
+        raise ModuleNotFoundError(f"backend {name!r} needs {exc.name}, which is not installed: {hint}", name=exc.name) from None
+
+
+def _build(name: str, options: dict) -> Backend:
+    cls = _factory(name)
     if hasattr(cls, "__dataclass_fields__"):
         valid, required = set(cls.__dataclass_fields__), set()
     else:

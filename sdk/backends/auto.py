@@ -68,15 +68,16 @@ def choose(path: str | os.PathLike | None, *, fallback: str = "classical", threa
         runtime is missing is an error: there is nothing else to run it with).
     """
     from . import get_backend
+    from .contract import model_backend
 
     if path is None:
         return AutoChoice(get_backend(fallback), fallback, ["no model file given"])
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".engine":
+    runtime = model_backend(path)
+    if runtime == "tensorrt":
         backend = get_backend(str(path))
         return AutoChoice(backend, f"tensorrt engine on {backend.describe().get('gpu', 'the GPU')}")
-    if suffix in (".pt", ".pth", ".ckpt"):
+    if runtime == "torch":
         return _torch(path)
     return _onnx(path, threads)
 
@@ -95,11 +96,12 @@ def _torch(path: Path) -> AutoChoice:
 def _onnx(path: Path, threads: int | None) -> AutoChoice:
     import onnxruntime
 
+    from ..enginemeta import ENGINE_SUFFIX
+    from .gpu import tensorrt_available
     from .onnx import GPU_PROVIDERS, OnnxBackend
-    from .tensorrt import tensorrt_available
 
     skipped = []
-    engine = path.with_suffix(".engine")
+    engine = path.with_suffix(ENGINE_SUFFIX)
     reason = tensorrt_available()
     if not engine.is_file():
         skipped.append(f"tensorrt engine (no {engine.name} beside the model)")

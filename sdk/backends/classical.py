@@ -19,6 +19,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from .contract import PackedMasks
+
 __all__ = ["ClassicalBackend", "sauvola_instances"]
 
 _POLARITIES = ("dark", "bright")
@@ -220,7 +222,7 @@ class ClassicalBackend:
 
     def predict_packed(self, frames: np.ndarray) -> list:
         """As :meth:`predict`, each frame's masks as bounding-box crops
-        (:class:`~temtrack.sdk.pipeline.PackedMasks`): what the main job uses, since a
+        (:class:`~temtrack.sdk.backends.contract.PackedMasks`): what the main job uses, since a
         frame can hold hundreds of components and full-size masks would cost hundreds
         of MB per frame."""
         unit = _unit_image(frames, "frames", ndim=3)
@@ -298,7 +300,7 @@ def _segment(
 ):
     """The segmentation of one validated (H, W) float32 frame in [0, 1]: (N, H, W)
     masks, or with ``packed`` the same as bounding-box crops
-    (:class:`~temtrack.sdk.pipeline.PackedMasks`)."""
+    (:class:`~temtrack.sdk.backends.contract.PackedMasks`)."""
     from skimage.filters import threshold_sauvola
 
     height, width = unit.shape
@@ -326,8 +328,6 @@ def _segment(
     kept = np.flatnonzero(keep)
     kept = kept[np.argsort(-areas[kept], kind="stable")]
     if packed:
-        from temtrack.sdk.pipeline import PackedMasks
-
         boxes = stats[kept][:, [cv2.CC_STAT_TOP, cv2.CC_STAT_LEFT, cv2.CC_STAT_HEIGHT, cv2.CC_STAT_WIDTH]]
         crops = tuple(
             (labels[y : y + h, x : x + w] == label).view(np.uint8) for label, (y, x, h, w) in zip(kept, boxes.tolist())

@@ -43,9 +43,9 @@ from ..modelmeta import (
     check_against_graph,
     file_sha256,
 )
+from .contract import checked_frames, checked_probabilities, normalisation
 
-__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "checked_frames", "checked_probabilities",
-           "normalisation", "provider_options"]
+__all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "provider_options"]
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Fastest first: what the auto backend tries, each falling back to the next.
@@ -372,54 +372,6 @@ class OnnxBackend:
         else:
             checked_probabilities(y, source=f"{self.path}: metadata says output='probabilities' but the model")
         return y
-
-
-def checked_frames(frames, input_size: tuple[int, int], model: str) -> np.ndarray:
-    """``frames`` if it is a ``(B, H, W)`` batch of ``input_size``, float in [0, 1] or
-    uint8; else a TypeError/ValueError naming what was received and how to fix it."""
-    if not isinstance(frames, np.ndarray):
-        raise TypeError(f"frames must be a numpy array of shape (B, H, W), got {type(frames).__name__}")
-    height, width = input_size
-    if frames.ndim != 3 or frames.shape[1:] != (height, width):
-        raise ValueError(
-            f"frames must have shape (B, {height}, {width}) for model {model}, got {frames.shape}; "
-            "fit frames of another size with temtrack.sdk.preprocess.fit_to_input"
-        )
-    if frames.dtype == np.uint8:
-        return frames
-    if not np.issubdtype(frames.dtype, np.floating):
-        raise ValueError(f"frames must be of a floating dtype in [0, 1] or uint8, got dtype {frames.dtype}")
-    if frames.size:
-        low, high = float(frames.min()), float(frames.max())  # NaN propagates into both
-        if not (0.0 <= low and high <= 1.0):
-            raise ValueError(f"frames must hold values in [0, 1] without NaN, got range [{low:g}, {high:g}]")
-    return frames
-
-
-def normalisation(frames: np.ndarray, scale: np.float32, shift: np.float32) -> tuple[np.float32, np.float32]:
-    """``(scale, shift)`` taking checked ``frames`` to the model input ``x * scale + shift``:
-    uint8 frames are read as ``frames / 255``."""
-    return (scale / np.float32(255.0), shift) if frames.dtype == np.uint8 else (scale, shift)
-
-
-def checked_probabilities(y: np.ndarray, *, source: str) -> np.ndarray:
-    """``y`` clipped to [0, 1] in place, after checking it holds probabilities.
-
-    Sigmoid kernels round to a few ulp outside [0, 1] (onnxruntime's CPU Sigmoid gives
-    1.0000001 for large logits): values within 1e-5 of the interval are rounding and
-    are clipped; anything further out (or NaN) is a model that does not output
-    probabilities, and a :class:`ModelError` starting with ``source`` says so.
-    """
-    if y.size:
-        low, high = float(y.min()), float(y.max())  # NaN propagates into both
-        if not (-1e-5 <= low and high <= 1.0 + 1e-5):
-            raise ModelError(
-                f"{source} returned values in [{low:.7g}, {high:.7g}], not probabilities; if it outputs logits, "
-                "set output='logits' with temtrack.sdk.modelmeta.write_metadata"
-            )
-        if low < 0.0 or high > 1.0:
-            np.clip(y, 0.0, 1.0, out=y)
-    return y
 
 
 def provider_options(provider: str, model: Path) -> dict:
