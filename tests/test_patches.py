@@ -180,7 +180,15 @@ def test_default_zoom_renders_patches_smaller_than_the_image(folder):
     out, _ = folder
     config = _patches_config()  # zoom (0.6, 1.6); the patches are <= 256 px, the image 512 px
     for seed in range(8):
-        generate_sample(config, seed=seed, backgrounds=out)
+        sample = generate_sample(config, seed=seed, backgrounds=out)
+        assert sample.image.shape == tuple(config.size)
+        assert np.isfinite(sample.image).all() and 0.0 <= sample.image.min() <= sample.image.max() <= 1.0
+        for spec in sample.scene.background.patches:
+            patch = load_patch(str(out / spec.file))
+            assert patch.shape[0] < config.size[0] and patch.shape[1] < config.size[1]
+            # The crop lies inside its (smaller) patch, which is stretched to fill the image.
+            x, y, w, h = spec.crop
+            assert 0 <= x and 0 <= y and x + w <= patch.shape[1] and y + h <= patch.shape[0], (spec.crop, patch.shape)
 
 
 # --- overwrite and missing sources (dislocation-samples only: fast) ------------------

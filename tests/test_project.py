@@ -21,10 +21,7 @@ def test_ci_runs_exactly_the_readme_commands():
 def test_sdk_and_tracker_never_import_torch():
     code = "import sys, temtrack.cli, temtrack.sdk.labelme, temtrack.tracker, temtrack.training.synth; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
-    for folder in ("sdk", "tracker"):
-        for path in (ROOT / folder).rglob("*.py"):
-            assert not re.search(r"^\s*(import|from)\s+torch", path.read_text(), re.M), path
+    assert out.strip() == "False"  # the source-level rule is tests/test_architecture.py
 
 
 def test_top_level_names_resolve():

@@ -256,18 +256,16 @@ class TestCurveLinker(LinkerTests):
         assert ids[0] not in first and ids[2] not in first
         assert linker.step(2, [vertical(50.0), vertical(70.0)]).tolist() == first.tolist()
 
-    def test_frame_with_many_curves_links_fast(self):
-        import time
-
+    def test_frame_with_many_curves_keeps_every_id(self):
+        # A crowded frame: 15 lines 7 px apart gliding together. (Its speed is measured
+        # by benchmarks/bench_linker_frame.py, against trackpy in the same run.)
         xs = 20.0 + 7.0 * np.arange(15)
         linker = self.make()
-        for f in range(5):
-            linker.step(f, [vertical(x + 0.5 * f, length=120.0) for x in xs])
-        start = time.perf_counter()
-        for f in range(5, 45):
-            linker.step(f, [vertical(x + 0.5 * f, length=120.0) for x in xs])
-        per_frame = (time.perf_counter() - start) / 40
-        assert per_frame < 0.02, f"{1000 * per_frame:.1f} ms per frame of 15 curves"  # ~1-2 ms on one core
+        first = linker.step(0, [vertical(x, length=120.0) for x in xs])
+        assert len(set(first.tolist())) == 15
+        for f in range(1, 45):
+            ids = linker.step(f, [vertical(x + 0.5 * f, length=120.0) for x in xs])
+            assert ids.tolist() == first.tolist(), f"frame {f}"
 
 
 class TestTrackpyLinker(LinkerTests):
