@@ -7,10 +7,12 @@ tables (``splines.parquet``, ``splines_tracks.parquet``, ``splines_pairs.parquet
 overlay video with every spline in its track's colour, the pair-distance and position
 plots, and ``snapshot.png`` (one frame with its tracked splines).
 
-No trained model ships yet, so the backend here is a stand-in for a perfect one: it
-returns the generator's own masks for each frame. It also shows how to plug in your own
+The backend here is a stand-in for a perfect model: it returns the generator's own
+masks for each frame, so the pictures show what tracking and the series make of exact
+segmentations, not the quality of a model. It also shows how to plug in your own
 runtime: anything with ``name``, ``input_size``, ``threshold``, ``predict`` and
-``describe`` works as ``Analyzer(backend=...)``. With a model, use ``Analyzer("model.onnx")``.
+``describe`` works as ``Analyzer(backend=...)``. To use the bundled model instead, use
+``Analyzer()`` (or ``Analyzer("model.onnx")`` for your own; ``tem-track models`` lists them).
 """
 
 from __future__ import annotations
