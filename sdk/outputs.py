@@ -15,8 +15,66 @@ import tempfile
 from pathlib import Path
 
 
+class PendingFile:
+    """A file written under a temporary sibling name and published by one rename.
+
+    For writers that keep a file open across many calls (a video encoder):
+    :func:`write_atomic` is the one-call form. Nothing is created until something
+    writes to :attr:`tmp`.
+
+    Parameters
+    ----------
+    path : path
+        The final file; its folder must exist.
+
+    Attributes
+    ----------
+    path : Path
+        The final file.
+    tmp : Path
+        The temporary sibling to write: ``.NAME.<random>.tmp`` in the same folder (so
+        the rename is atomic), hidden, and ending in ``.tmp`` (give writers that go by
+        the suffix their format explicitly).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> pending = PendingFile(folder / "out.txt")
+    >>> _ = pending.tmp.write_text("done")
+    >>> pending.publish().read_text(), sorted(p.name for p in folder.iterdir())
+    ('done', ['out.txt'])
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
+
+    def publish(self, *, fsync: bool = False) -> Path:
+        """Rename :attr:`tmp` to :attr:`path` (replacing it); returns :attr:`path`.
+
+        With ``fsync`` the file is flushed to disk first, so that after a power cut
+        ``path`` holds the old content or the new, never an empty file.
+        """
+        if fsync:
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove :attr:`tmp` if it exists; :attr:`path` is left as it was."""
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_atomic(path: str | Path, content, *, fsync: bool = False) -> Path:
     """Write one file via a temporary sibling, then rename (atomic on one file system).
+
+    Every atomic write of a single file in tem-track goes through here (or through
+    :class:`PendingFile`, which this uses).
 
     Parameters
     ----------
@@ -25,7 +83,7 @@ def write_atomic(path: str | Path, content, *, fsync: bool = False) -> Path:
     content : bytes, str or callable
         The bytes to write, text to write as UTF-8, or a writer ``write(tmp)`` that
         writes the content to the temporary path ``tmp`` (it ends in ``.tmp``: give
-        savefig-like writers their format explicitly).
+        savefig-like writers their format explicitly). A writer may raise to cancel.
     fsync : bool
         Flush the file to disk before the rename, so that after a power cut ``path``
         holds the old content or the new, never an empty file.
@@ -36,34 +94,26 @@ def write_atomic(path: str | Path, content, *, fsync: bool = False) -> Path:
         ``path``. On any error the temporary file is removed and ``path`` is left as
         it was.
     """
-    path = Path(path)
     if isinstance(content, str):
         content = content.encode("utf-8")
     if not (isinstance(content, (bytes, bytearray, memoryview)) or callable(content)):
         raise TypeError(f"content must be bytes, str or a callable write(tmp), got {type(content).__name__}")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    pending = PendingFile(path)
     try:
         if callable(content):
-            content(tmp)
+            content(pending.tmp)
+            return pending.publish(fsync=fsync)
+        # os.open honours the umask (unlike mkstemp); O_EXCL never reuses a stray file.
+        fd = os.open(pending.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
             if fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        else:
-            # os.open honours the umask (unlike mkstemp); O_EXCL never reuses a stray file.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                if fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-        os.replace(tmp, path)
+                handle.flush()
+                os.fsync(handle.fileno())
+        return pending.publish()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        pending.discard()
         raise
-    return path
 
 
 def new_partial_folder(path: str | Path) -> Path:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .outputs import PendingFile
 
 __all__ = ["OverlayWriter", "draw_tracks", "track_colour"]
 
@@ -202,13 +202,11 @@ class OverlayWriter:
         self._state = "open"  # then "closed" (published) or "aborted" (removed)
         self._rate = Fraction(self.fps).limit_denominator(1001)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        os.close(handle)
-        self._partial = Path(partial)
+        self._partial = PendingFile(self.path)
         self._container = None
         try:
             # The suffix of the temporary name says nothing: name the muxer.
-            self._container = av.open(str(self._partial), mode="w", format="mp4", options={"movflags": "+faststart"})
+            self._container = av.open(str(self._partial.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
             self._stream = self._container.add_stream("libx264", rate=self._rate)
             height, width = self.shape
             self._stream.height, self._stream.width = height + height % 2, width + width % 2
@@ -262,7 +260,7 @@ class OverlayWriter:
             self._container = None
             if self.path.exists() and not self.overwrite:
                 raise FileExistsError(f"output {self.path} already exists; pass overwrite=True to replace it")
-            os.replace(self._partial, self.path)
+            self._partial.publish()
             self._partial, self._state = None, "closed"
         except BaseException:
             self.abort()
@@ -281,7 +279,7 @@ class OverlayWriter:
             except Exception:  # the file is deleted next: a failed trailer does not matter
                 pass
         if self._partial is not None:
-            self._partial.unlink(missing_ok=True)
+            self._partial.discard()
             self._partial = None
 
     def __enter__(self):

@@ -22,12 +22,13 @@ pyarrow is imported lazily. No torch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from .outputs import write_atomic
 
 __all__ = ["RunWriter", "SPLINES_COLUMNS", "output_paths", "read_metadata", "splines_frame", "splines_table"]
 
@@ -123,9 +124,7 @@ def splines_frame(results: list, pixel_size_nm: float | None):
 def _write_atomic_table(table, path: Path) -> None:
     import pyarrow.parquet as pq
 
-    temporary = path.with_name(path.name + ".tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class RunWriter:
@@ -176,7 +175,7 @@ class RunWriter:
                     )
                 shutil.rmtree(partial)
             partial.mkdir(parents=True)
-            (partial / "run.json").write_text(json.dumps(metadata, indent=2, default=str))
+            write_atomic(partial / "run.json", json.dumps(metadata, indent=2, default=str))
         self._rows: dict[str, list] = {"splines": [], "tracks": [], "pairs": []}
         self._frames: list[tuple[int, float]] = []  # (frame, time_s) buffered for the next chunk
 
@@ -196,7 +195,8 @@ class RunWriter:
                 )
         markers = sorted(partial.glob("chunk-*.json"))
         self.chunks = [json.loads(path.read_text()) for path in markers]
-        # Leftovers of a chunk that was being written when the run stopped.
+        # Leftovers of a chunk that was being written when the run stopped (its files
+        # without a marker, and the hidden temporary files of write_atomic).
         known = {chunk["name"] for chunk in self.chunks}
         for leftover in partial.glob("*.parquet*"):
             if leftover.name.split(".")[0].split("_")[0] not in known:
@@ -268,9 +268,7 @@ class RunWriter:
             "frames": [f for f, _ in frames],
             "times": [None if t is None or t != t else t for _, t in frames],
         }
-        temporary = partial / f"{name}.json.tmp"
-        temporary.write_text(json.dumps(marker))
-        os.replace(temporary, partial / f"{name}.json")  # the chunk counts from here on
+        write_atomic(partial / f"{name}.json", json.dumps(marker))  # the chunk counts from here on
         self.chunks.append(marker)
         self._rows = {"splines": [], "tracks": [], "pairs": []}
         self._frames = []
@@ -289,18 +287,19 @@ class RunWriter:
             files = [partial / f"{c['name']}_{table_name}.parquet" for c in self.chunks]
             files = [f for f in files if f.exists()]
             target = self.paths[table_name]
-            temporary = target.with_name(f".{target.name}.tmp")
             schema = _types() if table_name == "splines" else _common_schema(files)
             schema = schema.with_metadata(meta)
-            with pq.ParquetWriter(temporary, schema) as writer:
-                for file in files:
-                    table = pq.read_table(file)
-                    if table.num_rows:
-                        writer.write_table(table.cast(schema))
-            if target.exists() and not self.overwrite:
-                temporary.unlink()
-                raise FileExistsError(f"output {target} appeared during the run; pass --overwrite to replace it")
-            os.replace(temporary, target)
+
+            def write(tmp, files=files, schema=schema, target=target):
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for file in files:
+                        table = pq.read_table(file)
+                        if table.num_rows:
+                            writer.write_table(table.cast(schema))
+                if target.exists() and not self.overwrite:
+                    raise FileExistsError(f"output {target} appeared during the run; pass --overwrite to replace it")
+
+            write_atomic(target, write)
         shutil.rmtree(partial, ignore_errors=True)
         return {k: v for k, v in self.paths.items() if k != "partial"}
 
