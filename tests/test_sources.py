@@ -306,7 +306,7 @@ def test_single_page_tiff_and_twelve_bit_rule(tmp_path):
     with open_source(path) as source:
         assert source.n_frames == 1
         assert next(iter(source)).image.max() == pytest.approx(4095 / 65535)
-    from temtrack.sdk.sources import _Gray
+    from temtrack.sdk.sources.base import _Gray
 
     # BitsPerSample 12 (packed 12-bit cameras): full scale is 4095, larger values clip.
     np.testing.assert_allclose(_Gray("x", bits=12)(np.array([[0, 4095, 5000]], np.uint16), 0), [[0.0, 1.0, 1.0]])
@@ -507,7 +507,7 @@ def test_frame_source_api():
 def test_late_seeks_retry_further_back(tmp_path, monkeypatch):
     # MPEG-TS seeks land on the keyframe *after* the target: the source retries further
     # back (here 0.4 s = 6 frames > one GOP) instead of decoding from the start.
-    from temtrack.sdk import sources
+    from temtrack.sdk.sources import video as sources
 
     monkeypatch.setattr(sources, "_SEEK_BACK_S", (0, Fraction(2, 5)))
     passes = []

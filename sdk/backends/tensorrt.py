@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..enginemeta import REBUILD_HINT, EngineInfo, check_engine_gpu, read_engine_info
+from ..enginemeta import REBUILD_HINT, check_engine_gpu, read_engine_info
 from ..modelmeta import ModelError
 from . import gpu
 from .contract import checked_frames, checked_probabilities, normalisation

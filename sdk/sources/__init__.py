@@ -1,0 +1,175 @@
+"""Frame sources: every input the main job reads, as one stream of gray frames.
+
+:func:`open_source` takes a video file (anything FFmpeg decodes, through PyAV), a TIFF
+stack, a folder or glob pattern of images, a numpy array or any iterable of 2-D arrays
+(a live camera), and returns a :class:`FrameSource` whose :meth:`FrameSource.frames`
+yields :class:`Frame` objects: ``(H, W)`` float32 images in ``[0, 1]`` with their
+0-based index and time in seconds. Frames stream: memory does not grow with the
+length of the input, and ``frames(start=k)`` gives exactly the frames a full pass
+gives from ``k`` on, so an interrupted run can resume.
+
+Conversion to gray float32 in [0, 1] (the same rule for every kind of source):
+
+- colour ``(H, W, 3)`` or ``(H, W, 4)`` becomes luma ``0.299 R + 0.587 G + 0.114 B``
+  (ITU-R BT.601, as OpenCV and FFmpeg; alpha is dropped). Arrays, iterables and TIFF
+  files are taken as RGB, images read with OpenCV (png, jpg, bmp) as BGR; videos are
+  decoded straight to FFmpeg's ``gray`` (or ``gray16le`` when the stream has more than
+  8 bits per sample), which is the luma plane expanded to full range;
+- ``uint8`` and ``uint16`` are divided by ``2**bits - 1``, where ``bits`` is the
+  source's declared bit depth (TIFF ``BitsPerSample``, e.g. 12 for packed 12-bit data)
+  and otherwise the dtype's own (255, 65535); values above are clipped to 1;
+- ``bool`` becomes 0 or 1;
+- float data (and signed or wider integers) are used as they are when the first frame
+  lies within [0, 1]; otherwise they are mapped linearly by the ``(min, max)`` of the
+  source's first frame, fixed for the whole source so that brightness changes over
+  time are kept (later values outside that range are clipped). NaN or infinite values
+  raise :class:`SourceError`.
+
+The first frame is read when the source is opened (it gives the shape, fixes the float
+mapping and proves the file decodes). PyAV and tifffile are imported only when a source
+of theirs is opened; OpenCV only when image files are read.
+
+The readers live in the modules of this package, one per kind of input:
+:mod:`~temtrack.sdk.sources.base` (:class:`Frame`, :class:`FrameSource`, the gray
+conversion), :mod:`~temtrack.sdk.sources.arrays`, :mod:`~temtrack.sdk.sources.images`,
+:mod:`~temtrack.sdk.sources.tiff` and :mod:`~temtrack.sdk.sources.video`; this module
+picks one (:func:`open_source`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .arrays import _ArraySource, _IterableSource
+from .base import (
+    IMAGE_SUFFIXES,
+    SUPPORTED,
+    TIFF_SUFFIXES,
+    VIDEO_SUFFIXES,
+    Frame,
+    FrameSource,
+    SourceError,
+    _positive,
+)
+from .images import _image_files, _ImageSource
+from .tiff import _TiffSource
+from .video import _VideoSource
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SUPPORTED",
+    "TIFF_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "Frame",
+    "FrameSource",
+    "SourceError",
+    "open_source",
+]
+
+_GATAN_SUFFIXES = (".dm3", ".dm4")
+
+
+def _is_pattern(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
+def open_source(source, *, fps: float | None = None, pixel_size_nm: float | None = None) -> FrameSource:
+    """Open frames from a video, TIFF stack, images, array or iterable.
+
+    Parameters
+    ----------
+    source : path, str, ndarray or iterable
+        - a video file FFmpeg decodes (.mp4, .avi, .mkv, .mov, ...), read through PyAV;
+        - a TIFF stack or multi-page TIFF (.tif, .tiff): ``(T, H, W)``, ``(H, W)`` or
+          colour ``(T, H, W, 3|4)``, read page by page or memory-mapped;
+        - a folder of images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) in natural order
+          (``frame2`` before ``frame10``), or one image file;
+        - a glob pattern (a string with ``*``, ``?`` or ``[`` that is not an existing path);
+        - an ndarray ``(T, H, W)``, ``(T, H, W, 3|4)`` (RGB) or a single ``(H, W)``; a
+          3-D array is always ``(T, H, W)``: pass one colour image as ``image[None]``;
+        - any iterable of ``(H, W)`` or ``(H, W, 3|4)`` arrays. An iterator (a live
+          camera, a generator) is read once, from where it is; its first frame is read
+          now and yielded first. A collection (a list) is read anew on every pass.
+    fps : float, optional
+        Frames per second (> 0); overrides the file's rate. For videos the frame
+        indices still come from the stream's own rate; ``time_s`` becomes ``index / fps``.
+    pixel_size_nm : float, optional
+        nm per pixel (> 0); overrides the file's calibration (TIFF ImageJ ``unit`` and
+        ``XResolution``, or ``XResolution`` with ``ResolutionUnit`` inch or cm when it
+        gives 0.001-10000 nm/px).
+
+    Returns
+    -------
+    FrameSource
+        Use it as a context manager; its first frame has been read.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``source`` is a path that does not exist, or a pattern that matches nothing.
+    SourceError
+        The input cannot be read: corrupt, truncated, empty ("contains no frames"),
+        unsupported format (the message lists what is supported) or a bad array shape.
+    TypeError
+        ``source`` is of no supported type, or an array of a non-numeric dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with open_source(np.zeros((3, 4, 5), np.uint8), fps=10.0) as source:
+    ...     [(f.index, f.time_s, f.image.shape) for f in source.frames(start=1)]
+    [(1, 0.1, (4, 5)), (2, 0.2, (4, 5))]
+    """
+    fps = _positive(fps, "fps")
+    pixel_size_nm = _positive(pixel_size_nm, "pixel_size_nm")
+    options = {"fps": fps, "pixel_size_nm": pixel_size_nm}
+    if isinstance(source, np.ndarray):
+        return _ArraySource(source, **options)
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(source, **options)
+    if isinstance(source, (bytes, bytearray)) or not hasattr(source, "__iter__"):
+        raise TypeError(
+            f"source must be a path, a glob pattern, an ndarray or an iterable of arrays, got {type(source).__name__}"
+        )
+    return _IterableSource(source, **options)
+
+
+def _open_path(source, *, fps, pixel_size_nm) -> FrameSource:
+    options = {"fps": fps, "pixel_size_nm": pixel_size_nm}
+    text = os.fspath(source)
+    if isinstance(text, bytes) or not text:
+        raise TypeError(f"source path must be a non-empty str or os.PathLike of str, got {source!r}")
+    path = Path(text)
+    if not path.exists():
+        if _is_pattern(text):
+            matches = [Path(p) for p in glob.glob(text)]
+            if not matches:
+                raise FileNotFoundError(f"no files match the pattern {text!r}")
+            files = _image_files(matches)
+            if not files:
+                raise SourceError(
+                    f"{text} contains no frames: none of its {len(matches)} match(es) is an image "
+                    f"({', '.join(IMAGE_SUFFIXES)})"
+                )
+            return _ImageSource(files, text, **options)
+        raise FileNotFoundError(f"frame source {text} not found")
+    if path.is_dir():
+        files = _image_files(path.iterdir())
+        if not files:
+            raise SourceError(f"{path} contains no frames: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        return _ImageSource(files, str(path), **options)
+    suffix = path.suffix.lower()
+    if suffix in _GATAN_SUFFIXES:
+        raise SourceError(
+            f"{path}: Gatan {suffix} files are not supported yet; export the stack as TIFF "
+            f"(e.g. from DigitalMicrograph or with RosettaSciIO). Supported: {SUPPORTED}"
+        )
+    if suffix in TIFF_SUFFIXES:
+        return _TiffSource(path, **options)
+    if suffix in IMAGE_SUFFIXES:
+        return _ImageSource([path], str(path), **options)
+    return _VideoSource(path, **options)
