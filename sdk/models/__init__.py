@@ -1,4 +1,9 @@
-"""The models tem-track knows by name: the bundled default and the user's own.
+"""The model store: the models tem-track knows by name, the bundled default and the user's own.
+
+A *model* is a trained network saved as a file the SDK runs (see
+:mod:`temtrack.sdk.backends.contract` for the vocabulary); this package finds model
+files by name. It does not build networks (``training/model.py`` does) nor read a
+model's metadata (:mod:`temtrack.sdk.modelmeta`).
 
 The package ships one ONNX model (:data:`MANIFEST`, ``manifest.json`` beside this file,
 names it and records its SHA-256 and size). It is what ``tem-track VIDEO`` and
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ..backends.contract import has_model_suffix
 from ..modelmeta import ModelError, ModelMetadata, file_sha256
 
 __all__ = [
@@ -47,7 +53,7 @@ __all__ = [
 BUNDLED_DIR = Path(__file__).resolve().parent
 MANIFEST = BUNDLED_DIR / "manifest.json"
 DEFAULT_NAME = "default"
-MODEL_SUFFIXES = (".onnx", ".engine")
+USER_MODEL_SUFFIXES = (".onnx", ".engine")  # what the user folder holds: the SDK runs them without torch
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,7 @@ def user_models() -> list[ModelEntry]:
     return [
         ModelEntry(name=path.stem, path=path, source="user", size_bytes=path.stat().st_size)
         for path in sorted(folder.iterdir())
-        if path.suffix.lower() in MODEL_SUFFIXES and path.is_file()
+        if path.suffix.lower() in USER_MODEL_SUFFIXES and path.is_file()
     ]
 
 
@@ -187,7 +193,7 @@ def resolve_model(spec: str | os.PathLike) -> Path:
     if path.exists():
         return path
     text = str(spec)
-    if os.sep in text or (os.altsep and os.altsep in text) or path.suffix.lower() in (*MODEL_SUFFIXES, ".pt", ".pth", ".ckpt"):
+    if os.sep in text or (os.altsep and os.altsep in text) or has_model_suffix(path):
         return path
     for entry in bundled_models():
         if text == entry.name or (text == DEFAULT_NAME and entry.default):
