@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from temtrack.sdk.geometry import arc_length, hausdorff_distance
-from temtrack.sdk.postprocess import PostprocessSettings, _component_paths, _skeleton_mosaic, binarize, extract_dislocations
-from temtrack.sdk.postprocess import _make_dislocation
+from temtrack.sdk.postprocess import PostprocessSettings, _make_dislocation, binarize, extract_dislocations
+from temtrack.sdk.skeleton import component_paths, skeleton_mosaic
 from temtrack.training.synth import generate_sample
 
 TARGET_MS = 10.0
@@ -62,7 +62,7 @@ def straightforward(masks: np.ndarray, settings: PostprocessSettings) -> list:
             if stats[label, cv2.CC_STAT_AREA] < settings.min_pixels:
                 continue
             component = np.pad(labels == label, 1)
-            for path, closed in _component_paths(_skeleton_mosaic([component])[0], settings.spur_length):
+            for path, closed in component_paths(skeleton_mosaic([component])[0], settings.spur_length):
                 out.append(_make_dislocation(path, closed, component, (-1, -1), 1.0, index, 0, settings, single=True))
     return out
 
