@@ -1,11 +1,13 @@
 """The main job from Python: an analyzer made once, run on videos or live frames.
 
->>> from temtrack import Analyzer                                    # doctest: +SKIP
->>> analyzer = Analyzer("model.onnx")          # the model is loaded once
->>> result = analyzer.run("video.mp4", "splines.parquet", pixel_size_nm=0.8)
->>> result.splines.head()                      # pandas DataFrames
->>> for frame in analyzer.stream(camera_frames()):   # live: one result per frame
-...     print(frame.frame, len(frame.dislocations))
+::
+
+    from temtrack import Analyzer
+    analyzer = Analyzer("model.onnx")          # the model is loaded once
+    result = analyzer.run("video.mp4", "splines.parquet", pixel_size_nm=0.8)
+    result.splines.head()                      # pandas DataFrames
+    for frame in analyzer.stream(camera_frames()):   # live: one result per frame
+        print(frame.frame, len(frame.dislocations))
 
 :func:`process_videos` runs many videos with a pool of processes. No torch here.
 """
