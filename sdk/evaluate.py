@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .groundtruth import EVAL_REPORT_FORMAT, GroundTruthError, count_images, folder_kind, iter_ground_truth
-from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize
+from .linefield import LineFieldSettings, extract_lines, instance_masks
+from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize, summarize_splines
 from .outputs import write_atomic
 from .postprocess import PostprocessSettings
 
@@ -160,6 +161,7 @@ def evaluate(
     min_dice: float = 0.1,
     multiple: str = "exclude",
     label_width: int = 3,
+    line_settings: LineFieldSettings | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """Segment every image of a folder with ``backend`` and score it against its ground truth.
@@ -179,6 +181,11 @@ def evaluate(
         Matching rules of :func:`~temtrack.sdk.metrics.score_image`.
     label_width : int
         Mask width in pixels for labelme centrelines.
+    line_settings : LineFieldSettings, optional
+        Post-processing of a line-field model's output
+        (:func:`~temtrack.sdk.linefield.extract_lines`); its dislocations are drawn as
+        masks (:func:`~temtrack.sdk.linefield.instance_masks`) and then scored like any
+        mask model's.
     progress : bool
         Show a progress bar (on a terminal).
 
@@ -204,6 +211,7 @@ def evaluate(
     if isinstance(label_width, bool) or not isinstance(label_width, int) or label_width < 1:
         raise ValueError(f"label_width must be an int >= 1 (pixels), got {label_width!r}")
     settings = PostprocessSettings() if settings is None else settings
+    line_settings = LineFieldSettings() if line_settings is None else line_settings
     if not isinstance(settings, PostprocessSettings):
         raise TypeError(f"settings must be a PostprocessSettings or None, got {type(settings).__name__}")
     model = _resolve_backend(backend)
@@ -224,8 +232,10 @@ def evaluate(
                 pred = truth.masks
             else:
                 pred = _predict_at_frame_size(model, truth.image)
+                if getattr(model, "family", "multilabel") == "linefield":
+                    pred = instance_masks(extract_lines(pred, settings=line_settings))
             seconds = time.perf_counter() - tic
-            score = score_image(pred, truth.masks, settings=settings, min_dice=min_dice, multiple=multiple)
+            score = score_image(pred, truth.masks, settings=settings, min_dice=min_dice, multiple=multiple, splines=True)
             results.append(ImageResult(truth.image_id, tuple(truth.image.shape), score, seconds))
             bar.update()
     finally:
@@ -244,10 +254,14 @@ def evaluate(
             "min_dice": float(min_dice),
             "multiple": multiple,
             "label_width": label_width,
+            **({"linefield": line_settings.to_dict()} if getattr(model, "family", None) == "linefield" else {}),
         },
         version=__version__,
         images=tuple(results),
-        summary=summarize([r.score for r in results]),
+        summary={
+            **summarize([r.score for r in results]),
+            **summarize_splines([r.score.splines for r in results]),
+        },
         seconds=time.perf_counter() - start,
     )
 
@@ -373,6 +387,10 @@ def _cell(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _pair(a, b) -> str | None:
+    return None if a is None or b is None else f"{a:.1f} / {b:.1f}"
+
+
 def format_summary(report: EvaluationReport) -> str:
     """A short plain-text table of the summary."""
     s = report.summary
@@ -388,6 +406,9 @@ def format_summary(report: EvaluationReport) -> str:
         ("dislocation recall", s["dislocation_recall_mean"], s["dislocation_recall_median"]),
         ("count error (pred - true)", s["count_error_mean"], s["count_error_median"]),
         ("centreline distance (px)", s["centreline_distance_mean"], None),
+        ("spline recall (found / labelled lines)", s.get("spline_recall"), None),
+        ("length score, found lines", s.get("matched_length_score"), None),
+        ("labelled / predicted per frame", _pair(s.get("true_per_frame"), s.get("pred_per_frame")), None),
     ]
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{Path(report.data).name} | backend {report.backend.get('backend', '?')}",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .augment import AugmentConfig
 from .model import ModelConfig
@@ -138,15 +138,28 @@ class OptimConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """The matched Dice loss (:func:`~temtrack.training.losses.matched_dice_loss`).
+    """The loss of each model family.
 
-    ``empty_weight`` applies to fully labelled (synthetic) images only; on partially
-    labelled real frames an unmatched mask may hold an unlabelled dislocation, so it is
-    not pushed towards empty there.
+    Multi-label family: the matched Dice loss
+    (:func:`~temtrack.training.losses.matched_dice_loss`) with ``matching`` and
+    ``empty_weight``. ``empty_weight`` applies to fully labelled (synthetic) images
+    only; on partially labelled real frames an unmatched mask may hold an unlabelled
+    dislocation, so it is not pushed towards empty there.
+
+    Line-field family (:func:`~temtrack.training.linefield.linefield_loss`):
+    ``positive_weight`` (extra BCE weight on the centre ridge, which covers ~1 % of the
+    pixels), ``direction_weight`` and ``ends_weight`` (the terms beside the centre map).
     """
 
     matching: Literal["greedy", "hungarian"] = "greedy"
     empty_weight: float = Field(0.1, ge=0)
+    positive_weight: float = Field(10.0, ge=0)
+    direction_weight: float = Field(1.0, ge=0)
+    ends_weight: float = Field(0.5, ge=0)
+
+
+# Loss options that belong to one model family only.
+_LOSS_OPTIONS = {"multilabel": ("matching", "empty_weight"), "linefield": ("positive_weight", "direction_weight", "ends_weight")}
 
 
 class TrainConfig(_Strict):
@@ -197,6 +210,32 @@ class TrainConfig(_Strict):
     log_every: int = Field(20, ge=1)
     init: Path | None = None
     threads: int | None = Field(None, ge=1, le=512)
+
+    @model_serializer(mode="wrap")
+    def _own_loss_options(self, handler):
+        data = handler(self)
+        for family, options in _LOSS_OPTIONS.items():
+            if family != self.model.family and isinstance(data.get("loss"), dict):
+                for option in options:
+                    data["loss"].pop(option, None)
+        return data
+
+    @model_validator(mode="after")
+    def _one_family(self):
+        family = self.model.family
+        for other, options in _LOSS_OPTIONS.items():
+            mixed = [o for o in options if other != family and o in self.loss.model_fields_set]
+            if mixed:
+                raise ValueError(
+                    f"loss.{mixed[0]} is an option of the {other!r} family, but model.family is {family!r}; "
+                    f"remove it or set model.family = {other!r}"
+                )
+        if family == "linefield" and (self.data.datasets or self.data.labelled):
+            raise ValueError(
+                "data.datasets and data.labelled: the line-field family trains on generator presets only "
+                "(its targets come from exact centrelines); remove them or use model.family = 'multilabel'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sizes(self):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
+from .linefield import linefield_outputs
 from .model import ModelConfig
 
 __all__ = ["TorchBackend", "autocast_dtype", "logit_threshold", "resolve_device", "torch_backend"]
@@ -122,6 +123,8 @@ class TorchBackend:
     ):
         if output not in ("probabilities", "masks"):
             raise ValueError(f"output must be 'probabilities' or 'masks', got {output!r}")
+        if output == "masks" and config.family == "linefield":
+            raise ValueError("output='masks' needs a multi-label model; a line-field model outputs fields (use 'probabilities')")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if batch_size < 1:
@@ -135,6 +138,7 @@ class TorchBackend:
             self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest kernels once
         self.config = config
+        self.family = config.family
         self.output = output
         self.probability_threshold = float(threshold)
         self.threshold = None if output == "masks" else float(threshold)
@@ -160,19 +164,22 @@ class TorchBackend:
     @torch.inference_mode()
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
         """``(B, H, W)`` frames in [0, 1] -> ``(B, N, H, W)`` float32 probabilities
-        (uint8 0/1 masks with ``output="masks"``)."""
+        (uint8 0/1 masks with ``output="masks"``); for a line-field model ``(B, C, H, W)``
+        fields (:func:`~temtrack.training.linefield.linefield_outputs`)."""
         frames = np.asarray(frames, dtype=np.float32)
         if frames.ndim != 3:
             raise ValueError(f"frames must have shape (B, H, W), got {frames.shape}")
         b, h, w = frames.shape
         padded = pad_batch(frames, self.config.size_multiple)
         cut = logit_threshold(self.probability_threshold) if self.output == "masks" else None
-        out = np.empty((b, self.config.n_masks, h, w), np.float32 if cut is None else np.uint8)
+        out = np.empty((b, self.config.out_channels, h, w), np.float32 if cut is None else np.uint8)
         for start in range(0, b, self.batch_size):
             x = self._upload(padded[start : start + self.batch_size])
             with autocast(self.device, self.dtype):
                 logits = self.model(x)[:, :, :h, :w]
-            if cut is not None:
+            if self.family == "linefield":
+                result = linefield_outputs(logits.float())
+            elif cut is not None:
                 result = (logits > cut).to(torch.uint8)
             else:
                 result = torch.sigmoid(logits.float())

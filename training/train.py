@@ -1,4 +1,4 @@
-"""Training the multi-label U-Net++ (``tem-track train CONFIG --out RUN``).
+"""Training either model family (``tem-track train CONFIG --out RUN``).
 
 One run folder holds everything a run makes:
 
@@ -39,6 +39,7 @@ from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate_train_config
 from .datasets import SyntheticDataset, worker_items
 from .torch_backend import TorchBackend, autocast, autocast_dtype, resolve_device
+from .linefield import linefield_loss
 from .losses import matched_dice_loss
 from .model import build_model
 
@@ -103,6 +104,8 @@ def training_stream(config: TrainConfig, labelled_train: list, *, start: int = 0
     """The augmented training stream of ``config``, from item ``start``."""
     from .labelled import CropDataset, load_frames
 
+    if config.model.family == "linefield":
+        return _linefield_stream(config, start=start)
     n, size, seed = config.model.n_masks, config.image_size, config.seed
     kinds, weights = [], []
     if config.data.presets:
@@ -122,6 +125,21 @@ def training_stream(config: TrainConfig, labelled_train: list, *, start: int = 0
         weights.append(config.data.weights.get("labelled", 1.0))
     stream = ItemStream(kinds, weights, seed=seed + 4, start=start)
     return AugmentedDataset(stream, config.augment, seed=seed + 5)
+
+
+def _linefield_stream(config: TrainConfig, *, start: int = 0) -> IterableDataset:
+    """The line-field family's stream: generator presets with dense targets, augmented."""
+    from .linefield import LineFieldDataset
+
+    presets = list(config.data.presets)
+    sources = [
+        LineFieldDataset(
+            _preset(p), seed=config.seed + 7919 * k, size=config.image_size, sigma=config.model.sigma,
+            extras=config.model.extras, augment_config=config.augment, backgrounds=config.data.backgrounds,
+        )
+        for k, p in enumerate(presets)
+    ]
+    return ItemStream(sources, [config.data.presets[p] for p in presets], seed=config.seed + 1, start=start)
 
 
 def _preset(name: str):
@@ -171,6 +189,15 @@ def _score(args):
     return score_image(pred, masks)
 
 
+def _score_fields(args):
+    """The thesis metric of a line-field prediction: its traced lines drawn as masks."""
+    from temtrack.sdk.linefield import extract_lines, instance_masks
+    from temtrack.sdk.metrics import score_image
+
+    fields, masks = args
+    return score_image(instance_masks(extract_lines(fields)), masks)
+
+
 def validate(backend: TorchBackend, items: list[ValidationItem], *, workers: int = 0, progress: bool = False) -> dict:
     """Length metric of ``backend`` on ``items``: ``{"length_score": mean over groups,
     "groups": {group: summary}}`` where a group's summary is
@@ -186,13 +213,14 @@ def validate(backend: TorchBackend, items: list[ValidationItem], *, workers: int
     finally:
         backend.model.train(was_training)
     jobs = [(p, item.masks) for p, item in zip(preds, items)]
+    score = _score_fields if getattr(backend, "family", "multilabel") == "linefield" else _score
     if workers > 1:
         import multiprocessing
 
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            scores = pool.map(_score, jobs, chunksize=4)
+            scores = pool.map(score, jobs, chunksize=4)
     else:
-        scores = [_score(job) for job in jobs]
+        scores = [score(job) for job in jobs]
     groups: dict[str, list] = {}
     for item, score in zip(items, scores):
         groups.setdefault(item.group, []).append(score)
@@ -254,7 +282,7 @@ def plot_curves(run: str | os.PathLike) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     if log:
         left.plot([int(r["step"]) for r in log], [float(r["loss"]) for r in log], lw=1)
-    left.set(xlabel="step", ylabel="matched Dice loss (training)", title="loss")
+    left.set(xlabel="step", ylabel="training loss", title="loss")
     left.grid(alpha=0.3)
     if val:
         steps = [int(r["step"]) for r in val]
@@ -409,6 +437,21 @@ def train(
     )
     config_json = config.to_json()
 
+    def batch_loss(logits, batch) -> torch.Tensor:
+        if config.model.family == "linefield":
+            loss, _ = linefield_loss(
+                logits, batch["target"].to(device, non_blocking=True), batch["weight"].to(device, non_blocking=True),
+                positive_weight=config.loss.positive_weight, direction_weight=config.loss.direction_weight,
+                ends_weight=config.loss.ends_weight,
+            )
+            return loss
+        target = batch["masks"].to(device, non_blocking=True)
+        empty_weight = torch.where(batch["partial"].to(device), 0.0, config.loss.empty_weight).float()
+        return matched_dice_loss(
+            torch.sigmoid(logits.float()), target, batch["count"].to(device),
+            matching=config.loss.matching, empty_weight=empty_weight,
+        )
+
     def checkpoint(path: Path, metrics: dict) -> None:
         save_checkpoint(
             path, model=model, config=config_json, step=step, best=best,
@@ -443,15 +486,9 @@ def train(
             x = batch["image"].to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            target = batch["masks"].to(device, non_blocking=True)
-            partial = batch["partial"].to(device)
             with autocast(device, dtype):
                 logits = model(x)
-            probabilities = torch.sigmoid(logits.float())
-            empty_weight = torch.where(partial, 0.0, config.loss.empty_weight).float()
-            loss = matched_dice_loss(
-                probabilities, target, batch["count"].to(device), matching=config.loss.matching, empty_weight=empty_weight
-            )
+            loss = batch_loss(logits, batch)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
