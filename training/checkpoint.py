@@ -136,6 +136,11 @@ def load_model(path: str | os.PathLike, *, expected: ModelConfig | None = None) 
     """
     state = read_checkpoint(path)
     config = model_config_of(state, path)
+    if expected is not None and expected.family != config.family:
+        raise CheckpointError(
+            f"{path} is a checkpoint of the {config.family!r} model family, but a {expected.family!r} model is "
+            f"expected here; use a {expected.family!r} checkpoint or set model.family = {config.family!r}"
+        )
     if expected is not None and expected != config:
         diff = {
             k: (getattr(config, k), getattr(expected, k))

@@ -1,0 +1,163 @@
+"""The line-field family in training: config, stream, loss, training run, torch backend.
+
+Needs the [train] extra. The runs are a few steps on 64 px images with a small ResNet18
+U-Net; the loss test overfits one fixed batch, which must take the loss down.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]')")
+pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is not installed (pip install -e '.[train]')")
+
+from temtrack.training.augment import AugmentConfig  # noqa: E402
+from temtrack.training.checkpoint import load_model  # noqa: E402
+from temtrack.training.config import TrainConfigError, validate_train_config  # noqa: E402
+from temtrack.training.linefield import LineFieldDataset, dihedral, linefield_loss, linefield_outputs  # noqa: E402
+from temtrack.training.model import ModelConfig, build_model  # noqa: E402
+from temtrack.training.synth import generate_sample  # noqa: E402
+from temtrack.training.synth.targets import line_targets  # noqa: E402
+from temtrack.training.torch_backend import TorchBackend  # noqa: E402
+from temtrack.training.train import train  # noqa: E402
+
+LINEFIELD = {"family": "linefield", "architecture": "unet", "encoder": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}
+
+
+def tiny_linefield(**changes):
+    data = {
+        "model": LINEFIELD,
+        "image_size": 64,
+        "batch_size": 4,
+        "steps": 4,
+        "threads": 2,
+        "device": "cpu",
+        "data": {"presets": {"sd1": 1.0, "sd3": 1.0}, "workers": 0},
+        "validation": {"presets": ["sd1"], "images": 2, "every": 2, "size": 128},
+        "optim": {"warmup_steps": 0, "schedule": "constant"},
+        "checkpoint_every": 2,
+        "log_every": 1,
+    }
+    data.update(changes)
+    return validate_train_config(data)
+
+
+# --- config -----------------------------------------------------------------------------
+
+
+def test_linefield_model_has_centre_direction_and_extras():
+    config = ModelConfig(**LINEFIELD, extras=["ends"])
+    assert config.out_channels == 4 and config.output_names == ("centre", "cos2theta", "sin2theta", "ends")
+    model = build_model(config).eval()
+    with torch.no_grad():
+        fields = linefield_outputs(model(torch.rand(1, 1, 64, 96)))
+    assert fields.shape == (1, 4, 64, 96)
+    assert 0 <= float(fields[:, 0].min()) and float(fields[:, 0].max()) <= 1
+    assert -1 <= float(fields[:, 1:3].min()) and float(fields[:, 1:3].max()) <= 1
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"model": {**LINEFIELD, "n_masks": 20}}, "n_masks"),
+        ({"model": {"encoder": "resnet18", "extras": ["ends"]}}, "extras"),
+        ({"model": LINEFIELD, "loss": {"matching": "hungarian"}}, "loss.matching"),
+        ({"model": {"encoder": "resnet18"}, "loss": {"direction_weight": 2.0}}, "loss.direction_weight"),
+        ({"model": LINEFIELD, "data": {"labelled": ["somewhere"]}}, "data.labelled"),
+    ],
+)
+def test_mixing_the_families_names_the_key(data, key):
+    with pytest.raises(TrainConfigError, match=key.replace(".", r"\.")):
+        validate_train_config(data)
+
+
+def test_a_stored_config_reads_back_as_the_same_family():
+    config = tiny_linefield()
+    stored = config.to_json()
+    assert "n_masks" not in stored["model"] and "matching" not in stored["loss"]
+    assert validate_train_config(stored) == config
+    multilabel = validate_train_config({"model": {"encoder": "resnet18"}}).to_json()
+    assert "extras" not in multilabel["model"] and "direction_weight" not in multilabel["loss"]
+
+
+# --- stream and loss ----------------------------------------------------------------------
+
+
+def test_dihedral_moves_lines_with_the_image():
+    sample = generate_sample("sd2", seed=3, size=128)
+    base = line_targets(sample.centrelines, (128, 128)).centre
+    for seed in range(12):
+        image, curves = dihedral(sample.image, sample.centrelines, np.random.default_rng(seed), AugmentConfig())
+        moved = line_targets(curves, (128, 128)).centre
+        # The same dihedral transform on the image and on the targets drawn from the moved lines.
+        for flipped_image, flipped_target in [
+            (sample.image, base), (sample.image[:, ::-1], base[:, ::-1]),
+            (sample.image[::-1], base[::-1]), (sample.image[::-1, ::-1], base[::-1, ::-1]),
+        ]:
+            for k in range(4):
+                if np.array_equal(np.rot90(flipped_image, k), image):
+                    np.testing.assert_allclose(np.rot90(flipped_target, k), moved, atol=0.03)
+                    break
+            else:
+                continue
+            break
+        else:
+            pytest.fail(f"seed {seed}: the image is no dihedral transform of the sample")
+
+
+def test_stream_items_are_addressed_by_index():
+    stream = LineFieldDataset("sd1", seed=5, size=64, extras=("ends",))
+    a, b = stream.item(7), stream.item(7)
+    assert a["image"].shape == (1, 64, 64) and a["target"].shape == (4, 64, 64) and a["weight"].shape == (1, 64, 64)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+    assert not torch.equal(a["image"], stream.item(8)["image"])
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    torch.manual_seed(0)
+    stream = LineFieldDataset("sd1", seed=1, size=64)
+    items = [stream.item(i) for i in range(4)]
+    x = torch.stack([i["image"] for i in items])
+    target, weight = torch.stack([i["target"] for i in items]), torch.stack([i["weight"] for i in items])
+    model = build_model(ModelConfig(**LINEFIELD))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, parts = linefield_loss(model(x), target, weight)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert set(parts) == {"centre", "direction"}
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        linefield_loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 4, 8, 8), torch.ones(1, 1, 8, 8))
+
+
+# --- a run, its checkpoint and the torch backend -------------------------------------------
+
+
+def test_linefield_run_resumes_and_its_checkpoint_runs_on_torch(tmp_path):
+    run = tmp_path / "run"
+    first = train(tiny_linefield(steps=2), run, progress=False)
+    assert first.step == 2 and (run / "best.pt").is_file()
+    resumed = train(tiny_linefield(steps=4), run, resume=True, progress=False)
+    assert resumed.step == 4
+    model, config, _ = load_model(run / "last.pt")
+    assert config.family == "linefield"
+    backend = TorchBackend(model, config, device="cpu")
+    fields = backend.predict(np.random.default_rng(0).random((2, 70, 90), dtype=np.float32))
+    assert len(fields) == 2 and fields[0].shape == (3, 70, 90) and fields[0].dtype == np.float32
+    with pytest.raises(ValueError, match="line-field"):
+        TorchBackend(model, config, device="cpu", output="masks")
+
+
+def test_a_checkpoint_of_the_other_family_is_refused_naming_both(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_linefield(steps=2), run, progress=False)
+    with pytest.raises(Exception, match=r"linefield.*multilabel|multilabel.*linefield"):
+        load_model(run / "last.pt", expected=ModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8], n_masks=8))
