@@ -31,7 +31,7 @@ from pathlib import Path
 
 from temtrack.sdk.modelmeta import ModelError, file_sha256, read_metadata
 from temtrack.sdk.models import BUNDLED_DIR, MANIFEST
-from temtrack.sdk.outputs import write_atomic
+from temtrack.sdk.atomic import write_atomic
 
 __all__ = ["MAX_BYTES", "bundle_model", "fine_tuning_weights", "main"]
 

@@ -8,6 +8,13 @@ W fixed to the export size) and gives ``masks`` ``(B, N, H, W)``:
   (a quarter of the bytes to move off the GPU; the comparison is done on the logits,
   ``logit > log(t / (1 - t))``, which is the same test without the sigmoid).
 
+A line-field checkpoint (``model.family = "linefield"``) gives its fields instead
+(centre map and extras through a sigmoid, the direction through tanh, inside the
+graph; metadata ``output="fields"``), and its graph is fully convolutional: H and W
+are dynamic too (``size_multiple`` in the metadata), so frames run at their own pixel
+size, the size the model was trained at. Its parity check runs on frames of a size
+other than the training size, which checks the dynamic axes as well.
+
 With ``fp16=True`` the weights and the arithmetic are half precision, with float32 in
 and out (casts inside the graph), so every runtime feeds it the same way; the first
 convolution, which reads the frame, stays fp32 (:func:`half_network` says why).
@@ -48,8 +55,9 @@ if TYPE_CHECKING:
 
 from temtrack import __version__
 from temtrack.sdk.modelmeta import ModelMetadata, file_sha256
-from temtrack.sdk.outputs import write_atomic
+from temtrack.sdk.atomic import write_atomic
 from temtrack.training.checkpoint import load_model
+from temtrack.training.linefield import linefield_outputs
 from temtrack.training.torch_backend import logit_threshold
 
 from .parity import ParityReport, compare, parity_frames, tolerance_for
@@ -115,14 +123,16 @@ def half_network(net: torch.nn.Module) -> torch.nn.Module:
 
 
 class _Deployed(torch.nn.Module):
-    """The network as deployed: frames in, probabilities (or 0/1 masks) out."""
+    """The network as deployed: frames in, probabilities (0/1 masks, or line fields) out."""
 
-    def __init__(self, net: torch.nn.Module, *, cut: float | None):
+    def __init__(self, net: torch.nn.Module, *, cut: float | None, fields: bool = False):
         super().__init__()
-        self.net, self.cut = net, cut
+        self.net, self.cut, self.fields = net, cut, fields
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.net(image)
+        if self.fields:
+            return linefield_outputs(logits.float())
         if self.cut is not None:
             return (logits > self.cut).to(torch.uint8)
         return torch.sigmoid(logits.float())
@@ -211,20 +221,30 @@ def export_onnx(
         raise ExportError("fp16 (half-precision arithmetic) and fp16_weights (half-precision storage only) exclude each other")
 
     net, config, state = load_model(checkpoint)
+    fields = config.family == "linefield"
+    if fields and output == "masks":
+        raise ExportError(
+            f"{checkpoint} is a 'linefield' model: it outputs fields, not the 'multilabel' family's masks; "
+            "export it with output='probabilities' (the default)"
+        )
     train_config = state["config"]
     size = _input_size(input_size, train_config, config.size_multiple)
     net = net.eval()
     cut = logit_threshold(threshold) if output == "masks" else None
-    deployed = _Deployed(half_network(net) if fp16 else net, cut=cut).eval()
+    deployed = _Deployed(half_network(net) if fp16 else net, cut=cut, fields=fields).eval()
 
-    frames = parity_frames(size, n=parity_count)
-    reference = reference_probabilities(net, frames)
+    # A graph of any size is checked at a size it was not traced at.
+    check_size = (size[0], size[1] + 2 * config.size_multiple) if fields else size
+    frames = parity_frames(check_size, n=parity_count)
+    reference = reference_probabilities(net, frames, fields=fields)
     precision = "fp16" if fp16 else "fp16-weights" if fp16_weights else "fp32"
     tolerance = tolerance_for(precision, output)
     sha = file_sha256(checkpoint)
     extra = {
         "tem_track_version": __version__,
         "architecture": config.architecture,
+        "family": config.family,
+        "outputs": list(config.output_names) if fields else None,
         "encoder": config.encoder,
         "decoder_channels": list(config.decoder_channels),
         "precision": precision,
@@ -240,7 +260,7 @@ def export_onnx(
     def write(tmp: Path) -> None:
         import onnx
 
-        _trace(deployed, tmp, size, opset)
+        _trace(deployed, tmp, size, opset, dynamic_size=fields)
         proto = onnx.load(str(tmp))
         if fp16_weights:
             proto = fp16_weight_storage(proto)
@@ -250,13 +270,16 @@ def export_onnx(
         extra["parity"] = parity.to_dict()
         metadata = ModelMetadata(
             input_size=size,
-            n_masks=config.n_masks,
+            n_masks=config.out_channels,
             threshold=threshold,
-            output="masks" if output == "masks" else "probabilities",
-            name=name or f"unetplusplus-{config.encoder}",
+            output="fields" if fields else "masks" if output == "masks" else "probabilities",
+            family=config.family,
+            size_multiple=config.size_multiple if fields else None,
+            name=name or (f"linefield-{config.architecture}-{config.encoder}" if fields else f"unetplusplus-{config.encoder}"),
             version=version or f"step-{state['step']}",
             description=description
-            or f"tem-track U-Net++ ({config.encoder}), {precision}, exported from {Path(checkpoint).name}",
+            or f"tem-track {config.family} {config.architecture} ({config.encoder}), {precision}, "
+            f"exported from {Path(checkpoint).name}",
             extra=extra,
         )
         from temtrack.sdk.modelmeta import write_metadata
@@ -310,13 +333,15 @@ def fp16_weight_storage(proto: "onnx.ModelProto") -> "onnx.ModelProto":
 
 
 @torch.inference_mode()
-def reference_probabilities(net: torch.nn.Module, frames: np.ndarray, *, batch_size: int = 4) -> np.ndarray:
-    """The network's fp32 probabilities on the CPU: ``(B, H, W)`` -> ``(B, N, H, W)`` float32."""
+def reference_probabilities(net: torch.nn.Module, frames: np.ndarray, *, batch_size: int = 4, fields: bool = False) -> np.ndarray:
+    """The network's fp32 probabilities on the CPU: ``(B, H, W)`` -> ``(B, N, H, W)`` float32
+    (with ``fields``, a line-field network's fields)."""
     net = net.float().eval()
     parts = []
     for start in range(0, len(frames), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size], np.float32)[:, None])
-        parts.append(torch.sigmoid(net(x)).numpy())
+        out = net(x)
+        parts.append((linefield_outputs(out) if fields else torch.sigmoid(out)).numpy())
     return np.concatenate(parts)
 
 
@@ -332,8 +357,9 @@ def _input_size(input_size, train_config: dict, multiple: int) -> tuple[int, int
     return size
 
 
-def _trace(deployed: torch.nn.Module, path: Path, size: tuple[int, int], opset: int) -> None:
+def _trace(deployed: torch.nn.Module, path: Path, size: tuple[int, int], opset: int, *, dynamic_size: bool = False) -> None:
     example = torch.zeros(1, 1, *size)
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     with warnings.catch_warnings():
         # The TorchScript exporter: deprecated in favour of the dynamo one, which needs
         # onnxscript; it still exports these convolutional networks exactly.
@@ -344,7 +370,7 @@ def _trace(deployed: torch.nn.Module, path: Path, size: tuple[int, int], opset: 
             str(path),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,

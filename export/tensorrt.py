@@ -34,7 +34,7 @@ from temtrack import __version__
 from temtrack.sdk.backends.gpu import device_properties, import_cudart, import_tensorrt
 from temtrack.sdk.enginemeta import ENGINE_SUFFIX, EngineInfo, check_engine_gpu, read_engine_info, sidecar_path
 from temtrack.sdk.modelmeta import METADATA_KEY, ModelError, file_sha256, read_metadata
-from temtrack.sdk.outputs import write_atomic
+from temtrack.sdk.atomic import write_atomic
 
 __all__ = [
     "EngineBuildError",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .pipeline import FrameResult, PipelineSettings, iterate_results
+from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
 
 __all__ = ["Analyzer", "RunResult", "process_videos", "resolve_backend"]
@@ -79,6 +80,26 @@ class RunResult:
         return self.frames / self.seconds if self.seconds > 0 else math.nan
 
 
+def _postprocess_for(family: str, postprocess, threshold):
+    """The post-processing settings of a backend's model family, checked; ``threshold``
+    (the user's, else the model's) is the mask threshold, or for line fields the
+    hysteresis' upper threshold."""
+    expected = LineFieldSettings if family == "linefield" else PostprocessSettings
+    if postprocess is None:
+        if family == "linefield":
+            if threshold is None:
+                return LineFieldSettings()
+            return LineFieldSettings(high=threshold, low=min(LineFieldSettings.low, threshold))
+        return PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
+    if not isinstance(postprocess, expected):
+        other = "multilabel" if family == "linefield" else "linefield"
+        raise TypeError(
+            f"postprocess must be a {expected.__name__} for this {family!r} model, got {type(postprocess).__name__} "
+            f"(the settings of the {other!r} family)"
+        )
+    return postprocess
+
+
 class Analyzer:
     """Backend and settings loaded once; videos and live frames run through it.
 
@@ -95,8 +116,13 @@ class Analyzer:
         runtime). With ``model`` and without ``providers`` the default is ``"auto"``:
         the fastest way this machine has to run the model
         (:mod:`temtrack.sdk.backends.auto`); :attr:`selection` says which and why.
-    postprocess : PostprocessSettings, optional
-        Mask-to-spline settings; the threshold defaults to the model's.
+    postprocess : PostprocessSettings or LineFieldSettings, optional
+        Mask-to-spline settings (the threshold defaults to the model's), or for a
+        line-field model the line tracing settings
+        (:class:`~temtrack.sdk.linefield.LineFieldSettings`).
+    threshold : float, optional
+        Instead of ``postprocess``: the mask probability threshold, or for a line-field
+        model the upper hysteresis threshold on its centreline map.
     tracker : {"curve", "trackpy"}
         Linker (``temtrack.tracker.linker_names()``); ``tracker_options`` its settings.
     batch_size, workers, scale
@@ -117,7 +143,8 @@ class Analyzer:
         model=None,
         *,
         backend=None,
-        postprocess: PostprocessSettings | None = None,
+        postprocess: PostprocessSettings | LineFieldSettings | None = None,
+        threshold: float | None = None,
         tracker: str = "curve",
         tracker_options: dict | None = None,
         batch_size: int = 4,
@@ -133,12 +160,12 @@ class Analyzer:
         self._check_tracker()
         self.settings = PipelineSettings(batch_size=batch_size, workers=workers, scale=scale)
         self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
-        if postprocess is None:
-            threshold = getattr(self.backend, "threshold", None)
-            postprocess = PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
-        if not isinstance(postprocess, PostprocessSettings):
-            raise TypeError(f"postprocess must be a PostprocessSettings, got {type(postprocess).__name__}")
-        self.postprocess = postprocess
+        self.family = getattr(self.backend, "family", "multilabel")
+        if threshold is not None and postprocess is not None:
+            raise ValueError("give either threshold or postprocess (whose settings hold the threshold), not both")
+        self.postprocess = _postprocess_for(
+            self.family, postprocess, threshold if threshold is not None else getattr(self.backend, "threshold", None)
+        )
 
     def _check_tracker(self):
         try:

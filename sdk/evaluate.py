@@ -32,7 +32,7 @@ import numpy as np
 from .groundtruth import EVAL_REPORT_FORMAT, GroundTruthError, count_images, folder_kind, iter_ground_truth
 from .linefield import LineFieldSettings, extract_lines, instance_masks
 from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize, summarize_splines
-from .outputs import write_atomic
+from .atomic import write_atomic
 from .postprocess import PostprocessSettings
 
 __all__ = [

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .groundtruth import _check_centrelines, _check_shape, _is_int, _short
-from .outputs import write_atomic
+from .atomic import write_atomic
 
 __all__ = ["write_labelme"]
 

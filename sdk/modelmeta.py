@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
     import onnx
@@ -68,12 +68,22 @@ class ModelMetadata(BaseModel):
         Input normalisation: a frame ``x`` in [0, 1] enters the model as
         ``(x - mean) / std``. ``std`` > 0.
     n_masks : int
-        N, the number of masks the model predicts per frame.
+        The output channels per frame: N masks for the multi-label family; for the
+        line-field family its fields (centre, cos 2θ, sin 2θ and any extras).
     threshold : float
         Probability above which a mask pixel is dislocation, in [0, 1).
-    output : {"logits", "probabilities", "masks"}
+    output : {"logits", "probabilities", "masks", "fields"}
         What the graph's output holds: float logits (the runtime applies a sigmoid),
-        float probabilities, or uint8 0/1 masks already thresholded in the graph.
+        float probabilities, or uint8 0/1 masks already thresholded in the graph; for
+        a line-field model ``"fields"``: the centre map in [0, 1] and the direction in
+        [-1, 1] (activations in the graph).
+    family : {"multilabel", "linefield"}
+        The model family (:mod:`temtrack.sdk.linefield` turns fields into
+        dislocations, :mod:`temtrack.sdk.postprocess` masks).
+    size_multiple : int, optional
+        A fully convolutional graph with dynamic height and width: it takes frames of
+        any size whose sides are multiples of this (the runtime pads them), so frames
+        run at their own pixel size; ``input_size`` is then the training size only.
     name, version, description : str
         Free text for people and reports.
     extra : dict
@@ -89,7 +99,9 @@ class ModelMetadata(BaseModel):
     std: float = 1.0
     n_masks: int
     threshold: float = 0.5
-    output: Literal["logits", "probabilities", "masks"]
+    output: Literal["logits", "probabilities", "masks", "fields"]
+    family: Literal["multilabel", "linefield"] = "multilabel"
+    size_multiple: int | None = None
     name: str = ""
     version: str = ""
     description: str = ""
@@ -140,6 +152,17 @@ class ModelMetadata(BaseModel):
         if not 0.0 <= value < 1.0:
             raise ValueError(f"must lie in [0, 1), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _family_output(self):
+        if (self.family == "linefield") != (self.output == "fields"):
+            raise ValueError(
+                f"family={self.family!r} with output={self.output!r}: a line-field model outputs 'fields', "
+                "a multi-label model 'logits', 'probabilities' or 'masks'"
+            )
+        if self.size_multiple is not None and self.size_multiple < 1:
+            raise ValueError(f"size_multiple must be >= 1 or None, got {self.size_multiple}")
+        return self
 
     @field_validator("extra")
     @classmethod
@@ -299,7 +322,13 @@ def check_against_graph(
             raise ModelError(
                 f"{source}: metadata says channels={metadata.channels} but the graph input has {channels} channels; {fix}"
             )
-        if (h is not None and h != height) or (w is not None and w != width):
+        if metadata.size_multiple is not None:
+            if h is not None or w is not None:
+                raise ModelError(
+                    f"{source}: metadata says size_multiple={metadata.size_multiple} (any frame size) but the graph "
+                    f"input {_shape_text(input_shape)} has a fixed size; {fix}"
+                )
+        elif (h is not None and h != height) or (w is not None and w != width):
             raise ModelError(
                 f"{source}: metadata says input_size=({height}, {width}) but the graph input is "
                 f"{_shape_text(input_shape)}; {fix}"
@@ -310,7 +339,7 @@ def check_against_graph(
             raise ModelError(
                 f"{source}: metadata says n_masks={metadata.n_masks} but the graph output has {n} masks; {fix}"
             )
-        if (h is not None and h != height) or (w is not None and w != width):
+        if metadata.size_multiple is None and ((h is not None and h != height) or (w is not None and w != width)):
             raise ModelError(
                 f"{source}: the graph output {_shape_text(output_shape)} does not have the input size "
                 f"({height}, {width}); tem-track needs masks at the input resolution"

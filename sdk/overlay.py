@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .outputs import PendingFile
+from .atomic import PendingFile
 
 __all__ = ["OverlayWriter", "draw_tracks", "track_colour"]
 

@@ -32,9 +32,18 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .backends.contract import PackedMasks
+from .linefield import LineFieldSettings, extract_lines
 from .postprocess import PostprocessSettings, extract_dislocations
 
-__all__ = ["DislocationRecord", "FrameResult", "PackedMasks", "PipelineSettings", "frame_records", "iterate_results"]
+__all__ = [
+    "DislocationRecord",
+    "FrameResult",
+    "PackedMasks",
+    "PipelineSettings",
+    "frame_records",
+    "iterate_results",
+    "line_records",
+]
 
 _EDGE = 2.0  # px: an end this close to the frame border is cut by the field of view
 _DONE = object()
@@ -162,13 +171,30 @@ def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement)
     """
     if not len(packed.indices):
         return []
-    indices = packed.indices
     found = extract_dislocations(packed.unpack(), settings=settings)
     multiple = {summary.index: summary.multiple for summary in found.masks}
+    return _records(found, placement, [int(packed.indices[d.mask_index]) for d in found.dislocations],
+                    [multiple[d.mask_index] for d in found.dislocations])
+
+
+def line_records(fields: np.ndarray, settings: LineFieldSettings, placement) -> list:
+    """Trace one frame's line fields (a line-field model's output at the model's
+    resolution) into :class:`DislocationRecord` s; nothing is traced in letterbox
+    padding. Runs in the worker processes."""
+    valid = None
+    if placement is not None:
+        rows, columns = placement.valid
+        valid = (rows.start, rows.stop, columns.start, columns.stop)
+    found = extract_lines(fields, settings=settings, valid=valid)
+    return _records(found, placement, [d.mask_index for d in found.dislocations], [False] * len(found.dislocations))
+
+
+def _records(found, placement, mask_indices, multiple) -> list:
+    """The dislocations of ``found`` in frame px, as records."""
     scale = 1.0 if placement is None else placement.scale
     height, width = found.shape if placement is None else placement.frame_shape
     records = []
-    for dislocation in found.dislocations:
+    for dislocation, mask_index, several in zip(found.dislocations, mask_indices, multiple):
         points = dislocation.points if placement is None else placement.to_frame(dislocation.points)
         # The spline may overshoot a line that leaves the frame by a pixel or so.
         points = np.clip(points, -0.5, np.array([width - 0.5, height - 0.5]))
@@ -185,10 +211,10 @@ def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement)
                 max_curvature=float(dislocation.max_curvature * scale),
                 centroid=(float(centroid[0]), float(centroid[1])),
                 score=float(dislocation.score),
-                mask_index=int(indices[dislocation.mask_index]),
+                mask_index=int(mask_index),
                 n_pixels=int(dislocation.n_pixels),
                 closed=bool(dislocation.closed),
-                multiple=bool(multiple[dislocation.mask_index]),
+                multiple=bool(several),
                 at_edge=at_edge,
             )
         )
@@ -215,7 +241,7 @@ class _Stop(Exception):
 class _Stages:
     """Decode and inference threads plus the post-processing pool of one run."""
 
-    def __init__(self, frames: Iterable, backend, postprocess: PostprocessSettings, placement_of, settings, keep_images):
+    def __init__(self, frames: Iterable, backend, postprocess, placement_of, settings, keep_images):
         self.backend, self.postprocess, self.settings = backend, postprocess, settings
         self.placement_of, self.keep_images = placement_of, keep_images
         self.stop = threading.Event()
@@ -275,7 +301,8 @@ class _Stages:
     def _infer(self, _) -> None:
         from .preprocess import apply as fit
 
-        backend, threshold = self.backend, self.postprocess.threshold
+        backend, options = self.backend, self.postprocess
+        fields = isinstance(options, LineFieldSettings)
         ended = False
         while not ended:
             batch = [self._get(self.decoded)]
@@ -298,16 +325,18 @@ class _Stages:
             predict_packed = getattr(backend, "predict_packed", None)
             outputs = predict_packed(inputs) if predict_packed is not None else backend.predict(inputs)
             for (frame, started), masks in zip(batch, outputs):
-                if isinstance(masks, PackedMasks):  # the backend gave crops: any size, nothing padded
-                    packed = masks
+                if fields:  # a line-field model: its fields go to the workers as they are
+                    work, payload = line_records, np.ascontiguousarray(masks)
+                elif isinstance(masks, PackedMasks):  # the backend gave crops: any size, nothing padded
+                    work, payload = frame_records, masks
                 else:
                     if placement is not None:
                         masks = placement.clear_outside(masks)
-                    packed = PackedMasks.pack(masks, threshold)
+                    work, payload = frame_records, PackedMasks.pack(masks, options.threshold)
                 if self.pool is None:
-                    records = frame_records(packed, self.postprocess, placement)
+                    records = work(payload, options, placement)
                 else:
-                    records = self.pool.submit(frame_records, packed, self.postprocess, placement)
+                    records = self.pool.submit(work, payload, options, placement)
                 image = frame.image if self.keep_images else None
                 self._put(self.pending, (frame.index, frame.time_s, records, image, started))
 
@@ -338,7 +367,7 @@ def iterate_results(
     *,
     linker,
     series,
-    postprocess: PostprocessSettings,
+    postprocess: PostprocessSettings | LineFieldSettings,
     settings: PipelineSettings = PipelineSettings(),
     keep_images: bool = False,
 ) -> Iterator[FrameResult]:
@@ -354,7 +383,9 @@ def iterate_results(
         A stateful linker (``step(frame, curves) -> ids``) and a series builder
         (``update(frame, time_s, curves, ids) -> (tracks, pairs)``) from
         :mod:`temtrack.tracker`, advanced one frame at a time here.
-    postprocess : PostprocessSettings
+    postprocess : PostprocessSettings or LineFieldSettings
+        Mask post-processing (:mod:`temtrack.sdk.postprocess`), or, for a line-field
+        model's backend, line tracing (:mod:`temtrack.sdk.linefield`).
     settings : PipelineSettings
     keep_images : bool
         Attach each frame's image to its result (for overlays).

@@ -30,7 +30,6 @@ import numpy as np
 
 from .geometry import DEFAULT_SIGMA, Spline, distance_to_curve, fit_spline
 from .skeleton import ARM_PX, skeleton_paths
-from .skeleton import pixel_graph as _pixel_graph  # noqa: F401 - sdk.linefield imports it from here (for now)
 
 __all__ = [
     "Dislocation",

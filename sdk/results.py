@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .outputs import write_atomic
+from .atomic import write_atomic
 
 __all__ = ["RunWriter", "SPLINES_COLUMNS", "output_paths", "read_metadata", "splines_frame", "splines_table"]
 

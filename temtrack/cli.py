@@ -414,7 +414,8 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end", type=int, help="stop before this frame (default: the last)")
     parser.add_argument("--fps", type=float, help="frame rate, overriding the file's")
     parser.add_argument("--pixel-size", type=float, metavar="NM", help="nm per pixel, overriding the file's metadata")
-    parser.add_argument("--threshold", type=float, help="mask probability threshold (default: the model's)")
+    parser.add_argument("--threshold", type=float, help="mask probability threshold, or a line-field model's upper threshold on its centreline map "
+                        "(default: the model's)")
     parser.add_argument("--tracker", default="curve", help="linker: curve (default) or trackpy")
     parser.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a linker setting, e.g. max_cost=10 or memory=5 (repeatable)")
@@ -445,7 +446,6 @@ def _key_values(items: list[str], option: str) -> dict:
 
 def _run(args: argparse.Namespace) -> int:
     from temtrack.sdk.analyzer import Analyzer
-    from temtrack.sdk.postprocess import PostprocessSettings
 
     out = args.out
     if out is None:
@@ -454,7 +454,7 @@ def _run(args: argparse.Namespace) -> int:
     analyzer = Analyzer(
         args.model,
         backend=args.backend,
-        postprocess=None if args.threshold is None else PostprocessSettings(threshold=args.threshold),
+        threshold=args.threshold,
         tracker=args.tracker,
         tracker_options=_key_values(args.tracker_option, "--tracker-option"),
         batch_size=args.batch_size,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from temtrack.sdk.outputs import write_atomic
+from temtrack.sdk.atomic import write_atomic
 
 from .model import ModelConfig, build_model
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from temtrack.sdk.outputs import write_atomic
+from temtrack.sdk.atomic import write_atomic
 
 from .augment import AugmentedDataset
 from .checkpoint import load_model, read_checkpoint, save_checkpoint

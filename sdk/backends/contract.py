@@ -42,6 +42,7 @@ __all__ = [
     "Backend",
     "PackedMasks",
     "checked_frames",
+    "checked_fields",
     "checked_probabilities",
     "has_model_suffix",
     "model_backend",
@@ -254,4 +255,21 @@ def checked_probabilities(y: np.ndarray, *, source: str) -> np.ndarray:
             )
         if low < 0.0 or high > 1.0:
             np.clip(y, 0.0, 1.0, out=y)
+    return y
+
+
+def checked_fields(y: np.ndarray, *, source: str) -> np.ndarray:
+    """``y`` ``(B, C, H, W)`` line fields, checked and clipped in place: channel 0 and the
+    extras (``3:``) are maps in [0, 1], channels 1-2 the direction in [-1, 1] (rounding
+    within 1e-5 is clipped; anything further out or NaN is a
+    :class:`~temtrack.sdk.modelmeta.ModelError` starting with ``source``)."""
+    checked_probabilities(y[:, :1], source=f"{source} (centre map)")
+    if y.shape[1] > 3:
+        checked_probabilities(y[:, 3:], source=f"{source} (extra maps)")
+    direction = y[:, 1:3]
+    if direction.size:
+        low, high = float(direction.min()), float(direction.max())
+        if not (-1.0 - 1e-5 <= low and high <= 1.0 + 1e-5):
+            raise ModelError(f"{source} returned a direction field in [{low:.7g}, {high:.7g}], not in [-1, 1]")
+        np.clip(direction, -1.0, 1.0, out=direction)
     return y

@@ -43,7 +43,7 @@ from ..modelmeta import (
     check_against_graph,
     file_sha256,
 )
-from .contract import checked_frames, checked_probabilities, normalisation
+from .contract import checked_fields, checked_frames, checked_probabilities, normalisation
 
 __all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "provider_options"]
 
@@ -183,17 +183,22 @@ class OnnxBackend:
                     f"{self.path}: metadata says output='logits' but the graph ends with a Sigmoid, so it "
                     "outputs probabilities; set output='probabilities' with temtrack.sdk.modelmeta.write_metadata"
                 )
-        if (metadata.output == "masks") != (self._output.type == "tensor(uint8)"):
+        if metadata.output == "fields" and self._output.type == "tensor(uint8)":
+            raise ModelError(f"{self.path}: metadata says output='fields' but the graph output is uint8; re-export the model")
+        if metadata.output != "fields" and (metadata.output == "masks") != (self._output.type == "tensor(uint8)"):
             raise ModelError(
                 f"{self.path}: metadata says output={metadata.output!r} but the graph output is {self._output.type}; "
                 "uint8 output goes with output='masks' (thresholded in the graph), float output with "
                 "'logits' or 'probabilities'; re-export the model"
             )
         self.metadata = metadata
-        self.input_size = tuple(metadata.input_size)
+        self.family = metadata.family
+        # A fully convolutional graph takes any size: frames run at their own pixel size.
+        self._multiple = metadata.size_multiple
+        self.input_size = None if self._multiple else tuple(metadata.input_size)
         self.n_masks = metadata.n_masks
         # Masks thresholded in the graph need no threshold afterwards.
-        self.threshold = None if metadata.output == "masks" else metadata.threshold
+        self.threshold = None if metadata.output in ("masks", "fields") else metadata.threshold
         self._dtype = _OUTPUT_TYPES[self._output.type]
         batch = input_shape[0]
         # A graph exported with a fixed batch runs in chunks of that size.
@@ -218,7 +223,8 @@ class OnnxBackend:
         -------
         list of B ndarrays, each (N, H, W)
             float32 probabilities in [0, 1] (the sigmoid of the output when the model
-            gives logits), or uint8 0/1 masks for a model thresholded in the graph. The
+            gives logits), or uint8 0/1 masks for a model thresholded in the graph; for
+            a line-field model float32 fields (centre, cos 2θ, sin 2θ, extras). The
             arrays are views into one buffer per model run.
 
         Raises
@@ -234,6 +240,12 @@ class OnnxBackend:
         x = self._model_input(frames)
         if len(x) == 0:
             return []
+        if self._multiple:  # padded: cut the outputs back to the frames
+            height, width = frames.shape[1:]
+            return [y[:, :height, :width] for y in self._predict_chunks(x)]
+        return self._predict_chunks(x)
+
+    def _predict_chunks(self, x: np.ndarray) -> list[np.ndarray]:
         step = self._batch or len(x)
         result = []
         for start in range(0, len(x), step):
@@ -327,9 +339,13 @@ class OnnxBackend:
         return metadata
 
     def _model_input(self, frames) -> np.ndarray:
-        """Validated frames as one C-contiguous (B, 1, H, W) float32 array, normalised."""
-        scale, shift = normalisation(checked_frames(frames, self.input_size, self.path.name), self._scale, self._shift)
-        height, width = self.input_size
+        """Validated frames as one C-contiguous (B, 1, H, W) float32 array, normalised
+        (for a graph of any size, padded by reflection to its size multiple)."""
+        size = self.input_size or tuple(getattr(frames, "shape", (0, 0))[-2:])
+        scale, shift = normalisation(checked_frames(frames, size, self.path.name), self._scale, self._shift)
+        if self._multiple:
+            frames = _pad_to_multiple(frames, self._multiple)
+        height, width = frames.shape[1:]
         if frames.dtype == np.float32 and scale == 1 and shift == 0 and frames.flags.c_contiguous:
             x = frames  # fed as it is: onnxruntime does not write to its inputs
         else:
@@ -340,7 +356,7 @@ class OnnxBackend:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
-        expected = (len(x), self.n_masks, *self.input_size)
+        expected = (len(x), self.n_masks, *x.shape[2:])
         # I/O binding: onnxruntime reads the frames from x and writes the masks into y
         # (copied to or from the GPU directly for a GPU provider). A graph whose output
         # shape is not (B, N, H, W) fails here, in onnxruntime, with the shapes named.
@@ -361,7 +377,9 @@ class OnnxBackend:
             return y
         if y.dtype != np.float32:
             y = y.astype(np.float32)
-        if self.metadata.output == "logits":
+        if self.metadata.output == "fields":
+            checked_fields(y, source=f"{self.path}: metadata says output='fields' but the model")
+        elif self.metadata.output == "logits":
             # In place: the output buffer is ours. exp overflows to inf for very
             # negative logits, which correctly gives probability 0.
             with np.errstate(over="ignore"):
@@ -372,6 +390,18 @@ class OnnxBackend:
         else:
             checked_probabilities(y, source=f"{self.path}: metadata says output='probabilities' but the model")
         return y
+
+
+def _pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
+    """``(B, H, W)`` frames padded at the bottom and right to multiples of ``multiple``,
+    by reflection (no edge that could read as a line); the frames themselves if no
+    padding is needed."""
+    height, width = frames.shape[1:]
+    ph, pw = -height % multiple, -width % multiple
+    if not (ph or pw):
+        return frames
+    mode = "reflect" if ph < height and pw < width else "edge"
+    return np.pad(frames, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
 def provider_options(provider: str, model: Path) -> dict:
@@ -393,7 +423,7 @@ def provider_options(provider: str, model: Path) -> dict:
             "trt_timing_cache_path": str(cache),
         }
         metadata = _metadata_in(_load_model(model), model)
-        if metadata is not None:
+        if metadata is not None and metadata.size_multiple is None:
             height, width = metadata.input_size
             shape = lambda b: f"image:{b}x1x{height}x{width}"  # noqa: E731
             options.update(

@@ -222,7 +222,7 @@ def add_user_model(path: str | os.PathLike, name: str | None = None, *, overwrit
         ``name`` is not a plain file stem or shadows a bundled model.
     """
     from ..modelmeta import read_metadata
-    from ..outputs import write_atomic
+    from ..atomic import write_atomic
 
     path = Path(path)
     if path.suffix.lower() != ".onnx":

@@ -47,7 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from temtrack.sdk.outputs import new_partial_folder, publish_folder
+from temtrack.sdk.atomic import new_partial_folder, publish_folder
 
 __all__ = [
     "FECRAL_AVOID",

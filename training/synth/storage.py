@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from temtrack.sdk.groundtruth import DATASET_FORMAT, DatasetError, read_header, sample_name
-from temtrack.sdk.outputs import publish_folder, write_atomic
+from temtrack.sdk.atomic import publish_folder, write_atomic
 
 from .config import SynthConfig, validate_config
 from .render import Sample, render_scene

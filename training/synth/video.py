@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from temtrack.sdk.outputs import new_partial_folder, publish_folder
+from temtrack.sdk.atomic import new_partial_folder, publish_folder
 
 from .config import Positive, SynthConfig
 from .render import compose, render_background

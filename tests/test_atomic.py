@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from temtrack.sdk.outputs import new_partial_folder, publish_folder, write_atomic
+from temtrack.sdk.atomic import new_partial_folder, publish_folder, write_atomic
 
 
 def _folder_with(path, text):

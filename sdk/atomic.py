@@ -1,4 +1,4 @@
-"""Output files and folders that appear whole or not at all.
+"""Atomic files and folders: outputs that appear whole or not at all (``write_atomic``, ``PendingFile``).
 
 A long job writes into a temporary sibling folder and publishes it with one rename when
 complete, so a crash never leaves a half-written folder under the final name, and an
