@@ -625,7 +625,7 @@ def main(argv=None) -> None:
     report["seconds"] = time.perf_counter() - began
     print(f"\n({report['seconds']:.0f} s in all)")
     if args.out:
-        from temtrack.sdk.outputs import write_atomic
+        from temtrack.sdk.atomic import write_atomic
 
         text = json.dumps(report, indent=2, default=str)
         write_atomic(args.out, lambda tmp: Path(tmp).write_text(text))
