@@ -306,13 +306,18 @@ def _prepare_run(config: TrainConfig, run: Path, *, resume: bool, overwrite: boo
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist (start the run without --resume)")
         stored = validate_train_config(json.loads((run / "config.json").read_text()), source=str(run / "config.json"))
+        # What a resumed run may change: the length of the run, its bookkeeping, and how
+        # often and on how many images it validates (none of which changes a step).
         ignore = {"steps", "checkpoint_every", "log_every", "threads"}
         mine, theirs = config.to_json(), stored.to_json()
+        for settings in (mine, theirs):
+            for key in ("every", "images"):
+                settings["validation"].pop(key, None)
         differ = sorted(k for k in mine if k not in ignore and mine[k] != theirs[k])
         if differ:
             raise ValueError(
                 f"cannot resume {run}: the config differs from the run's in {', '.join(differ)} "
-                "(only steps, checkpoint_every, log_every and threads may change)"
+                "(only steps, checkpoint_every, log_every, threads, validation.every and validation.images may change)"
             )
         return read_checkpoint(last)
     existing = [name for name in RUN_FILES if (run / name).exists()]

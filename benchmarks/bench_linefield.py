@@ -1,0 +1,103 @@
+"""Line-field family: post-processing time per frame and training data rate, each
+against the multi-label baseline measured side by side in this process.
+
+    python benchmarks/bench_linefield.py [--frames 12] [--items 24] [--size 512]
+
+1. **Post-processing** of one 512 x 512 frame on one core: line tracing
+   (:func:`temtrack.sdk.linefield.extract_lines`) of perfect fields (the generator's
+   targets) against mask post-processing
+   (:func:`temtrack.sdk.postprocess.extract_dislocations`) of the same frame's true
+   masks, SD2- and SD3-like frames with about 15 dislocations. Issue 16's budget: at
+   most 10 ms per frame per core.
+2. **Training data rate** per core at ``--size`` px with augmentation: the line-field
+   stream (:class:`temtrack.training.linefield.LineFieldDataset`: render, dihedral
+   moves, targets, photometric augmentation) against the multi-label stream
+   (``SyntheticDataset`` + ``AugmentedDataset``, N = 20 float masks). Issue 16's target:
+   at least 40 items/s per core. Also the generator alone (render only), the floor both
+   streams share.
+
+Prints a table with ratios; timings are the median of the items or frames, in one
+process (one core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_ms(function, items) -> float:
+    times = []
+    for item in items:
+        tic = time.perf_counter()
+        function(item)
+        times.append(time.perf_counter() - tic)
+    return 1000 * statistics.median(times)
+
+
+def postprocess_rows(frames: int) -> list[tuple]:
+    from temtrack.sdk.linefield import extract_lines
+    from temtrack.sdk.postprocess import extract_dislocations
+    from temtrack.training.synth import generate_sample
+    from temtrack.training.synth.targets import line_targets
+
+    cases, seed = [], 7000
+    while len(cases) < frames:
+        sample = generate_sample("sd3" if len(cases) % 2 else "sd2", seed=seed)
+        seed += 1
+        if not 10 <= len(sample.centrelines) <= 20:
+            continue
+        t = line_targets(sample.centrelines, sample.image.shape)
+        cases.append((np.concatenate([t.centre[None], t.direction]), sample.masks))
+    extract_lines(cases[0][0]), extract_dislocations(cases[0][1])  # imports out of the timing
+    lines = _median_ms(lambda c: extract_lines(c[0]), cases)
+    masks = _median_ms(lambda c: extract_dislocations(c[1]), cases)
+    count = statistics.mean(len(extract_lines(c[0]).dislocations) for c in cases)
+    return [
+        ("post-process, mask baseline (ms/frame)", masks, 1.0),
+        (f"post-process, line fields (ms/frame, {count:.0f} lines)", lines, masks / lines),
+    ]
+
+
+def stream_rows(items: int, size: int) -> list[tuple]:
+    import torch
+
+    from temtrack.training.augment import AugmentedDataset
+    from temtrack.training.datasets import SyntheticDataset
+    from temtrack.training.linefield import LineFieldDataset
+    from temtrack.training.synth import generate_sample
+
+    torch.set_num_threads(1)
+    indices = list(range(items))
+    presets = ("sd1", "sd2", "sd3")
+    render = _median_ms(lambda i: generate_sample(presets[i % 3], seed=i, size=size), indices)
+    multilabel = [AugmentedDataset(SyntheticDataset(p, size=size, max_masks=20), seed=1) for p in presets]
+    baseline = _median_ms(lambda i: multilabel[i % 3].transform(multilabel[i % 3].dataset.item(i)), indices)
+    linefield = [LineFieldDataset(p, size=size) for p in presets]
+    lines = _median_ms(lambda i: linefield[i % 3].item(i), indices)
+    return [
+        (f"data, multi-label stream ({size} px, items/s/core)", 1000 / baseline, 1.0),
+        (f"data, line-field stream ({size} px, items/s/core)", 1000 / lines, baseline / lines),
+        (f"data, generator alone ({size} px, items/s/core)", 1000 / render, baseline / render),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=12, help="frames for the post-processing timing (default 12)")
+    parser.add_argument("--items", type=int, default=24, help="items for the data-rate timing (default 24)")
+    parser.add_argument("--size", type=int, default=512, help="training image size (default 512)")
+    args = parser.parse_args(argv)
+    rows = postprocess_rows(args.frames) + stream_rows(args.items, args.size)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':{width}}  {'value':>8}  {'vs baseline':>11}")
+    for name, value, ratio in rows:
+        print(f"{name:{width}}  {value:8.1f}  {ratio:10.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
