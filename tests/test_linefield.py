@@ -171,3 +171,93 @@ def test_spline_matching_needs_coverage_and_nearness():
     assert empty.recall == 1.0 and empty.n_found == 0
     with pytest.raises(ValueError, match="min_coverage"):
         score_splines([], [], min_coverage=0)
+
+
+# --- both families everywhere: the main job and eval with a perfect line-field backend ----
+
+
+class TruthFields:
+    """A perfect line-field model: the generator's targets of each frame (looked up by
+    the frame's 8-bit pixels)."""
+
+    name = "truth-fields"
+    family = "linefield"
+    input_size = None
+    threshold = None
+
+    def __init__(self, images, centrelines):
+        self.fields = {self._key(i): _fields(c, i.shape) for i, c in zip(images, centrelines)}
+
+    @staticmethod
+    def _key(image):
+        return np.round(np.asarray(image, np.float64) * 255).astype(np.uint8).tobytes()
+
+    def predict(self, frames):
+        return [self.fields[self._key(image)] for image in frames]
+
+    def describe(self):
+        return {"name": self.name}
+
+
+@pytest.fixture(scope="module")
+def pileup_video():
+    from temtrack.training.synth import iter_video, resolve_config
+    from temtrack.training.synth.video import VideoSettings
+
+    return list(iter_video(resolve_config("sd1", size=160), 4, VideoSettings(frames=12, fps=10.0, noise=0.0)))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_main_job_traces_line_fields_into_tracked_splines(pileup_video, workers):
+    from temtrack.sdk.analyzer import Analyzer
+
+    stack = np.stack([f.image for f in pileup_video])
+    backend = TruthFields([f.image for f in pileup_video], [f.centrelines for f in pileup_video])
+    analyzer = Analyzer(backend=backend, workers=workers)
+    assert isinstance(analyzer.postprocess, LineFieldSettings)
+    splines = analyzer.run(stack, progress=False, fps=10.0).splines
+    for frame in pileup_video:
+        found = splines[splines.frame == frame.index]
+        long = [c for c in frame.centrelines if len(c) > 1 and np.hypot(*np.diff(c, axis=0).T).sum() > 12]
+        assert abs(len(found) - len(long)) <= 1, frame.index
+        for line in long:  # each line is found where it is, with its length
+            centroid = line.mean(axis=0)
+            nearest = np.hypot(found.centroid_x - centroid[0], found.centroid_y - centroid[1]).to_numpy()
+            assert nearest.min() < 2.0
+    # One track per dislocation: as many tracks as lines in a frame, give or take one.
+    assert splines.track_id.nunique() <= max(len(f.centrelines) for f in pileup_video) + 2
+
+
+def test_settings_of_the_other_family_are_refused(pileup_video):
+    from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.postprocess import PostprocessSettings
+
+    backend = TruthFields([], [])
+    with pytest.raises(TypeError, match="'linefield'.*'multilabel'"):
+        Analyzer(backend=backend, postprocess=PostprocessSettings())
+    assert Analyzer(backend=backend, threshold=0.6).postprocess.high == 0.6
+
+
+def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
+    import cv2
+
+    from temtrack.sdk.evaluate import evaluate, format_summary
+
+    images, curves = [], []
+    for k, seed in enumerate((11, 12, 13)):
+        sample = generate_sample("sd2", seed=seed, size=192)
+        image = np.round(sample.image * 255).astype(np.uint8)
+        labels = np.zeros_like(image)
+        for line in sample.centrelines:
+            cv2.polylines(labels, [np.round(line).astype(np.int32).reshape(-1, 1, 2)], False, 255, 1)
+        cv2.imwrite(str(tmp_path / f"frame{k:03d}.png"), image)
+        cv2.imwrite(str(tmp_path / f"frame{k:03d}_dislocations.png"), labels)
+        images.append(image / 255.0)
+        curves.append(sample.centrelines)
+    report = evaluate(tmp_path, TruthFields(images, curves), progress=False)
+    summary = report.summary
+    # Lines that touch merge into one label component; the rest are found one to one.
+    assert summary["spline_recall"] >= 0.8 and summary["matched_length_score"] >= 0.9
+    assert summary["pred_per_frame"] >= summary["true_per_frame"] - 1
+    assert report.settings["linefield"]["high"] == LineFieldSettings().high
+    assert "spline recall" in format_summary(report)

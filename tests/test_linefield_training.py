@@ -161,3 +161,63 @@ def test_a_checkpoint_of_the_other_family_is_refused_naming_both(tmp_path):
     train(tiny_linefield(steps=2), run, progress=False)
     with pytest.raises(Exception, match=r"linefield.*multilabel|multilabel.*linefield"):
         load_model(run / "last.pt", expected=ModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8], n_masks=8))
+
+
+# --- export and the ONNX backend ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def linefield_checkpoint(tmp_path_factory):
+    run = tmp_path_factory.mktemp("linefield") / "run"
+    train(tiny_linefield(steps=2, validation={"presets": ["sd1"], "images": 1, "every": 2, "size": 64}), run, progress=False)
+    return run / "last.pt"
+
+
+def test_export_runs_any_frame_size_with_the_network_s_fields(linefield_checkpoint, tmp_path):
+    from temtrack.export.onnx import ExportError, export_onnx
+    from temtrack.sdk.backends.onnx import OnnxBackend
+
+    result = export_onnx(linefield_checkpoint, tmp_path / "lf.onnx")
+    meta = result.metadata
+    assert (meta.family, meta.output, meta.size_multiple, meta.n_masks) == ("linefield", "fields", 32, 3)
+    assert result.parity.passed
+    onnx_backend = OnnxBackend(tmp_path / "lf.onnx")
+    assert onnx_backend.family == "linefield" and onnx_backend.input_size is None
+    model, config, _ = load_model(linefield_checkpoint)
+    torch_backend = TorchBackend(model, config, device="cpu")
+    frames = np.random.default_rng(3).random((2, 75, 101), dtype=np.float32)  # not multiples of 32
+    for got, want in zip(onnx_backend.predict(frames), torch_backend.predict(frames)):
+        assert got.shape == (3, 75, 101)
+        np.testing.assert_allclose(got, want, atol=1e-4)  # fp32 parity, as the export's own check
+    with pytest.raises(ExportError, match="'linefield'.*'multilabel'"):
+        export_onnx(linefield_checkpoint, tmp_path / "masks.onnx", output="masks")
+
+
+def test_main_job_and_eval_run_an_exported_line_field_model(linefield_checkpoint, tmp_path):
+    import cv2
+
+    from temtrack.export.onnx import export_onnx
+    from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.evaluate import evaluate
+
+    path = export_onnx(linefield_checkpoint, tmp_path / "lf.onnx").path
+    frames = np.stack([generate_sample("sd1", seed=s, size=96).image for s in range(3)])
+    analyzer = Analyzer(path, workers=0)
+    assert analyzer.backend.family == "linefield"
+    assert analyzer.run(frames, progress=False).frames == 3
+    sample = generate_sample("sd1", seed=5, size=96)
+    cv2.imwrite(str(tmp_path / "f.png"), np.round(sample.image * 255).astype(np.uint8))
+    label = np.zeros((96, 96), np.uint8)
+    cv2.line(label, (10, 10), (80, 10), 255, 1)
+    cv2.imwrite(str(tmp_path / "f_dislocations.png"), label)
+    report = evaluate(tmp_path, analyzer.backend, progress=False)
+    assert report.summary["n_images"] == 1 and report.summary["true_per_frame"] == 1.0
+
+
+def test_metadata_ties_the_family_to_its_output():
+    from temtrack.sdk.modelmeta import ModelMetadata
+
+    with pytest.raises(ValueError, match="line-field model outputs 'fields'"):
+        ModelMetadata(input_size=(64, 64), n_masks=3, output="probabilities", family="linefield")
+    with pytest.raises(ValueError, match="line-field model outputs 'fields'"):
+        ModelMetadata(input_size=(64, 64), n_masks=3, output="fields")

@@ -432,7 +432,7 @@ def test_duplicated_metadata_is_an_error(tmp_path):
         ({"mean": float("nan")}, "finite"),
         ({"input_size": (0, 64)}, "both >= 1"),
         ({"n_masks": 0}, "integer >= 1"),
-        ({"output": "sigmoid"}, "'logits', 'probabilities' or 'masks'"),
+        ({"output": "sigmoid"}, "'logits', 'probabilities', 'masks' or 'fields'"),
         ({"format_version": 2}, "not understood by this tem-track"),
         ({"extra": {"f": object()}}, "JSON-serialisable"),
     ],

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from temtrack.sdk.backends.contract import pad_to_multiple
+
 from .checkpoint import load_model
 from .linefield import linefield_outputs
 from .model import ModelConfig
@@ -170,7 +172,12 @@ class TorchBackend:
         if frames.ndim != 3:
             raise ValueError(f"frames must have shape (B, H, W), got {frames.shape}")
         b, h, w = frames.shape
-        padded = pad_batch(frames, self.config.size_multiple)
+        # A line-field model sees frames padded as on every other backend (by
+        # reflection, no edge to read as a line); masks models as they were trained.
+        if self.family == "linefield":
+            padded = pad_to_multiple(frames, self.config.size_multiple)
+        else:
+            padded = pad_batch(frames, self.config.size_multiple)
         cut = logit_threshold(self.probability_threshold) if self.output == "masks" else None
         out = np.empty((b, self.config.out_channels, h, w), np.float32 if cut is None else np.uint8)
         for start in range(0, b, self.batch_size):

@@ -47,6 +47,7 @@ __all__ = [
     "has_model_suffix",
     "model_backend",
     "normalisation",
+    "pad_to_multiple",
 ]
 
 # Which backend runs a model file, by the file's suffix (lowercase). A file with any
@@ -273,3 +274,20 @@ def checked_fields(y: np.ndarray, *, source: str) -> np.ndarray:
             raise ModelError(f"{source} returned a direction field in [{low:.7g}, {high:.7g}], not in [-1, 1]")
         np.clip(direction, -1.0, 1.0, out=direction)
     return y
+
+
+def pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
+    """``(B, H, W)`` frames padded at the bottom and right to multiples of ``multiple``
+    by reflection (no edge that a line-field model could read as a line; by repeating
+    the last row or column where a frame is too small to reflect); the frames
+    themselves when no padding is needed. How every backend feeds a graph of any size.
+
+    >>> pad_to_multiple(np.arange(3.0).reshape(1, 1, 3), 4).tolist()
+    [[[0.0, 1.0, 2.0, 2.0], [0.0, 1.0, 2.0, 2.0], [0.0, 1.0, 2.0, 2.0], [0.0, 1.0, 2.0, 2.0]]]
+    """
+    height, width = frames.shape[1:]
+    ph, pw = -height % multiple, -width % multiple
+    if not (ph or pw):
+        return frames
+    mode = "reflect" if ph < height and pw < width else "edge"
+    return np.pad(frames, ((0, 0), (0, ph), (0, pw)), mode=mode)

@@ -43,7 +43,7 @@ from ..modelmeta import (
     check_against_graph,
     file_sha256,
 )
-from .contract import checked_fields, checked_frames, checked_probabilities, normalisation
+from .contract import checked_fields, checked_frames, checked_probabilities, normalisation, pad_to_multiple
 
 __all__ = ["DEFAULT_PROVIDERS", "GPU_PROVIDERS", "ModelError", "OnnxBackend", "provider_options"]
 
@@ -344,7 +344,7 @@ class OnnxBackend:
         size = self.input_size or tuple(getattr(frames, "shape", (0, 0))[-2:])
         scale, shift = normalisation(checked_frames(frames, size, self.path.name), self._scale, self._shift)
         if self._multiple:
-            frames = _pad_to_multiple(frames, self._multiple)
+            frames = pad_to_multiple(frames, self._multiple)
         height, width = frames.shape[1:]
         if frames.dtype == np.float32 and scale == 1 and shift == 0 and frames.flags.c_contiguous:
             x = frames  # fed as it is: onnxruntime does not write to its inputs
@@ -390,18 +390,6 @@ class OnnxBackend:
         else:
             checked_probabilities(y, source=f"{self.path}: metadata says output='probabilities' but the model")
         return y
-
-
-def _pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
-    """``(B, H, W)`` frames padded at the bottom and right to multiples of ``multiple``,
-    by reflection (no edge that could read as a line); the frames themselves if no
-    padding is needed."""
-    height, width = frames.shape[1:]
-    ph, pw = -height % multiple, -width % multiple
-    if not (ph or pw):
-        return frames
-    mode = "reflect" if ph < height and pw < width else "edge"
-    return np.pad(frames, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
 def provider_options(provider: str, model: Path) -> dict:
