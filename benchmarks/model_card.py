@@ -82,6 +82,10 @@ def _matched_length(report: dict) -> float:
 def _figures(report: dict) -> dict:
     s = report["summary"]
     return {
+        "spline_recall": s.get("spline_recall"),
+        "spline_length_score": s.get("matched_length_score"),
+        "labelled_per_frame": s.get("true_per_frame"),
+        "predicted_per_frame": s.get("pred_per_frame"),
         "images": s["n_images"],
         "dislocations": s["n_gt"],
         "length_score": s["length_score_mean"],
@@ -169,18 +173,94 @@ def pictures(model: Path, real: Path, folder: Path) -> list[str]:
     return written
 
 
+def _along_border(table, shape, margin: float = 4.0, share: float = 0.8) -> list[int]:
+    """Frames of the splines with at least ``share`` of their points within ``margin`` px
+    of the frame's edge (one entry per such spline)."""
+    height, width = shape
+    frames = []
+    for frame, xs, ys in zip(table.column("frame").to_pylist(), table.column("x").to_pylist(), table.column("y").to_pylist()):
+        xs, ys = np.asarray(xs), np.asarray(ys)
+        near = (xs < margin) | (ys < margin) | (xs > width - 1 - margin) | (ys > height - 1 - margin)
+        if near.mean() >= share:
+            frames.append(frame)
+    return frames
+
+
+def labelled_track_lifetimes(splines_path: Path, labelled: Path) -> dict:
+    """How long the tracks that carry labelled dislocations last.
+
+    In each labelled frame, each labelled line is matched to a predicted spline of that
+    frame by :func:`temtrack.sdk.metrics.score_splines`; the matched spline's track is
+    followed through the whole video. Returns the lifetimes (frames) of those tracks and
+    how many of the labelled frames the same track is matched in.
+    """
+    import cv2
+    import pyarrow.parquet as pq
+
+    from temtrack.sdk.groundtruth import line_label_files, line_label_masks
+    from temtrack.sdk.metrics import score_splines
+    from temtrack.sdk.postprocess import extract_dislocations
+
+    table = pq.read_table(splines_path, columns=["frame", "track_id", "x", "y"]).to_pandas()
+    lifetime = table.groupby("track_id").frame.agg(lambda f: int(f.max() - f.min() + 1))
+    matched_tracks, found, labelled_lines = [], 0, 0
+    frames_of_track: dict[int, set] = {}
+    for image_path, label_path in line_label_files(labelled):
+        frame = int("".join(ch for ch in image_path.stem if ch.isdigit()))
+        label = cv2.imread(str(label_path), cv2.IMREAD_GRAYSCALE)
+        truth = [d.points for d in extract_dislocations(line_label_masks(label)).dislocations]
+        rows = table[table.frame == frame]
+        preds = [np.column_stack([x, y]) for x, y in zip(rows.x, rows.y)]
+        score = score_splines(preds, truth)
+        labelled_lines += len(truth)
+        found += score.n_found
+        # score_splines does not return the pairs: recover them by nearest mean distance.
+        from temtrack.sdk.geometry import distance_to_curve
+
+        for t in truth:
+            best = min(
+                ((float(distance_to_curve(p, t).mean()), k) for k, p in enumerate(preds)), default=(np.inf, -1)
+            )
+            if best[0] <= 5.0:
+                track = int(rows.track_id.iloc[best[1]])
+                matched_tracks.append(track)
+                frames_of_track.setdefault(track, set()).add(frame)
+    lifetimes = np.array([lifetime[t] for t in matched_tracks if t in lifetime.index])
+    n_frames = int(table.frame.max() + 1) if len(table) else 0
+    return {
+        "labelled_frames": len(line_label_files(labelled)),
+        "labelled_lines": labelled_lines,
+        "found": found,
+        "video_frames": n_frames,
+        "matched_track_lifetime_median": float(np.median(lifetimes)) if len(lifetimes) else None,
+        "matched_track_lifetime_quartiles": [float(q) for q in np.percentile(lifetimes, [25, 75])] if len(lifetimes) else None,
+        "matched_tracks_over_half_the_video": float(np.mean(lifetimes >= n_frames / 2)) if len(lifetimes) else None,
+        "labelled_frames_per_matched_track_median": float(np.median([len(v) for v in frames_of_track.values()]))
+        if frames_of_track else None,
+    }
+
+
 def main_job(model: Path, video: Path, out: Path) -> dict:
-    """The main job on a real video with an overlay: speed and tracks."""
+    """The main job on a real video with an overlay: speed, tracks, splines along the border."""
     import pyarrow.parquet as pq
 
     from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.sources import open_source
 
     analyzer = Analyzer(model)
     splines = out / "twip_splines.parquet"
     result = analyzer.run(video, splines, overlay=out / "twip_overlay.mp4", plots=out / "twip_plots", overwrite=True)
-    tracks = pq.read_table(result.paths["splines"], columns=["track_id"]).column("track_id").to_numpy()
+    table = pq.read_table(result.paths["splines"], columns=["frame", "track_id", "x", "y"])
+    tracks = table.column("track_id").to_numpy()
     lengths = np.bincount(tracks[tracks >= 0]) if (tracks >= 0).any() else np.zeros(0)
+    with open_source(video) as source:
+        shape = next(iter(source.frames(end=1))).image.shape
+    border = _along_border(table, shape)
+    labelled = video.parent / "labeled"
     return {
+        "splines_along_the_border": len(border),
+        "frames_with_a_spline_along_the_border": len(set(border)),
+        "labelled_tracks": labelled_track_lifetimes(result.paths["splines"], labelled) if labelled.is_dir() else None,
         "frames": result.frames,
         "seconds": result.seconds,
         "frames_per_s": result.fps,
@@ -201,6 +281,7 @@ def main(argv=None) -> int:
     parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
     parser.add_argument("--figures", type=Path, help="write the model card's pictures here")
     parser.add_argument("--quick", action="store_true", help="100 held-out images per preset, no video run")
+    parser.add_argument("--limit", type=int, help="score the first LIMIT held-out images per preset")
     parser.add_argument("--skip-video", action="store_true", help="no main-job run on the TWIP video")
     parser.add_argument("--no-classical", action="store_true",
                         help="score the models only (e.g. while the classical reports are made elsewhere)")
@@ -209,7 +290,7 @@ def main(argv=None) -> int:
     models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
     models = {name: resolve_model(spec) for name, spec in models.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    limit = 100 if args.quick else None
+    limit = 100 if args.quick else args.limit
     summary: dict = {"models": {n: str(p) for n, p in models.items()}, "heldout": {}, "twip": {}}
     reports = {}
     # One backend each (one onnxruntime session per model), for every data set.
@@ -253,19 +334,29 @@ def main(argv=None) -> int:
 
 
 def table(summary: dict) -> str:
-    lines = ["| data | backend | images | length score (mean) | recall | length score, matched | precision |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| data | backend | images | length score (mean) | recall | length score, matched | precision "
+             "| spline recall | length score, found lines | labelled / predicted per frame |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     rows = [(f"{p.upper()}-like held-out", n, f) for p, by in summary["heldout"].items() for n, f in by.items()]
     rows += [("TWIP labelled frames", n, f) for n, f in summary["twip"].items()]
+
+    def cell(value):
+        return "-" if value is None or value != value else f"{value:.3f}"
+
     for data, name, f in rows:
-        precision = "(partial labels)" if data.startswith("TWIP") else f"{f['precision']:.3f}"
-        lines.append(f"| {data} | {name} | {f['images']} | {f['length_score']:.3f} | {f['recall']:.3f} | "
-                     f"{f['length_score_matched']:.3f} | {precision} |")
+        precision = "(partial labels)" if data.startswith("TWIP") else cell(f["precision"])
+        per_frame = "-" if f.get("labelled_per_frame") is None else f"{f['labelled_per_frame']:.1f} / {f['predicted_per_frame']:.1f}"
+        lines.append(f"| {data} | {name} | {f['images']} | {cell(f['length_score'])} | {cell(f['recall'])} | "
+                     f"{cell(f['length_score_matched'])} | {precision} | {cell(f.get('spline_recall'))} | "
+                     f"{cell(f.get('spline_length_score'))} | {per_frame} |")
     video = summary.get("twip_video")
     if video:
         lines.append(f"\nTWIP video: {video['frames']} frames in {video['seconds']:.0f} s "
                      f"({video['frames_per_s']:.2f} frames/s), {video['per_frame']:.1f} dislocations per frame, "
-                     f"{video['tracks']} tracks ({video['tracks_10_frames_or_more']} over >= 10 frames)")
+                     f"{video['tracks']} tracks ({video['tracks_10_frames_or_more']} over >= 10 frames), "
+                     f"{video['splines_along_the_border']} splines along the frame border")
+        if video.get("labelled_tracks"):
+            lines.append(f"tracks of labelled lines: {json.dumps(video['labelled_tracks'])}")
     return "\n".join(lines)
 
 
