@@ -85,6 +85,12 @@ class AugmentConfig(BaseModel):
         Standard deviation of additive Gaussian noise, within [0, 1].
     p_jpeg, jpeg_quality : float, (int, int)
         JPEG encode/decode quality, within [1, 100].
+    p_zoom, zoom : float, (float, float)
+        Line-field stream only (:class:`temtrack.training.linefield.LineFieldDataset`):
+        the scene is rendered at ``size / zoom`` and resized to ``size``, the factor
+        drawn log-uniformly from ``zoom`` (> 0), so lines are seen at other widths and
+        scales than the generator's (other microscopes, other magnifications); the
+        centrelines are scaled with it and the targets drawn at the final size.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,6 +115,8 @@ class AugmentConfig(BaseModel):
     noise_sigma: Annotated[Range, _within(0.0, 1.0)] = (0.0, 0.08)
     p_jpeg: Probability = 0.3
     jpeg_quality: Annotated[IntRange, _within(1, 100)] = (30, 90)
+    p_zoom: Probability = 0.0
+    zoom: Annotated[Range, _within(0.0, float("inf"), open_low=True)] = (1.0, 1.0)
 
 
 # One uniform draw per step, always all of them, so that changing one probability

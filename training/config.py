@@ -230,6 +230,11 @@ class TrainConfig(_Strict):
                     f"loss.{mixed[0]} is an option of the {other!r} family, but model.family is {family!r}; "
                     f"remove it or set model.family = {other!r}"
                 )
+        if family != "linefield" and self.augment.p_zoom > 0:
+            raise ValueError(
+                "augment.p_zoom: the zoom augmentation is for the 'linefield' family's stream only "
+                f"(model.family is {family!r}); remove it or set model.family = 'linefield'"
+            )
         if family == "linefield" and (self.data.datasets or self.data.labelled):
             raise ValueError(
                 "data.datasets and data.labelled: the line-field family trains on generator presets only "

@@ -6,8 +6,8 @@ centrelines (:func:`temtrack.training.synth.targets.line_targets`), never from N
 masks, and the losses are per pixel with no matching, so a CPU learns them in a few
 thousand steps.
 
-Geometric augmentation (flips, 90 degree rotations) moves the centrelines with the
-image before the targets are drawn, so the direction targets stay exact; photometric
+Geometric augmentation (a zoom, flips, 90 degree rotations) moves the centrelines with
+the image before the targets are drawn, so the targets stay exact; photometric
 augmentation then changes the image only (:func:`temtrack.training.augment.augment`).
 
 Imports torch: training code only.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -114,10 +115,9 @@ class LineFieldDataset(IterableDataset):
         self.start = int(start)
 
     def item(self, index: int) -> dict:
-        scene = sample_scene(self.config, sample_seed(self.seed, index), backgrounds=self.backgrounds)
-        sample = render_scene(scene, backgrounds=self.backgrounds)
         rng = np.random.default_rng([self.seed, index])
-        image, curves = dihedral(sample.image, sample.centrelines, rng, self.augment_config)
+        image, curves = self._render(index, rng)
+        image, curves = dihedral(image, curves, rng, self.augment_config)
         targets = line_targets(curves, image.shape, sigma=self.sigma, ends="ends" in self.extras)
         image, _ = augment(image, np.zeros((0, *image.shape), np.uint8), rng, self.photometric)
         planes = [targets.centre[None], targets.direction]
@@ -129,6 +129,26 @@ class LineFieldDataset(IterableDataset):
             "weight": torch.from_numpy(targets.weight[None]),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+
+    def _render(self, index: int, rng: np.random.Generator):
+        """The sample's image and centrelines, zoomed (``AugmentConfig.p_zoom``)."""
+        config, c = self.config, self.augment_config
+        draw, log_zoom = rng.random(), rng.uniform(*np.log(c.zoom))
+        zoom = float(np.exp(log_zoom)) if c.enabled and draw < c.p_zoom else 1.0
+        height, width = config.size
+        source = (max(int(round(height / zoom)), 16), max(int(round(width / zoom)), 16))
+        if source != (height, width):
+            config = config.with_size(source)
+        scene = sample_scene(config, sample_seed(self.seed, index), backgrounds=self.backgrounds)
+        sample = render_scene(scene, backgrounds=self.backgrounds)
+        if source == (height, width):
+            return sample.image, sample.centrelines
+        scale_x, scale_y = width / source[1], height / source[0]
+        shrink = scale_x < 1.0
+        image = cv2.resize(sample.image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        # Pixel centres at integers: x' = (x + 0.5) * s - 0.5.
+        curves = [np.column_stack([(c[:, 0] + 0.5) * scale_x - 0.5, (c[:, 1] + 0.5) * scale_y - 0.5]) for c in sample.centrelines]
+        return np.clip(image, 0.0, 1.0), curves
 
     def __iter__(self):
         return worker_items(self.item, start=self.start)
