@@ -288,8 +288,12 @@ def _models(args: argparse.Namespace) -> int:
             print(f"  PROBLEM    {row['problem']}")
         if meta:
             size = "x".join(str(v) for v in meta["input_size"])
-            print(f"  model      {meta['name']} {meta['version']}: {extra.get('architecture', '?')} "
-                  f"{extra.get('encoder', '')}, N={meta['n_masks']}, input {size}, {extra.get('precision', '?')}, "
+            if meta.get("family") == "linefield":
+                shape = f"line fields ({meta['n_masks']} channels), any frame size (trained at {size})"
+            else:
+                shape = f"N={meta['n_masks']}, input {size}"
+            print(f"  model      {meta['name']} {meta['version']}: {meta.get('family', 'multilabel')} "
+                  f"{extra.get('architecture', '?')} {extra.get('encoder', '')}, {shape}, {extra.get('precision', '?')}, "
                   f"output {meta['output']}, threshold {meta['threshold']}")
             if checkpoint:
                 score = checkpoint.get("best_length_score")
@@ -339,8 +343,12 @@ def _export(args: argparse.Namespace) -> int:
     )
     size_mib = result.path.stat().st_size / 2**20
     print(result.parity.summary())
-    print(f"wrote {result.path} ({size_mib:.1f} MiB, input {result.metadata.input_size[0]}x"
-          f"{result.metadata.input_size[1]}, {result.metadata.n_masks} masks, sha256 {result.sha256[:12]})")
+    meta = result.metadata
+    if meta.family == "linefield":
+        shape = f"any frame size (sides padded to multiples of {meta.size_multiple}), {meta.n_masks} fields"
+    else:
+        shape = f"input {meta.input_size[0]}x{meta.input_size[1]}, {meta.n_masks} masks"
+    print(f"wrote {result.path} ({size_mib:.1f} MiB, {shape}, sha256 {result.sha256[:12]})")
     if args.tensorrt is not None:
         from temtrack.export.tensorrt import build_engine
 

@@ -221,3 +221,18 @@ def test_metadata_ties_the_family_to_its_output():
         ModelMetadata(input_size=(64, 64), n_masks=3, output="probabilities", family="linefield")
     with pytest.raises(ValueError, match="line-field model outputs 'fields'"):
         ModelMetadata(input_size=(64, 64), n_masks=3, output="fields")
+
+
+def test_zoom_draws_the_targets_on_the_zoomed_lines():
+    """With zoom 2 the lines are twice as wide; the ridge of the targets still runs on
+    their dark centres (darker than the image around them)."""
+    quiet = dict(p_hflip=0, p_vflip=0, p_rot90=0, p_equalize=0, p_brightness=0, p_contrast=0, p_gamma=0,
+                 p_vignette=0, p_blur=0, p_noise=0, p_jpeg=0)
+    zoomed = LineFieldDataset("sd1", seed=2, size=128, augment_config=AugmentConfig(**quiet, p_zoom=1.0, zoom=(2.0, 2.0)))
+    for index in range(3):
+        item = zoomed.item(index)
+        image, centre = item["image"][0].numpy(), item["target"][0].numpy()
+        ridge = centre > 0.9
+        assert ridge.any()
+        band = (centre > 0.0) & (centre < 0.05)  # 3-5 px from the centreline
+        assert image[ridge].mean() < image[band].mean() - 0.02
