@@ -1,7 +1,7 @@
 """Line-field family: post-processing time per frame and training data rate, each
 against the multi-label baseline measured side by side in this process.
 
-    python benchmarks/bench_linefield.py [--frames 12] [--items 24] [--size 512]
+    python benchmarks/bench_linefield.py [--frames 12] [--items 24] [--size 512] [--ceiling 20]
 
 1. **Post-processing** of one 512 x 512 frame on one core: line tracing
    (:func:`temtrack.sdk.linefield.extract_lines`) of perfect fields (the generator's
@@ -15,6 +15,12 @@ against the multi-label baseline measured side by side in this process.
    (``SyntheticDataset`` + ``AugmentedDataset``, N = 20 float masks). Issue 16's target:
    at least 40 items/s per core. Also the generator alone (render only), the floor both
    streams share.
+
+3. **Ceiling** (``--ceiling N``, N images per preset, seeds 5000...): the thesis'
+   metric when the network is perfect, for the two routes from a semantic prediction to
+   instances: perfect line fields traced by ``extract_lines``, against the union of the
+   true masks as one mask through ``extract_dislocations`` (issue 16's baseline), each
+   dislocation then drawn as a 3 px mask.
 
 Prints a table with ratios; timings are the median of the items or frames, in one
 process (one core).
@@ -85,17 +91,44 @@ def stream_rows(items: int, size: int) -> list[tuple]:
     ]
 
 
+def ceiling_rows(n: int) -> list[tuple]:
+    from temtrack.sdk.linefield import extract_lines, instance_masks
+    from temtrack.sdk.metrics import score_image, summarize
+    from temtrack.sdk.postprocess import extract_dislocations
+    from temtrack.training.synth import generate_sample
+    from temtrack.training.synth.targets import line_targets
+
+    rows = []
+    for preset in ("sd1", "sd2", "sd3"):
+        fields_scores, union_scores = [], []
+        for seed in range(5000, 5000 + n):
+            sample = generate_sample(preset, seed=seed)
+            t = line_targets(sample.centrelines, sample.image.shape)
+            traced = extract_lines(np.concatenate([t.centre[None], t.direction]))
+            fields_scores.append(score_image(instance_masks(traced), sample.masks))
+            union = extract_dislocations(sample.masks.max(axis=0, keepdims=True))
+            union_scores.append(score_image(instance_masks(union), sample.masks))
+        fields = summarize(fields_scores)["length_score_mean"]
+        union = summarize(union_scores)["length_score_mean"]
+        rows.append((f"ceiling {preset}, union of masks (length score)", union, 1.0))
+        rows.append((f"ceiling {preset}, perfect line fields (length score)", fields, fields / max(union, 1e-9)))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=12, help="frames for the post-processing timing (default 12)")
     parser.add_argument("--items", type=int, default=24, help="items for the data-rate timing (default 24)")
     parser.add_argument("--size", type=int, default=512, help="training image size (default 512)")
+    parser.add_argument("--ceiling", type=int, default=0, help="images per preset for the ceiling (default 0: skip)")
     args = parser.parse_args(argv)
     rows = postprocess_rows(args.frames) + stream_rows(args.items, args.size)
+    if args.ceiling:
+        rows += ceiling_rows(args.ceiling)
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':{width}}  {'value':>8}  {'vs baseline':>11}")
     for name, value, ratio in rows:
-        print(f"{name:{width}}  {value:8.1f}  {ratio:10.2f}x")
+        print(f"{name:{width}}  {value:8.3g}  {ratio:10.2f}x")
     return 0
 
 
