@@ -66,6 +66,10 @@ class LineFieldSettings:
         Smoothing of the spline (expected deviation of ridge pixels from the line).
     mask_width : int
         Width (odd, px) of the per-dislocation masks drawn along the splines.
+    border : float
+        A traced line with 80 % of its pixels within this distance (px) of the image's
+        edge (of ``valid``, when given) runs along the edge of the field of view or of
+        padding, not a dislocation, and is dropped; 0 keeps everything.
     """
 
     high: float = 0.5
@@ -76,6 +80,7 @@ class LineFieldSettings:
     n_points: int = 50
     sigma: float = DEFAULT_SIGMA
     mask_width: int = 3
+    border: float = 3.0
 
     def __post_init__(self):
         problems = {
@@ -87,6 +92,7 @@ class LineFieldSettings:
             "n_points": (isinstance(self.n_points, (int, np.integer)) and self.n_points >= 2, "an integer >= 2"),
             "sigma": (self.sigma >= 0, ">= 0 px"),
             "mask_width": (isinstance(self.mask_width, (int, np.integer)) and self.mask_width >= 1 and self.mask_width % 2, "an odd integer >= 1"),
+            "border": (self.border >= 0, ">= 0 px"),
         }
         for name, (ok, allowed) in problems.items():
             if not ok:
@@ -332,19 +338,25 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
     settings = settings or LineFieldSettings()
     fields = check_fields(fields)
     centre, direction = split_fields(fields)
+    height, width = centre.shape
+    y0, y1, x0, x1 = (0, height, 0, width) if valid is None else (int(v) for v in valid)
     if valid is not None:
-        y0, y1, x0, x1 = (int(v) for v in valid)
         cropped = np.zeros_like(centre)
         cropped[y0:y1, x0:x1] = centre[y0:y1, x0:x1]
         centre = cropped
     skeleton = ridges(centre, direction, high=settings.high, low=settings.low)
     segments = [_segment(p, direction) for p in _segments(skeleton)]
     chains = _chains(segments, _links(segments, settings))
-    height, width = centre.shape
     dislocations, summaries = [], []
+    edge = settings.border
     for path in chains:
         if len(path) < 2 or _path_length(path) < settings.min_length:
             continue
+        if edge > 0:
+            rows, cols = path[:, 0], path[:, 1]
+            near = (rows < y0 + edge) | (rows > y1 - 1 - edge) | (cols < x0 + edge) | (cols > x1 - 1 - edge)
+            if near.mean() >= 0.8:
+                continue
         index = len(dislocations)
         centreline = path[:, ::-1].astype(float)
         spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma)

@@ -261,3 +261,13 @@ def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
     assert summary["pred_per_frame"] >= summary["true_per_frame"] - 1
     assert report.settings["linefield"]["high"] == LineFieldSettings().high
     assert "spline recall" in format_summary(report)
+
+
+def test_lines_along_the_image_edge_are_dropped():
+    fields = _fields([_line((5, 1), (120, 1)), _line((5, 40), (120, 40)), _line((126, 5), (126, 90))], (96, 128))
+    kept = extract_lines(fields)
+    assert len(kept.dislocations) == 1 and kept.dislocations[0].points[:, 1].mean() == pytest.approx(40, abs=0.5)
+    assert len(extract_lines(fields, settings=LineFieldSettings(border=0)).dislocations) == 3
+    # The edge of the valid region counts as the image's edge.
+    inside = _fields([_line((5, 60), (120, 60))], (96, 128))
+    assert extract_lines(inside, valid=(0, 62, 0, 128)).dislocations == ()
