@@ -257,7 +257,7 @@ def test_half_network_keeps_the_first_convolution_in_fp32(checkpoint):
 
 def test_failed_parity_writes_nothing(checkpoint, tmp_path, monkeypatch):
     real = export_module.reference_probabilities
-    monkeypatch.setattr(export_module, "reference_probabilities", lambda net, frames: real(net, frames) * 0.9)
+    monkeypatch.setattr(export_module, "reference_probabilities", lambda net, frames, **options: real(net, frames, **options) * 0.9)
     out = tmp_path / "m.onnx"
     with pytest.raises(ParityError, match=r"the ONNX export m.onnx does not match the PyTorch network: .*FAILED"):
         export_onnx(checkpoint, out, input_size=SIZE)
