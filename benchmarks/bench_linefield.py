@@ -16,11 +16,13 @@ against the multi-label baseline measured side by side in this process.
    at least 40 items/s per core. Also the generator alone (render only), the floor both
    streams share.
 
-3. **Ceiling** (``--ceiling N``, N images per preset, seeds 5000...): the thesis'
-   metric when the network is perfect, for the two routes from a semantic prediction to
-   instances: perfect line fields traced by ``extract_lines``, against the union of the
-   true masks as one mask through ``extract_dislocations`` (issue 16's baseline), each
-   dislocation then drawn as a 3 px mask.
+3. **Ceiling and ablation** (``--ceiling N``, N images per preset, seeds 5000...): the
+   thesis' metric when the network is perfect, for the routes from a semantic prediction
+   to instances: the union of the true masks as one mask through
+   ``extract_dislocations`` (issue 16's baseline); perfect line fields traced by
+   ``extract_lines``; the same without the direction channels (the direction taken from
+   the centre map's Hessian instead: what a centre-only model would give); and without
+   joining segment ends (``link_distance=0``: no pairing at crossings or gaps).
 
 Prints a table with ratios; timings are the median of the items or frames, in one
 process (one core).
@@ -91,27 +93,48 @@ def stream_rows(items: int, size: int) -> list[tuple]:
     ]
 
 
+def hessian_direction(centre: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """``(cos 2θ, sin 2θ)`` of the centre map's ridges from its Hessian: the eigenvector of
+    the larger eigenvalue runs along a bright ridge."""
+    from scipy.ndimage import gaussian_filter
+
+    hxx = gaussian_filter(centre, sigma, order=(0, 2))
+    hyy = gaussian_filter(centre, sigma, order=(2, 0))
+    hxy = gaussian_filter(centre, sigma, order=(1, 1))
+    doubled = np.arctan2(2 * hxy, hxx - hyy)
+    return np.stack([np.cos(doubled), np.sin(doubled)]).astype(np.float32)
+
+
 def ceiling_rows(n: int) -> list[tuple]:
-    from temtrack.sdk.linefield import extract_lines, instance_masks
+    from temtrack.sdk.linefield import LineFieldSettings, extract_lines, instance_masks
     from temtrack.sdk.metrics import score_image, summarize
     from temtrack.sdk.postprocess import extract_dislocations
     from temtrack.training.synth import generate_sample
     from temtrack.training.synth.targets import line_targets
 
+    no_joins = LineFieldSettings(link_distance=0)
     rows = []
     for preset in ("sd1", "sd2", "sd3"):
-        fields_scores, union_scores = [], []
+        scores: dict[str, list] = {"union": [], "fields": [], "hessian": [], "no_joins": []}
         for seed in range(5000, 5000 + n):
             sample = generate_sample(preset, seed=seed)
             t = line_targets(sample.centrelines, sample.image.shape)
-            traced = extract_lines(np.concatenate([t.centre[None], t.direction]))
-            fields_scores.append(score_image(instance_masks(traced), sample.masks))
+            fields = np.concatenate([t.centre[None], t.direction])
+            hessian = np.concatenate([t.centre[None], hessian_direction(t.centre)])
             union = extract_dislocations(sample.masks.max(axis=0, keepdims=True))
-            union_scores.append(score_image(instance_masks(union), sample.masks))
-        fields = summarize(fields_scores)["length_score_mean"]
-        union = summarize(union_scores)["length_score_mean"]
-        rows.append((f"ceiling {preset}, union of masks (length score)", union, 1.0))
-        rows.append((f"ceiling {preset}, perfect line fields (length score)", fields, fields / max(union, 1e-9)))
+            for name, frame in (
+                ("union", union),
+                ("fields", extract_lines(fields)),
+                ("hessian", extract_lines(hessian)),
+                ("no_joins", extract_lines(fields, settings=no_joins)),
+            ):
+                scores[name].append(score_image(instance_masks(frame), sample.masks))
+        means = {name: summarize(s)["length_score_mean"] for name, s in scores.items()}
+        base = max(means["union"], 1e-9)
+        rows.append((f"ceiling {preset}, union of masks (length score)", means["union"], 1.0))
+        rows.append((f"ceiling {preset}, perfect line fields", means["fields"], means["fields"] / base))
+        rows.append((f"ceiling {preset}, centre only (Hessian direction)", means["hessian"], means["hessian"] / base))
+        rows.append((f"ceiling {preset}, line fields without joins", means["no_joins"], means["no_joins"] / base))
     return rows
 
 
