@@ -83,7 +83,7 @@ class LineFieldSettings:
     n_points: int = 50
     sigma: float = DEFAULT_SIGMA
     mask_width: int = 3
-    border: float = 3.0
+    border: float = 5.0
 
     def __post_init__(self):
         problems = {
