@@ -190,7 +190,7 @@ def labelled_track_lifetimes(splines_path: Path, labelled: Path) -> dict:
     """How long the tracks that carry labelled dislocations last.
 
     In each labelled frame, each labelled line is matched to a predicted spline of that
-    frame by :func:`temtrack.sdk.metrics.score_splines`; the matched spline's track is
+    frame by :func:`temtrack.sdk.splinematch.score_splines`; the matched spline's track is
     followed through the whole video. Returns the lifetimes (frames) of those tracks and
     how many of the labelled frames the same track is matched in.
     """
@@ -198,14 +198,15 @@ def labelled_track_lifetimes(splines_path: Path, labelled: Path) -> dict:
     import pyarrow.parquet as pq
 
     from temtrack.sdk.groundtruth import line_label_files, line_label_masks
-    from temtrack.sdk.metrics import score_splines
     from temtrack.sdk.postprocess import extract_dislocations
+    from temtrack.sdk.splinematch import score_splines
 
     table = pq.read_table(splines_path, columns=["frame", "track_id", "x", "y"]).to_pandas()
     lifetime = table.groupby("track_id").frame.agg(lambda f: int(f.max() - f.min() + 1))
     matched_tracks, found, labelled_lines = [], 0, 0
     frames_of_track: dict[int, set] = {}
-    for image_path, label_path in line_label_files(labelled):
+    files = line_label_files(labelled)
+    for image_path, label_path in files:
         frame = int("".join(ch for ch in image_path.stem if ch.isdigit()))
         label = cv2.imread(str(label_path), cv2.IMREAD_GRAYSCALE)
         truth = [d.points for d in extract_dislocations(line_label_masks(label)).dislocations]
@@ -214,21 +215,14 @@ def labelled_track_lifetimes(splines_path: Path, labelled: Path) -> dict:
         score = score_splines(preds, truth)
         labelled_lines += len(truth)
         found += score.n_found
-        # score_splines does not return the pairs: recover them by nearest mean distance.
-        from temtrack.sdk.geometry import distance_to_curve
-
-        for t in truth:
-            best = min(
-                ((float(distance_to_curve(p, t).mean()), k) for k, p in enumerate(preds)), default=(np.inf, -1)
-            )
-            if best[0] <= 5.0:
-                track = int(rows.track_id.iloc[best[1]])
-                matched_tracks.append(track)
-                frames_of_track.setdefault(track, set()).add(frame)
+        for _, k in score.pairs:  # the same one-to-one matching as the spline recall
+            track = int(rows.track_id.iloc[k])
+            matched_tracks.append(track)
+            frames_of_track.setdefault(track, set()).add(frame)
     lifetimes = np.array([lifetime[t] for t in matched_tracks if t in lifetime.index])
     n_frames = int(table.frame.max() + 1) if len(table) else 0
     return {
-        "labelled_frames": len(line_label_files(labelled)),
+        "labelled_frames": len(files),
         "labelled_lines": labelled_lines,
         "found": found,
         "video_frames": n_frames,

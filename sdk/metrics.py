@@ -23,7 +23,7 @@ import numpy as np
 
 from .geometry import curve_distance
 from .postprocess import FrameDislocations, PostprocessSettings, check_masks, extract_dislocations, threshold_masks
-from .splinematch import SplineScore, score_splines, summarize_splines
+from .splinematch import SplineScore, _ratio, score_splines, summarize_splines
 
 __all__ = [
     "ImageScore",
@@ -223,13 +223,6 @@ def _check_same_size(true_masks: np.ndarray, pred_masks: np.ndarray) -> None:
             "pred_masks and true_masks must cover the same image size (H, W); "
             f"got pred_masks of shape {pred_masks.shape} and true_masks of shape {true_masks.shape}"
         )
-
-
-def _ratio(numerator: float, denominator: float, *, both_empty: bool) -> float:
-    """numerator / denominator; when that is 0/0: 1.0 if prediction and truth are both empty, else 0.0."""
-    if denominator > 0:
-        return float(numerator) / float(denominator)
-    return 1.0 if both_empty else 0.0
 
 
 def _pieces_by_mask(frame: FrameDislocations) -> dict[int, list]:

@@ -19,7 +19,8 @@ __all__ = ["SplineScore", "score_splines", "summarize_splines"]
 
 
 def _ratio(numerator: float, denominator: float, *, both_empty: bool) -> float:
-    """As the metrics' rule: a ratio, and for 0/0 1.0 if both sides are empty, else 0.0."""
+    """numerator / denominator; when that is 0/0: 1.0 if prediction and truth are both empty,
+    else 0.0 (the rule of every ratio in :mod:`temtrack.sdk.metrics`, which imports it)."""
     return float(numerator) / float(denominator) if denominator > 0 else 1.0 if both_empty else 0.0
 
 
@@ -39,6 +40,9 @@ class SplineScore:
         ``max(0, 1 - |L_P - L_T| / L_T)`` of each found line.
     distances : tuple of float
         Mean distance (px) from the matched prediction's points to its line.
+    pairs : tuple of (int, int)
+        ``(label index, prediction index)`` of each found line, in the order of
+        ``length_scores``.
     """
 
     n_true: int
@@ -47,11 +51,13 @@ class SplineScore:
     recall: float
     length_scores: tuple
     distances: tuple
+    pairs: tuple = ()
 
     def to_dict(self) -> dict:
         return {
             "n_true": self.n_true, "n_pred": self.n_pred, "n_found": self.n_found, "recall": self.recall,
             "length_scores": list(self.length_scores), "distances": list(self.distances),
+            "pairs": [list(p) for p in self.pairs],
         }
 
 
@@ -137,6 +143,7 @@ def score_splines(pred_curves, true_curves, *, max_distance: float = 5.0, min_co
         recall=_ratio(len(scores), n_true, both_empty=n_pred == 0),
         length_scores=tuple(scores),
         distances=tuple(distances),
+        pairs=tuple((int(i), int(j)) for i, j in zip(found_rows, found_cols)),
     )
 
 
