@@ -149,6 +149,11 @@ class LossConfig(_Strict):
     Line-field family (:func:`~temtrack.training.linefield.linefield_loss`):
     ``positive_weight`` (extra BCE weight on the centre ridge, which covers ~1 % of the
     pixels), ``direction_weight`` and ``ends_weight`` (the terms beside the centre map).
+    On partially labelled real frames (``data.labelled``), ``partial_negatives`` says
+    where the centre map may be pushed towards "no line": ``"near_labels"`` (the
+    default) only within ``near_labels`` px of a labelled line, so an unlabelled
+    dislocation elsewhere is never punished; ``"everywhere"`` treats every unlabelled
+    pixel as background (the naive rule, kept for comparison).
     """
 
     matching: Literal["greedy", "hungarian"] = "greedy"
@@ -156,10 +161,15 @@ class LossConfig(_Strict):
     positive_weight: float = Field(10.0, ge=0)
     direction_weight: float = Field(1.0, ge=0)
     ends_weight: float = Field(0.5, ge=0)
+    partial_negatives: Literal["near_labels", "everywhere"] = "near_labels"
+    near_labels: float = Field(6.0, gt=0, le=100)
 
 
 # Loss options that belong to one model family only.
-_LOSS_OPTIONS = {"multilabel": ("matching", "empty_weight"), "linefield": ("positive_weight", "direction_weight", "ends_weight")}
+_LOSS_OPTIONS = {
+    "multilabel": ("matching", "empty_weight"),
+    "linefield": ("positive_weight", "direction_weight", "ends_weight", "partial_negatives", "near_labels"),
+}
 
 
 class TrainConfig(_Strict):
@@ -235,10 +245,11 @@ class TrainConfig(_Strict):
                 "augment.p_zoom: the zoom augmentation is for the 'linefield' family's stream only "
                 f"(model.family is {family!r}); remove it or set model.family = 'linefield'"
             )
-        if family == "linefield" and (self.data.datasets or self.data.labelled):
+        if family == "linefield" and self.data.datasets:
             raise ValueError(
-                "data.datasets and data.labelled: the line-field family trains on generator presets only "
-                "(its targets come from exact centrelines); remove them or use model.family = 'multilabel'"
+                "data.datasets: the line-field family trains on generator presets (exact centrelines) and "
+                "labelled real frames (data.labelled), not on stored datasets; remove it or use "
+                "model.family = 'multilabel'"
             )
         return self
 

@@ -29,7 +29,15 @@ from .synth import SynthConfig, render_scene, resolve_config, sample_scene
 from .synth.storage import sample_seed
 from .synth.targets import line_targets
 
-__all__ = ["LineFieldDataset", "dihedral", "linefield_loss", "linefield_outputs"]
+__all__ = [
+    "LabelledLineDataset",
+    "LineFieldDataset",
+    "dihedral",
+    "known_pixels",
+    "label_centrelines",
+    "linefield_loss",
+    "linefield_outputs",
+]
 
 _GEOMETRY_OFF = {"p_hflip": 0.0, "p_vflip": 0.0, "p_rot90": 0.0}
 
@@ -74,6 +82,8 @@ class LineFieldDataset(IterableDataset):
     - ``image``: (1, H, W) float32 tensor in [0, 1]
     - ``target``: (3 + len(extras), H, W) float32 tensor: centre, cos 2θ, sin 2θ, extras
     - ``weight``: (1, H, W) float32 tensor, where the direction is supervised
+    - ``known``: (1, H, W) float32 tensor, where the centre map is supervised (all
+      ones: a synthetic image is labelled in full)
     - ``index``: int64 tensor
 
     Parameters
@@ -127,6 +137,7 @@ class LineFieldDataset(IterableDataset):
             "image": torch.from_numpy(image[None]),
             "target": torch.from_numpy(np.concatenate(planes)),
             "weight": torch.from_numpy(targets.weight[None]),
+            "known": torch.ones((1, *image.shape), dtype=torch.float32),
             "index": torch.tensor(index, dtype=torch.int64),
         }
 
@@ -154,6 +165,173 @@ class LineFieldDataset(IterableDataset):
         return worker_items(self.item, start=self.start)
 
 
+# --- partially labelled real frames ------------------------------------------------------
+
+
+def label_centrelines(masks: np.ndarray) -> list[np.ndarray]:
+    """Centrelines ``(x, y)`` of hand-labelled dislocation masks, one per mask.
+
+    Each mask is thinned and fitted with a spline by the SDK's post-processing
+    (:func:`temtrack.sdk.postprocess.extract_dislocations`), the same path the
+    evaluation takes for the labels, so training targets and scores see the same lines.
+    A mask whose skeleton branches may give several lines.
+
+    Parameters
+    ----------
+    masks : (N, H, W) ndarray
+        One 0/1 mask per labelled dislocation.
+
+    Returns
+    -------
+    list of (n_i, 2) ndarray of float64
+    """
+    from temtrack.sdk.postprocess import extract_dislocations
+
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be an (N, H, W) array, got shape {masks.shape}")
+    if not len(masks):
+        return []
+    frame = extract_dislocations(masks.astype(np.float32))
+    return [np.asarray(d.points, dtype=float) for d in frame.dislocations if len(d.points) >= 2]
+
+
+def known_pixels(curves, shape: tuple[int, int], *, rule: str = "near_labels", near: float = 6.0) -> np.ndarray:
+    """Where the centre map of a partially labelled image is supervised.
+
+    Parameters
+    ----------
+    curves : sequence of (n_i, 2) ndarray
+        The labelled centrelines ``(x, y)`` in pixels.
+    shape : (H, W)
+    rule : {"near_labels", "everywhere"}
+        ``"near_labels"``: pixels within ``near`` px of a labelled line (the line itself
+        and the background beside it, which the labeller saw); ``"everywhere"``: every
+        pixel (an unlabelled dislocation is then taught as background).
+    near : float
+        Radius in px (> 0).
+
+    Returns
+    -------
+    (H, W) ndarray of float32, 0 or 1
+
+    >>> line = np.column_stack([np.arange(10.0, 30.0), np.full(20, 20.0)])
+    >>> known = known_pixels([line], (40, 40), near=4.0)
+    >>> int(known[20, 20]), int(known[24, 20]), int(known[26, 20]), int(known[5, 5])
+    (1, 1, 0, 0)
+    """
+    if rule not in ("near_labels", "everywhere"):
+        raise ValueError(f"rule must be 'near_labels' or 'everywhere', got {rule!r}")
+    if not near > 0:
+        raise ValueError(f"near must be > 0 px, got {near!r}")
+    height, width = (int(v) for v in shape)
+    if rule == "everywhere":
+        return np.ones((height, width), np.float32)
+    free = np.full((height, width), 255, np.uint8)
+    for curve in curves:
+        curve = np.asarray(curve, dtype=float)
+        if len(curve) >= 2:
+            cv2.polylines(free, [np.round(curve * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
+    if free.all():
+        return np.zeros((height, width), np.float32)
+    distance = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return (distance <= near).astype(np.float32)
+
+
+class LabelledLineDataset(IterableDataset):
+    """Endless stream of random crops of hand-labelled real frames with line-field targets.
+
+    The labels of real frames are partial (e.g. only the moving dislocations of a
+    video), so each item carries ``known``: where the centre map may be trained at all
+    (:func:`known_pixels`). Items have the keys of :class:`LineFieldDataset`. Sample
+    ``i`` is drawn with ``np.random.default_rng([seed, i])`` (a frame with probability
+    proportional to its area, a crop position, a dihedral transform when the crop is
+    square, then the photometric augmentation), so a resumed run continues exactly.
+
+    Parameters
+    ----------
+    frames : sequence of LabelledFrame
+        From :func:`temtrack.training.labelled.load_frames`; at least one labelled.
+        Frames smaller than the crop are padded with their median (unknown there).
+    size : int
+        Crop side in px.
+    seed : int
+    sigma : float
+        Width of the centre ridge (px).
+    extras : tuple of str
+        ``("ends",)`` adds the line-end map (line ends inside the crop).
+    rule, near
+        See :func:`known_pixels`.
+    augment_config : AugmentConfig, optional
+    start : int
+    """
+
+    def __init__(
+        self,
+        frames,
+        *,
+        size: int,
+        seed: int = 0,
+        sigma: float = 1.2,
+        extras: tuple = (),
+        rule: str = "near_labels",
+        near: float = 6.0,
+        augment_config: AugmentConfig | None = None,
+        start: int = 0,
+    ):
+        super().__init__()
+        frames = list(frames)
+        if not frames:
+            raise ValueError("frames is empty: a LabelledLineDataset needs at least one labelled frame")
+        if not isinstance(size, (int, np.integer)) or size < 16:
+            raise ValueError(f"size must be an int >= 16 (px), got {size!r}")
+        known_pixels([], (1, 1), rule=rule, near=near)  # validates rule and near
+        self.frames, self.size, self.seed = frames, int(size), int(seed)
+        self.sigma, self.extras, self.rule, self.near = float(sigma), tuple(extras), rule, float(near)
+        self.augment_config = augment_config or AugmentConfig()
+        self.photometric = self.augment_config.model_copy(update=_GEOMETRY_OFF)
+        self.start = int(start)
+        self.curves = [label_centrelines(frame.masks) for frame in frames]
+        if not any(self.curves):
+            raise ValueError("none of the frames has a labelled line to learn from")
+        areas = np.array([frame.image.size for frame in frames], float)
+        self._p = areas / areas.sum()
+
+    def item(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, index])
+        k = int(rng.choice(len(self.frames), p=self._p))
+        frame, size = self.frames[k], self.size
+        fh, fw = frame.image.shape
+        y0 = int(rng.integers(0, max(fh - size, 0) + 1))
+        x0 = int(rng.integers(0, max(fw - size, 0) + 1))
+        crop = frame.image[y0 : y0 + size, x0 : x0 + size]
+        image = np.full((size, size), np.median(frame.image), np.float32)
+        image[: crop.shape[0], : crop.shape[1]] = crop
+        inside = np.zeros((size, size), np.float32)
+        inside[: crop.shape[0], : crop.shape[1]] = 1.0
+        # The same flips for the image and for where it holds frame pixels (the draws replayed).
+        state = rng.bit_generator.state
+        inside, _ = dihedral(inside, [], rng, self.augment_config)
+        rng.bit_generator.state = state
+        image, curves = dihedral(image, [c - (x0, y0) for c in self.curves[k]], rng, self.augment_config)
+        targets = line_targets(curves, image.shape, sigma=self.sigma, ends="ends" in self.extras)
+        known = known_pixels(curves, image.shape, rule=self.rule, near=self.near) * inside
+        image, _ = augment(image, np.zeros((0, *image.shape), np.uint8), rng, self.photometric)
+        planes = [targets.centre[None], targets.direction]
+        if "ends" in self.extras:
+            planes.append(targets.ends[None])
+        return {
+            "image": torch.from_numpy(image[None]),
+            "target": torch.from_numpy(np.concatenate(planes)),
+            "weight": torch.from_numpy(targets.weight[None]),
+            "known": torch.from_numpy(known[None]),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def __iter__(self):
+        return worker_items(self.item, start=self.start)
+
+
 def linefield_outputs(raw: torch.Tensor) -> torch.Tensor:
     """Network outputs to fields: sigmoid on the maps, tanh on the direction pair.
 
@@ -165,11 +343,19 @@ def linefield_outputs(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([maps, direction, torch.sigmoid(raw[:, 3:])], dim=1)
 
 
-def _map_loss(logits: torch.Tensor, target: torch.Tensor, positive_weight: float) -> torch.Tensor:
-    """Soft-target BCE, heavier on the ridge (lines cover ~1 % of pixels), plus soft Dice."""
+def _map_loss(logits: torch.Tensor, target: torch.Tensor, positive_weight: float, known=None) -> torch.Tensor:
+    """Soft-target BCE, heavier on the ridge (lines cover ~1 % of pixels), plus soft Dice.
+
+    ``known`` (B, 1, H, W) limits both to the pixels whose label is known; the BCE stays
+    a mean over all pixels, so a crop that is mostly unknown weighs less.
+    """
     weight = 1.0 + positive_weight * target
+    if known is not None:
+        weight = weight * known
     bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
     p = torch.sigmoid(logits)
+    if known is not None:
+        p, target = p * known, target * known
     dims = (1, 2, 3)
     dice = 1.0 - (2.0 * (p * target).sum(dims) + 1.0) / (p.sum(dims) + target.sum(dims) + 1.0)
     return bce + dice.mean()
@@ -180,6 +366,7 @@ def linefield_loss(
     target: torch.Tensor,
     weight: torch.Tensor,
     *,
+    known: torch.Tensor | None = None,
     positive_weight: float = 10.0,
     direction_weight: float = 1.0,
     ends_weight: float = 0.5,
@@ -194,17 +381,22 @@ def linefield_loss(
         Centre, cos 2θ, sin 2θ (, ends).
     weight : (B, 1, H, W) tensor
         1 where the direction is supervised.
+    known : (B, 1, H, W) tensor, optional
+        1 where the centre (and ends) labels are known; None: everywhere (synthetic
+        images). Partially labelled real frames set it (:func:`known_pixels`).
     """
     if raw.shape != target.shape:
         raise ValueError(f"outputs {tuple(raw.shape)} and targets {tuple(target.shape)} differ in shape")
     raw = raw.float()
-    centre = _map_loss(raw[:, :1], target[:, :1], positive_weight)
+    if known is not None and known.shape != weight.shape:
+        raise ValueError(f"known {tuple(known.shape)} must have the shape of weight {tuple(weight.shape)}")
+    centre = _map_loss(raw[:, :1], target[:, :1], positive_weight, known)
     squared = (torch.tanh(raw[:, 1:3]) - target[:, 1:3]).square().sum(1, keepdim=True)
     direction = (squared * weight).sum() / weight.sum().clamp_min(1.0)
     loss = centre + direction_weight * direction
     parts = {"centre": float(centre.detach()), "direction": float(direction.detach())}
     if raw.shape[1] > 3:
-        ends = _map_loss(raw[:, 3:4], target[:, 3:4], positive_weight)
+        ends = _map_loss(raw[:, 3:4], target[:, 3:4], positive_weight, known)
         loss = loss + ends_weight * ends
         parts["ends"] = float(ends.detach())
     return loss, parts

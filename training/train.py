@@ -105,7 +105,7 @@ def training_stream(config: TrainConfig, labelled_train: list, *, start: int = 0
     from .labelled import CropDataset, load_frames
 
     if config.model.family == "linefield":
-        return _linefield_stream(config, start=start)
+        return _linefield_stream(config, labelled_train, start=start)
     n, size, seed = config.model.n_masks, config.image_size, config.seed
     kinds, weights = [], []
     if config.data.presets:
@@ -127,9 +127,10 @@ def training_stream(config: TrainConfig, labelled_train: list, *, start: int = 0
     return AugmentedDataset(stream, config.augment, seed=seed + 5)
 
 
-def _linefield_stream(config: TrainConfig, *, start: int = 0) -> IterableDataset:
-    """The line-field family's stream: generator presets with dense targets, augmented."""
-    from .linefield import LineFieldDataset
+def _linefield_stream(config: TrainConfig, labelled_train: list = (), *, start: int = 0) -> IterableDataset:
+    """The line-field family's stream: generator presets with dense targets, augmented,
+    mixed with crops of partially labelled real frames when there are any."""
+    from .linefield import LabelledLineDataset, LineFieldDataset
 
     presets = list(config.data.presets)
     sources = [
@@ -139,7 +140,20 @@ def _linefield_stream(config: TrainConfig, *, start: int = 0) -> IterableDataset
         )
         for k, p in enumerate(presets)
     ]
-    return ItemStream(sources, [config.data.presets[p] for p in presets], seed=config.seed + 1, start=start)
+    weights = [config.data.presets[p] for p in presets]
+    if not labelled_train:
+        return ItemStream(sources, weights, seed=config.seed + 1, start=start)
+    kinds, shares = [], []
+    if sources:
+        kinds.append(ItemStream(sources, weights, seed=config.seed + 1))
+        shares.append(config.data.weights.get("synthetic", 1.0))
+    kinds.append(LabelledLineDataset(
+        labelled_train, size=config.image_size, seed=config.seed + 3, sigma=config.model.sigma,
+        extras=config.model.extras, rule=config.loss.partial_negatives, near=config.loss.near_labels,
+        augment_config=config.augment,
+    ))
+    shares.append(config.data.weights.get("labelled", 1.0))
+    return ItemStream(kinds, shares, seed=config.seed + 4, start=start)
 
 
 def _preset(name: str):
@@ -446,6 +460,7 @@ def train(
         if config.model.family == "linefield":
             loss, _ = linefield_loss(
                 logits, batch["target"].to(device, non_blocking=True), batch["weight"].to(device, non_blocking=True),
+                known=batch["known"].to(device, non_blocking=True),
                 positive_weight=config.loss.positive_weight, direction_weight=config.loss.direction_weight,
                 ends_weight=config.loss.ends_weight,
             )
