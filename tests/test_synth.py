@@ -93,7 +93,7 @@ def test_bad_config_names_the_problem(change, words):
 
 
 def test_unknown_preset_lists_valid_ones():
-    with pytest.raises(ConfigError, match="sd1, sd2, sd3"):
+    with pytest.raises(ConfigError, match="sd1, sd1_real, sd2, sd2_real, sd3, sd3_real"):
         get_preset("sd7")
 
 

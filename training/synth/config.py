@@ -143,6 +143,10 @@ class PileupParams(_Model):
     min_gap: float = Field(2.0, ge=0.0)
     # Dislocations not in a pile-up, with any orientation and position.
     isolated: Count = (0, 0)
+    # Extra bow of the leading dislocation (the first of a pile-up, at p0), in local
+    # units (fraction of the slip width), falling linearly to 0 at the last one and
+    # bulging away from the others: real pile-ups bow most at the head. (0, 0) is off.
+    lead_bow: Annotated[Range, _within(0.0, 1.0)] = (0.0, 0.0)
 
 
 class RenderParams(_Model):
@@ -159,6 +163,9 @@ class RenderParams(_Model):
     vignetting: Unit = (0.1, 0.4)
     gradient_probability: float = Field(0.0, ge=0.0, le=1.0)
     gradient: Unit = (0.05, 0.2)
+    # Per-dislocation Gaussian softening (sigma, px) of the drawn line alone, peak darkness
+    # kept: real lines are 5-7 px wide with soft shoulders. (0, 0) is off.
+    line_softness: Annotated[Range, _within(0.0, 10.0)] = (0.0, 0.0)
 
 
 class SlipTraceParams(_Model):
@@ -183,6 +190,9 @@ class SpotParams(_Model):
     irregularity: Annotated[Range, _within(0.0, 3.2)] = (0.0, 0.5)
     spikiness: Annotated[Range, _within(0.0, 2.0)] = (0.0, 0.4)
     contrast: Unit = (0.1, 0.4)
+    # Gaussian softening of each spot (sigma as a fraction of its radius), peak contrast
+    # kept: real spots are soft blobs, not flat polygons. (0, 0) is off.
+    softness: Annotated[Range, _within(0.0, 3.0)] = (0.0, 0.0)
 
 
 class GrainBoundaryParams(_Model):
@@ -192,6 +202,145 @@ class GrainBoundaryParams(_Model):
     step: Annotated[Range, _within(-1.0, 1.0)] = (-0.15, 0.15)
     line_contrast: Annotated[Range, _within(-1.0, 1.0)] = (0.05, 0.25)
     width: Annotated[Range, _within(1.0, 30.0)] = (1.0, 4.0)
+
+
+# --- distractors: things that are not dislocations, drawn as negatives ------------------
+# Each kind has a `probability`: the share of images that get it (0 = off, the default).
+# Drawn by `distractors.py`; see its module docstring for what each kind looks like.
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+TextHeight = Annotated[Range, _within(4.0, 200.0)]  # px, height of a capital letter
+
+
+class ScaleBarParams(_Model):
+    """A burnt-in scale bar with its label ("5 µm"), usually near a corner."""
+
+    probability: Probability = 0.0
+    length: Annotated[Range, _within(0.01, 0.9)] = (0.08, 0.3)  # fraction of the image width
+    thickness: Annotated[Range, _within(1.0, 60.0)] = (2.0, 8.0)  # px
+    text_height: TextHeight = (8.0, 24.0)
+    box_probability: Probability = 0.4  # share drawn on a contrasting box
+    corner_probability: Probability = 0.85  # share near a corner (else anywhere)
+    white_probability: Probability = 0.6  # share drawn white (else black)
+
+
+class TextParams(_Model):
+    """Burnt-in labels: timestamps, dose, frame numbers, magnification."""
+
+    probability: Probability = 0.0
+    count: Annotated[IntRange, _within(1, 50)] = (1, 3)
+    text_height: TextHeight = (6.0, 24.0)
+    box_probability: Probability = 0.3
+    corner_probability: Probability = 0.8
+    white_probability: Probability = 0.5
+
+
+class CursorParams(_Model):
+    """A mouse arrow pointer left in a screen recording."""
+
+    probability: Probability = 0.0
+    size: Annotated[Range, _within(4.0, 200.0)] = (10.0, 28.0)  # px, tip to tail
+    white_probability: Probability = 0.7  # white with a black outline (else black)
+
+
+class PaddingParams(_Model):
+    """Letterbox / pillarbox: constant bands along one or two sides."""
+
+    probability: Probability = 0.0
+    width: Annotated[Range, _within(0.0, 0.45)] = (0.02, 0.2)  # fraction of the side across it
+    two_sided_probability: Probability = 0.5
+    # Gray value of the bands: black, white or a gray from `gray`, with these shares.
+    black_probability: Probability = 0.6
+    white_probability: Probability = 0.15
+    gray: Unit = (0.2, 0.8)
+
+
+class BorderParams(_Model):
+    """A thin frame rectangle, or a line along one or more image edges."""
+
+    probability: Probability = 0.0
+    thickness: Annotated[Range, _within(1.0, 20.0)] = (1.0, 3.0)  # px
+    inset: Annotated[Range, _within(0.0, 100.0)] = (0.0, 6.0)  # px from the image edge
+    full_frame_probability: Probability = 0.6  # all four sides (else one or two)
+    white_probability: Probability = 0.5
+
+
+class SlipBandParams(_Model):
+    """Straight band edges across the whole image, independent of the pile-ups."""
+
+    probability: Probability = 0.0
+    count: Annotated[IntRange, _within(1, 50)] = (1, 4)
+    step: Unit = (0.03, 0.15)  # brightness change across an edge
+    bright_probability: Probability = 0.5  # share of edges that brighten (else darken)
+    # Share drawn as a band (two parallel edges `width` px apart), else a single step.
+    band_probability: Probability = 0.7
+    width: Annotated[Range, _within(1.0, 1e4)] = (4.0, 60.0)
+    softness: Annotated[Range, _within(0.0, 20.0)] = (0.3, 2.0)  # px, edge blur
+    # Bands of one image share an orientation (one slip system) +- jitter, with this share.
+    parallel_probability: Probability = 0.7
+    orientation_jitter: Annotated[float, Field(ge=0.0, le=90.0)] = 2.0
+
+
+class LoopParams(_Model):
+    """Dislocation loops: small dark elliptical rings or coffee-bean double lobes."""
+
+    probability: Probability = 0.0
+    count: Count = (3, 60)
+    size: Annotated[Range, _within(1.0, 200.0)] = (3.0, 20.0)  # px, outer diameter
+    aspect: Annotated[Range, _within(0.1, 1.0)] = (0.4, 1.0)  # minor / major axis
+    contrast: Unit = (0.1, 0.4)
+    bean_probability: Probability = 0.4
+
+
+class BlackDotParams(_Model):
+    """Black dots: small dark soft blobs (defect clusters)."""
+
+    probability: Probability = 0.0
+    count: Count = (10, 150)
+    size: Annotated[Range, _within(0.5, 100.0)] = (2.0, 6.0)  # px, diameter
+    contrast: Unit = (0.1, 0.4)
+
+
+class BendContourParams(_Model):
+    """Bend contours: broad, smooth, dark curved bands with soft edges."""
+
+    probability: Probability = 0.0
+    count: Annotated[IntRange, _within(1, 20)] = (1, 2)
+    width: Annotated[Range, _within(1.0, 1000.0)] = (10.0, 60.0)  # px
+    contrast: Unit = (0.1, 0.4)
+    # Radius of curvature as a multiple of the image diagonal (large: nearly straight).
+    radius: Annotated[Range, _within(0.1, 100.0)] = (0.4, 3.0)
+    wobble: Annotated[Range, _within(0.0, 1.0)] = (0.0, 0.3)  # amplitude, fraction of the width
+
+
+class DirtParams(_Model):
+    """Dirt / contamination: irregular soft blobs, dark or bright."""
+
+    probability: Probability = 0.0
+    count: Count = (1, 6)
+    size: Annotated[Range, _within(1.0, 1000.0)] = (5.0, 40.0)  # px, diameter
+    contrast: Unit = (0.05, 0.35)
+    bright_probability: Probability = 0.3
+
+
+class DistractorParams(_Model):
+    """Things that are not dislocations, rendered into the image only (no mask, no centreline).
+
+    Overlays (``scale_bar``, ``text``, ``cursor``, ``padding``, ``border``) are burnt in
+    after the finish and hide what lies beneath; specimen structures (``slip_bands``,
+    ``loops``, ``black_dots``, ``bend_contours``, ``dirt``) are drawn before the blur.
+    """
+
+    scale_bar: ScaleBarParams = ScaleBarParams()
+    text: TextParams = TextParams()
+    cursor: CursorParams = CursorParams()
+    padding: PaddingParams = PaddingParams()
+    border: BorderParams = BorderParams()
+    slip_bands: SlipBandParams = SlipBandParams()
+    loops: LoopParams = LoopParams()
+    black_dots: BlackDotParams = BlackDotParams()
+    bend_contours: BendContourParams = BendContourParams()
+    dirt: DirtParams = DirtParams()
 
 
 class SynthConfig(_Model):
@@ -207,6 +356,7 @@ class SynthConfig(_Model):
     slip_traces: SlipTraceParams = SlipTraceParams()
     spots: SpotParams = SpotParams()
     grain_boundaries: GrainBoundaryParams = GrainBoundaryParams()
+    distractors: DistractorParams = DistractorParams()
 
     @model_validator(mode="after")
     def _check_size(self):

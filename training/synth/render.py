@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .background import patch_background, perlin_background
+from .distractors import burn_in, hidden_by, overlay_layers, specimen_layer
 from .scene import DislocationSpec, LineSpec, PatchesSpec, Scene
 from .shapes import bounding_box, odd_thickness
 
@@ -90,13 +91,21 @@ def compose(scene: Scene, background: np.ndarray, *, offset=(0.0, 0.0), gain: fl
         _draw_boundary(image, boundary, shift)
     for spot in [*scene.slip_bands, *scene.spots]:
         vertices = np.asarray(spot.vertices) + shift
-        y0, y1, x0, x1 = bounding_box(vertices, 2, height, width)
+        y0, y1, x0, x1 = bounding_box(vertices, 2 + _reach(spot.softness), height, width)
         if y1 > y0 and x1 > x0:
             layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(layer, [np.round((vertices - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=_SHIFT)
-            image[y0:y1, x0:x1] -= layer.astype(np.float32) * np.float32(spot.contrast / 255.0)
+            image[y0:y1, x0:x1] -= _soften(layer, spot.softness) * np.float32(spot.contrast / 255.0)
     for trace in scene.slip_traces:
         _draw_trace(image, trace, shift)
+    if scene.distractors:
+        image += specimen_layer(scene.distractors, (height, width), offset=shift)
+    # Overlays are burnt in at the end, fixed in the frame (no offset), and hide what is
+    # beneath: masks are zeroed under them, centrelines cut 1 px clear of them (so that
+    # points resampled between two kept points stay clear too).
+    overlay = overlay_layers(scene.distractors, (height, width))
+    hidden = hidden_by(overlay, (height, width))
+    blocked = None if hidden is None else cv2.dilate(hidden.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
     darkening = np.zeros((height, width), np.float32)
     masks, centrelines, ids, pileups = [], [], [], []
@@ -105,8 +114,15 @@ def compose(scene: Scene, background: np.ndarray, *, offset=(0.0, 0.0), gain: fl
         drawn = _draw_dislocation(darkening, spec, curve)
         if drawn is None:
             continue
+        line = _visible(curve, height, width, hidden=blocked)
+        if hidden is not None:
+            box, crop = drawn
+            y0, y1, x0, x1 = box
+            drawn = box, crop * ~hidden[y0:y1, x0:x1]
+            if not drawn[1].any() or len(line) < 2:
+                continue  # wholly under an overlay
         masks.append(drawn)
-        centrelines.append(_visible(curve, height, width))
+        centrelines.append(line)
         ids.append(spec.id)
         pileups.append(spec.pileup)
     image -= darkening
@@ -122,6 +138,8 @@ def compose(scene: Scene, background: np.ndarray, *, offset=(0.0, 0.0), gain: fl
     if finish.dark_field:
         image = 1.0 - image
     np.clip(image, 0.0, 1.0, out=image)
+    if overlay is not None:
+        image = burn_in(image, overlay)
 
     stack = np.zeros((len(masks), height, width), np.uint8)
     for index, (box, crop) in enumerate(masks):
@@ -158,7 +176,7 @@ def _draw_dislocation(darkening: np.ndarray, spec: DislocationSpec, curve: np.nd
         spec.thickness + rng.uniform(-1.0, 1.0, len(pieces)) * spec.thickness_variation, 1.0
     )
     value = rng.uniform(0.75, 1.0, len(pieces))
-    box = bounding_box(curve, thickness.max() + 2, height, width)
+    box = bounding_box(curve, thickness.max() + 2 + _reach(spec.softness), height, width)
     y0, y1, x0, x1 = box
     if y1 <= y0 or x1 <= x0:
         return None
@@ -185,13 +203,40 @@ def _draw_dislocation(darkening: np.ndarray, spec: DislocationSpec, curve: np.nd
     if not mask.any():
         return None
     region = darkening[y0:y1, x0:x1]
-    np.maximum(region, layer.astype(np.float32) * np.float32(spec.gray_factor / 255.0), out=region)
+    np.maximum(region, _soften(layer, spec.softness) * np.float32(spec.gray_factor / 255.0), out=region)
     return box, mask
 
 
-def _visible(curve: np.ndarray, height: int, width: int, spacing: float = 1.0) -> np.ndarray:
-    """The longest run of ``curve`` inside the image, resampled every ``spacing`` px."""
+def _reach(sigma: float) -> int:
+    """Extra margin (px) a Gaussian softening of ``sigma`` px needs; 0 when off."""
+    return int(np.ceil(3.0 * sigma)) if sigma > 0 else 0
+
+
+def _soften(layer: np.ndarray, sigma: float) -> np.ndarray:
+    """``layer`` as float32, Gaussian-blurred by ``sigma`` px with its peak value kept.
+
+    Keeping the peak makes a soft line or spot as dark at its centre as the crisp one
+    (``gray_factor`` and ``contrast`` keep their meaning) but wider, with soft shoulders.
+    """
+    out = layer.astype(np.float32)
+    if sigma <= 0 or not out.any():
+        return out
+    peak = out.max()
+    out = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+    return out * np.float32(peak / max(float(out.max()), 1e-6))
+
+
+def _visible(curve: np.ndarray, height: int, width: int, spacing: float = 1.0, *, hidden=None) -> np.ndarray:
+    """The longest run of ``curve`` inside the image, resampled every ``spacing`` px.
+
+    ``hidden``, an optional ``(height, width)`` bool array, marks pixels where the line
+    is not visible (under an overlay): points on them end a run like the image border.
+    """
     inside = (curve[:, 0] >= -0.5) & (curve[:, 0] <= width - 0.5) & (curve[:, 1] >= -0.5) & (curve[:, 1] <= height - 0.5)
+    if hidden is not None:
+        rows = np.clip(np.round(curve[:, 1]).astype(np.int64), 0, height - 1)
+        cols = np.clip(np.round(curve[:, 0]).astype(np.int64), 0, width - 1)
+        inside &= ~hidden[rows, cols]
     if not inside.all():
         edges = np.flatnonzero(np.diff(np.concatenate([[0], inside.astype(np.int8), [0]])))
         starts, stops = edges[::2], edges[1::2]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .background import list_patch_folder, load_patch
 from .config import SynthConfig
+from .distractors import Distractor, sample_distractors
 from .shapes import bounding_box, dense_curve, odd_thickness, place, sample_support_points
 
 SCENE_VERSION = 1
@@ -76,6 +77,7 @@ class DislocationSpec(_Spec):
     thickness_variation: float
     segment_length: float
     seed: int
+    softness: float = 0.0  # Gaussian sigma (px) of the drawn line alone; 0 = crisp
 
     def curve(self) -> np.ndarray:
         """The dislocation line in image pixels, ``(n, 2)``, about 0.4 px between points."""
@@ -108,6 +110,7 @@ class SpotSpec(_Spec):
 
     vertices: list[Point]
     contrast: float  # > 0 darkens, < 0 brightens
+    softness: float = 0.0  # Gaussian sigma (px), peak contrast kept; 0 = flat polygon
 
 
 class BoundarySpec(_Spec):
@@ -143,6 +146,8 @@ class Scene(_Spec):
     pileups: list[PileupSpec] = []
     dislocations: list[DislocationSpec] = []
     finish: FinishSpec
+    # Not dislocations: overlays and specimen structures drawn as negatives (distractors.py).
+    distractors: list[Distractor] = []
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "scene") -> "Scene":
@@ -217,6 +222,8 @@ def sample_scene(config: SynthConfig, seed: int, *, backgrounds: str | Path | No
         pileups=pileups,
         dislocations=dislocations,
         finish=finish,
+        # From their own random stream, so the draws above do not depend on them.
+        distractors=sample_distractors(config, int(seed)),
     )
 
 
@@ -298,7 +305,10 @@ def _sample_spots(config: SynthConfig, rng) -> list[SpotSpec]:
         centre = rng.uniform(0, 1, 2) * (width, height)
         points = centre + np.column_stack([radius * np.cos(theta), radius * np.sin(theta)])
         hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2).astype(float)
-        spots.append(SpotSpec(vertices=[tuple(v) for v in hull.tolist()], contrast=_u(rng, p.contrast)))
+        spot = SpotSpec(vertices=[tuple(v) for v in hull.tolist()], contrast=_u(rng, p.contrast))
+        if p.softness[1] > 0:  # drawn only when on, so presets without it keep their images
+            spot.softness = _u(rng, p.softness) * r0
+        spots.append(spot)
     return spots
 
 
@@ -339,6 +349,8 @@ def _sample_pileups(config: SynthConfig, rng) -> tuple[list[PileupSpec], list[Di
                 offset += spacings[k - 1]
                 support = _perturb(support, _u(rng, config.shapes.perturbation), rng)
             members.append((offset, support))
+        if p.lead_bow[1] > 0 and not isolated:  # drawn only when on, as in _look
+            members = _lead_bow(members, _u(rng, p.lead_bow))
         looks = [_look(config, rng) for _ in members]
         for _attempt in range(12):
             centre = rng.uniform(0.15, 0.85, 2) * (width, height)
@@ -380,12 +392,32 @@ def _sample_pileups(config: SynthConfig, rng) -> tuple[list[PileupSpec], list[Di
 
 def _look(config: SynthConfig, rng) -> dict:
     r = config.render
-    return {
+    look = {
         "gray_factor": _u(rng, r.gray_factor),
         "thickness": _u(rng, r.thickness),
         "thickness_variation": _u(rng, r.thickness_variation),
         "segment_length": _u(rng, r.segment_length),
     }
+    if r.line_softness[1] > 0:  # drawn only when on, so presets without it keep their images
+        look["softness"] = _u(rng, r.line_softness)
+    return look
+
+
+def _lead_bow(members: list, bow: float) -> list:
+    """Bow the first dislocation by ``bow`` (local units), the others less, the last not at all.
+
+    The extra bow bulges towards -x, away from the followers (which sit at larger
+    offsets), so it never pushes a dislocation into its neighbour.
+    """
+    count = len(members)
+    out = []
+    for k, (offset, support) in enumerate(members):
+        share = 1.0 if count == 1 else (count - 1 - k) / (count - 1)
+        bent = support.copy()
+        y = np.clip(bent[:, 1], 0.0, 1.0)
+        bent[:, 0] -= bow * share * 4.0 * y * (1.0 - y)
+        out.append((offset, bent))
+    return out
 
 
 def _perturb(support: np.ndarray, amount: float, rng) -> np.ndarray:

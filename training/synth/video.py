@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temtrack.sdk.atomic import new_partial_folder, publish_folder
 
 from .config import Positive, SynthConfig
+from .distractors import burn_in, overlay_layers
 from .render import compose, render_background
 from .scene import Scene, sample_scene
 
@@ -264,6 +265,9 @@ def iter_video(
 def _frames(scene: Scene, canvas: np.ndarray, margin: int, seed: int, settings: VideoSettings) -> Iterator[VideoFrame]:
     height, width = scene.size
     motion = _Motion(scene, seed, settings)
+    # Burnt-in overlays stay put in the frame while the specimen drifts (compose draws
+    # them without the offset); drawn again over the camera noise below to stay crisp.
+    overlay = overlay_layers(scene.distractors, (height, width))
     for index in range(settings.frames):
         if index:
             motion.step()
@@ -279,6 +283,8 @@ def _frames(scene: Scene, canvas: np.ndarray, margin: int, seed: int, settings: 
         if settings.noise > 0:
             image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(settings.noise)
             np.clip(image, 0.0, 1.0, out=image)
+            if overlay is not None:
+                image = burn_in(image, overlay)
         yield VideoFrame(
             index=index,
             time_s=index / settings.fps,
