@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
     parser.add_argument("--heldout", type=Path, help="folder with the sd1, sd2, sd3 held-out sets")
     parser.add_argument("--limit", type=int, default=100, help="held-out images per preset (default 100)")
-    parser.add_argument("--fecral-every", type=int, default=12, help="score every N-th fecral frame (default 12)")
+    parser.add_argument("--fecral-every", type=int, default=12, help="score every N-th fecral frame (default 12; 0: skip the video)")
     parser.add_argument("--figures", type=Path, help="write the picture grid here")
     args = parser.parse_args(argv)
 
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         print(f"skipped TWIP: {labelled} is missing", file=sys.stderr)
 
     video = args.real / "fecral-loops" / "video.mp4"
-    if video.exists():
+    if video.exists() and args.fecral_every > 0:
         for name, model in models.items():
             key = f"{name}@{args.fecral_every}"
             if key not in summary.get("fecral", {}):
