@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from model_card import PICTURES as CARD_PICTURES  # noqa: E402
 from model_card import _figures, _read_frame, _report  # noqa: E402
 
 from temtrack.sdk.backends import get_backend  # noqa: E402
@@ -51,13 +52,7 @@ ANNOTATIONS = {
     "dose text": (880, 640, 1120, 710),
     "cursor": (28, 88, 72, 134),
 }
-PICTURES = (
-    ("sample1", "dislocation-samples/sample1.png", None),
-    ("sample2", "dislocation-samples/sample2.png", None),
-    ("sample3", "dislocation-samples/sample3.png", None),
-    ("sample4", "dislocation-samples/sample4.png", None),
-    ("fecral-frame600", "fecral-loops/video.mp4", 600),
-)
+PICTURES = tuple(p for p in CARD_PICTURES if not p[0].startswith("twip"))
 
 
 def twip_heldout_folder(labelled: Path, where: Path) -> Path:

@@ -128,18 +128,7 @@ class LineFieldDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, index])
         image, curves = self._render(index, rng)
         image, curves = dihedral(image, curves, rng, self.augment_config)
-        targets = line_targets(curves, image.shape, sigma=self.sigma, ends="ends" in self.extras)
-        image, _ = augment(image, np.zeros((0, *image.shape), np.uint8), rng, self.photometric)
-        planes = [targets.centre[None], targets.direction]
-        if "ends" in self.extras:
-            planes.append(targets.ends[None])
-        return {
-            "image": torch.from_numpy(image[None]),
-            "target": torch.from_numpy(np.concatenate(planes)),
-            "weight": torch.from_numpy(targets.weight[None]),
-            "known": torch.ones((1, *image.shape), dtype=torch.float32),
-            "index": torch.tensor(index, dtype=torch.int64),
-        }
+        return _item(self, index, image, curves, None, rng)
 
     def _render(self, index: int, rng: np.random.Generator):
         """The sample's image and centrelines, zoomed (``AugmentConfig.p_zoom``)."""
@@ -163,6 +152,24 @@ class LineFieldDataset(IterableDataset):
 
     def __iter__(self):
         return worker_items(self.item, start=self.start)
+
+
+def _item(stream, index: int, image: np.ndarray, curves: list, known, rng) -> dict:
+    """A stream's item from its (already moved) image and curves: targets, then the
+    photometric augmentation; ``known`` None means fully labelled."""
+    targets = line_targets(curves, image.shape, sigma=stream.sigma, ends="ends" in stream.extras)
+    image, _ = augment(image, np.zeros((0, *image.shape), np.uint8), rng, stream.photometric)
+    planes = [targets.centre[None], targets.direction]
+    if "ends" in stream.extras:
+        planes.append(targets.ends[None])
+    known = np.ones((1, *image.shape), np.float32) if known is None else known[None]
+    return {
+        "image": torch.from_numpy(image[None]),
+        "target": torch.from_numpy(np.concatenate(planes)),
+        "weight": torch.from_numpy(targets.weight[None]),
+        "known": torch.from_numpy(np.ascontiguousarray(known, dtype=np.float32)),
+        "index": torch.tensor(index, dtype=torch.int64),
+    }
 
 
 # --- partially labelled real frames ------------------------------------------------------
@@ -314,19 +321,8 @@ class LabelledLineDataset(IterableDataset):
         inside, _ = dihedral(inside, [], rng, self.augment_config)
         rng.bit_generator.state = state
         image, curves = dihedral(image, [c - (x0, y0) for c in self.curves[k]], rng, self.augment_config)
-        targets = line_targets(curves, image.shape, sigma=self.sigma, ends="ends" in self.extras)
         known = known_pixels(curves, image.shape, rule=self.rule, near=self.near) * inside
-        image, _ = augment(image, np.zeros((0, *image.shape), np.uint8), rng, self.photometric)
-        planes = [targets.centre[None], targets.direction]
-        if "ends" in self.extras:
-            planes.append(targets.ends[None])
-        return {
-            "image": torch.from_numpy(image[None]),
-            "target": torch.from_numpy(np.concatenate(planes)),
-            "weight": torch.from_numpy(targets.weight[None]),
-            "known": torch.from_numpy(known[None]),
-            "index": torch.tensor(index, dtype=torch.int64),
-        }
+        return _item(self, index, image, curves, known, rng)
 
     def __iter__(self):
         return worker_items(self.item, start=self.start)
