@@ -1,7 +1,7 @@
 """Realism of the generator presets: distances of their images to real TEM frames.
 
     python benchmarks/bench_realism.py [--presets sd1 sd3_real ...] [--n 48] [--size 512]
-        [--real ../shared/data/real] [--backgrounds patches] [--json OUT]
+        [--real ../shared/data/real] [--frames MY_FRAMES ...] [--backgrounds patches] [--json OUT]
 
 For each preset (all built-in presets by default; a JSON config file is accepted too)
 it renders ``--n`` images and computes the statistics of
@@ -9,7 +9,8 @@ it renders ``--n`` images and computes the statistics of
 noise, vignetting, cross-line depth and width of the dislocations). The real sets are
 read from ``--real``: the TWIP labelled frames with their line labels, the four
 dislocation samples, and ``--fecral-frames`` frames sampled evenly from the FeCrAl
-video; a set that is absent is skipped with the reason. It prints one table of
+video; a set that is absent is skipped with the reason. ``--frames`` adds your own frames (a
+folder of images or a video), to check a preset against your microscope. It prints one table of
 distances per real set and one against all real frames pooled (rows: presets,
 columns: statistics; 0 = alike), and for every preset ``X_real`` whose thesis preset
 ``X`` was run too, the ratio of its distance to ``X``'s (the issue's target: <= 0.5).
@@ -126,9 +127,20 @@ def main(argv=None) -> int:
     parser.add_argument("--fecral-frames", type=int, default=30)
     parser.add_argument("--backgrounds", type=Path, default=None, help="real patch folder, for presets that use patches")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
+    parser.add_argument("--frames", type=Path, action="append", default=[], metavar="DIR_OR_VIDEO",
+                        help="your own real frames (a folder of images of one bit depth, or a video); "
+                        "repeatable; compared beside the shared sets")
     args = parser.parse_args(argv)
 
     real = real_sets(args.real, fecral_frames=args.fecral_frames)
+    for path in args.frames:
+        # A user's folder with no image or with mixed bit depths is an error naming it.
+        try:
+            frames = load_video_frames(path, count=args.fecral_frames) if path.is_file() else load_image_folder(path)
+        except (ValueError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        real[path.stem or str(path)] = image_statistics(frames)
     if not real:
         print(f"no real set found under {args.real}: nothing to compare with", file=sys.stderr)
         return 1
