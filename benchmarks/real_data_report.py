@@ -164,7 +164,9 @@ def main(argv=None) -> int:
         print(f"skipped TWIP: {labelled} is missing", file=sys.stderr)
 
     video = args.real / "fecral-loops" / "video.mp4"
-    if video.exists() and args.fecral_every > 0:
+    if args.fecral_every <= 0:
+        pass
+    elif video.exists():
         for name, model in models.items():
             key = f"{name}@{args.fecral_every}"
             if key not in summary.get("fecral", {}):
