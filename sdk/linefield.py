@@ -66,6 +66,11 @@ class LineFieldSettings:
         Smoothing of the spline (expected deviation of ridge pixels from the line).
     mask_width : int
         Width (odd, px) of the per-dislocation masks drawn along the splines.
+    max_turn : float
+        A traced line that turns by more than this (degrees, over ``2 * TURN_REACH``
+        px) is cut at the turn: where a dislocation meets a slip trace or another line
+        at an angle, the ridge runs on without a junction, and one line would otherwise
+        follow both. 180 keeps every turn.
     border : float
         A traced line with 80 % of its pixels within this distance (px) of the image's
         edge (of ``valid``, when given) runs along the edge of the field of view or of
@@ -84,6 +89,11 @@ class LineFieldSettings:
     sigma: float = DEFAULT_SIGMA
     mask_width: int = 3
     border: float = 5.0
+    # Chosen on the 47 TWIP frames a fine-tuning run trains on (never its held-out
+    # frames) and 40 synthetic images per preset: at 50 degrees spline recall on those
+    # frames rises from 0.31 to about 0.35 while sd1/sd3 length scores move by < 0.02
+    # (sd3's sharp-turn shapes are the cost). 180 turns the cutting off.
+    max_turn: float = 50.0
 
     def __post_init__(self):
         problems = {
@@ -96,6 +106,7 @@ class LineFieldSettings:
             "sigma": (self.sigma >= 0, ">= 0 px"),
             "mask_width": (isinstance(self.mask_width, (int, np.integer)) and self.mask_width >= 1 and self.mask_width % 2, "an odd integer >= 1"),
             "border": (self.border >= 0, ">= 0 px"),
+            "max_turn": (0.0 < self.max_turn <= 180.0, "in (0, 180] degrees"),
         }
         for name, (ok, allowed) in problems.items():
             if not ok:
@@ -303,6 +314,31 @@ def _chains(segments: list[_Segment], joins) -> list[np.ndarray]:
     return chains
 
 
+#: Half the arc (px) over which a line's turning is measured (see ``max_turn``).
+TURN_REACH = 6
+
+
+def _split_at_turns(path: np.ndarray, max_turn: float) -> list[np.ndarray]:
+    """``path`` ((n, 2) pixels, 8-connected) cut at its turns sharper than ``max_turn``."""
+    reach = TURN_REACH
+    if max_turn >= 180.0 or len(path) < 2 * reach + 3:
+        return [path]
+    xy = path.astype(float)
+    before = xy[reach:-reach] - xy[: -2 * reach]
+    after = xy[2 * reach :] - xy[reach:-reach]
+    turn = _angles(before, after)
+    cuts = []
+    for k in np.argsort(-turn, kind="stable"):
+        if turn[k] <= max_turn:
+            break
+        if all(abs(k - c) > reach for c in cuts):
+            cuts.append(int(k))
+    if not cuts:
+        return [path]
+    bounds = [0, *sorted(c + reach for c in cuts), len(path)]
+    return [path[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2]
+
+
 def _path_length(path: np.ndarray) -> float:
     return float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
 
@@ -349,7 +385,7 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
         centre = cropped
     skeleton = ridges(centre, direction, high=settings.high, low=settings.low)
     segments = [_segment(p, direction) for p in _segments(skeleton)]
-    chains = _chains(segments, _links(segments, settings))
+    chains = [piece for chain in _chains(segments, _links(segments, settings)) for piece in _split_at_turns(chain, settings.max_turn)]
     dislocations, summaries = [], []
     edge = settings.border
     for path in chains:

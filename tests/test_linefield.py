@@ -271,3 +271,35 @@ def test_lines_along_the_image_edge_are_dropped():
     # The edge of the valid region counts as the image's edge.
     inside = _fields([_line((5, 60), (120, 60))], (96, 128))
     assert extract_lines(inside, valid=(0, 62, 0, 128)).dislocations == ()
+
+
+def _polyline_fields(points, shape=(96, 128)):
+    """Ideal fields of one polyline (a Gaussian ridge along it, its direction)."""
+    from temtrack.training.synth.targets import line_targets
+
+    t = line_targets([np.asarray(points, float)], shape)
+    return np.concatenate([t.centre[None], t.direction])
+
+
+def _dense_polyline(corners, step=0.5):
+    corners = np.asarray(corners, float)
+    pieces = [np.linspace(a, b, int(np.hypot(*(b - a)) / step) + 1) for a, b in zip(corners[:-1], corners[1:])]
+    return np.vstack(pieces)
+
+
+def test_a_sharp_turn_is_cut_and_a_gentle_one_is_not():
+    # An 80 degree corner (a line meeting a slip trace) becomes two lines ...
+    corner = _dense_polyline([(10, 70), (60, 70), (60 + 40 * np.cos(np.radians(-80)), 70 + 40 * np.sin(np.radians(-80)))])
+    frame = extract_lines(_polyline_fields(corner))
+    assert len(frame.dislocations) == 2
+    lengths = sorted(d.length for d in frame.dislocations)
+    assert lengths[0] > 30 and lengths[1] > 40
+    # ... unless cutting is off, and a 25 degree bend stays one line.
+    assert len(extract_lines(_polyline_fields(corner), settings=LineFieldSettings(max_turn=180)).dislocations) == 1
+    bend = _dense_polyline([(10, 70), (60, 70), (60 + 50 * np.cos(np.radians(-25)), 70 + 50 * np.sin(np.radians(-25)))])
+    assert len(extract_lines(_polyline_fields(bend)).dislocations) == 1
+
+
+def test_max_turn_is_validated():
+    with pytest.raises(ValueError, match="max_turn"):
+        LineFieldSettings(max_turn=0)
