@@ -12,8 +12,9 @@ model):
   synthetic-only models). Spline-level recall of the labelled lines and the length score
   over the matched ones; labels are partial, so no precision.
 - **fecral video**: every ``--fecral-every``-th frame: splines per frame, and splines on
-  the burnt-in annotations (scale bar, its label, the dose text, the mouse cursor; the
-  boxes are in ``ANNOTATIONS``), which should be none. The video shows loops, not lines.
+  the burnt-in annotations (scale bar, its label, the dose text, the mouse cursor): at
+  least half of a spline's points on the saturated white or black pixels of those
+  (grown by 3 px) inside the boxes of ``ANNOTATIONS``. There should be none. The video shows loops, not lines.
 - **synthetic held-out sets** (``--heldout`` with ``sd1``, ``sd2``, ``sd3`` from
   ``tem-track synth --preset sdN --n 200 --seed 900001``): the thesis length metric.
 - **pictures** (``--figures``): each model's splines on the four dislocation samples
@@ -69,13 +70,31 @@ def twip_heldout_folder(labelled: Path, where: Path) -> Path:
     return where
 
 
-def on_annotation(points: np.ndarray, *, share: float = 0.25) -> str | None:
-    """The annotation a spline lies on (at least ``share`` of its points in the box), or None."""
+def annotation_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels of the burnt-in annotations in one fecral frame: inside the ``ANNOTATIONS``
+    boxes, the saturated white (text, bar, cursor) and black (dose text) pixels, grown by
+    3 px. (H, W) bool."""
+    import cv2
+
+    mask = np.zeros(image.shape, np.uint8)
+    for x0, y0, x1, y1 in ANNOTATIONS.values():
+        box = image[y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] = (box >= 0.92) | (box <= 0.08)
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))).astype(bool)
+
+
+def on_annotation(points: np.ndarray, mask: np.ndarray, *, share: float = 0.5) -> str | None:
+    """The annotation a spline lies on (at least ``share`` of its points on annotation
+    pixels, see :func:`annotation_mask`), named by its box; None when it does not."""
+    cols = np.clip(np.round(points[:, 0]).astype(int), 0, mask.shape[1] - 1)
+    rows = np.clip(np.round(points[:, 1]).astype(int), 0, mask.shape[0] - 1)
+    if mask[rows, cols].mean() < share:
+        return None
+    x, y = np.median(points[:, 0]), np.median(points[:, 1])
     for name, (x0, y0, x1, y1) in ANNOTATIONS.items():
-        inside = (points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)
-        if inside.mean() >= share:
+        if x0 - 8 <= x <= x1 + 8 and y0 - 8 <= y <= y1 + 8:
             return name
-    return None
+    return "other"
 
 
 def fecral(model: Path, video: Path, every: int) -> dict:
@@ -84,13 +103,14 @@ def fecral(model: Path, video: Path, every: int) -> dict:
     from temtrack.sdk.sources import open_source
 
     analyzer = Analyzer(model, workers=0, batch_size=1)
-    counts, on_text, frames_on_text = [], {name: 0 for name in ANNOTATIONS}, set()
+    counts, on_text, frames_on_text = [], {name: 0 for name in [*ANNOTATIONS, "other"]}, set()
     started = time.perf_counter()
     with open_source(video) as source:
-        for result in analyzer.stream(source.frames(every=every)):
+        for result in analyzer.stream(source.frames(every=every), keep_images=True):
             counts.append(len(result.dislocations))
+            mask = annotation_mask(result.image)
             for d in result.dislocations:
-                hit = on_annotation(np.asarray(d.points))
+                hit = on_annotation(np.asarray(d.points), mask)
                 if hit:
                     on_text[hit] += 1
                     frames_on_text.add(result.frame)
@@ -168,7 +188,7 @@ def main(argv=None) -> int:
         pass
     elif video.exists():
         for name, model in models.items():
-            key = f"{name}@{args.fecral_every}"
+            key = f"{name}@{args.fecral_every}:pixels"
             if key not in summary.get("fecral", {}):
                 summary.setdefault("fecral", {})[key] = fecral(model, video, args.fecral_every)
                 summary_path.write_text(json.dumps(summary, indent=2))
@@ -204,7 +224,7 @@ def table(summary: dict, names: list, every: int) -> str:
     for name in names:
         held = summary.get("twip_heldout", {}).get(name, {})
         every59 = summary.get("twip_all", {}).get(name, {})
-        fec = summary.get("fecral", {}).get(f"{name}@{every}", {})
+        fec = summary.get("fecral", {}).get(f"{name}@{every}:pixels", {})
         synth = [summary.get("heldout", {}).get(p, {}).get(name, {}).get("length_score") for p in PRESETS]
         lines.append(
             f"| {name} | {cell(held.get('spline_recall'))} | {cell(held.get('spline_length_score'))} "
