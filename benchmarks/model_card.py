@@ -46,16 +46,30 @@ PICTURES = (
 )
 
 
-def _report(out: Path, name: str, data: Path, backend, limit: int | None) -> dict:
+def _report(out: Path, name: str, data: Path, backend, limit: int | None, line_settings=None) -> dict:
     """Evaluate (or reuse) one report; return its dict."""
     path = out / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     if limit is not None:
         data = _subset(data, limit, out / f"_subset_{data.name}")
-    report = evaluate(data, backend, progress=True)
+    report = evaluate(data, backend, line_settings=line_settings, progress=True)
     write_report(report, path)
     return json.loads(path.read_text())
+
+
+def heldout_reports(heldout: Path, backends: dict, out: Path, limit: int | None, *, suffix: str = "",
+                    line_settings=None) -> dict:
+    """``{(preset, name): report}`` of every backend on every held-out set present."""
+    reports = {}
+    for preset in PRESETS:
+        data = heldout / preset
+        if not data.is_dir():
+            print(f"skipped {preset}: {data} is missing", file=sys.stderr)
+            continue
+        for name, backend in backends.items():
+            reports[preset, name] = _report(out, f"heldout_{preset}_{name}{suffix}", data, backend, limit, line_settings)
+    return reports
 
 
 def _subset(data: Path, n: int, where: Path) -> Path:
@@ -286,20 +300,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     limit = 100 if args.quick else args.limit
     summary: dict = {"models": {n: str(p) for n, p in models.items()}, "heldout": {}, "twip": {}}
-    reports = {}
     # One backend each (one onnxruntime session per model), for every data set.
     backends = {name: get_backend(str(path)) for name, path in models.items()}
     if not args.no_classical:
         backends["classical"] = get_backend("classical")
-    for preset in PRESETS:
-        data = args.heldout / preset
-        if not data.is_dir():
-            print(f"skipped {preset}: {data} is missing", file=sys.stderr)
-            continue
-        for name, backend in backends.items():
-            report = _report(args.out, f"heldout_{preset}_{name}", data, backend, limit)
-            reports[preset, name] = report
-            summary["heldout"].setdefault(preset, {})[name] = _figures(report)
+    reports = heldout_reports(args.heldout, backends, args.out, limit)
+    for (preset, name), report in reports.items():
+        summary["heldout"].setdefault(preset, {})[name] = _figures(report)
     if reports:
         box_plot(reports, args.out / "length_score_by_count.png")
 

@@ -38,13 +38,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_card import PICTURES as CARD_PICTURES  # noqa: E402
-from model_card import _figures, _read_frame, _report  # noqa: E402
+from model_card import PRESETS, _figures, _read_frame, _report, heldout_reports  # noqa: E402
 
 from temtrack.sdk.backends import get_backend  # noqa: E402
 from temtrack.sdk.models import resolve_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = ("sd1", "sd2", "sd3")
 # Burnt-in annotations of the fecral video, (x0, y0, x1, y1) in frame pixels (1120 x 710):
 # the scale bar with its label (bottom left), the dose text (bottom right) and the mouse
 # cursor (top left, still in the first frames).
@@ -97,12 +96,12 @@ def on_annotation(points: np.ndarray, mask: np.ndarray, *, share: float = 0.5) -
     return "other"
 
 
-def fecral(model: Path, video: Path, every: int) -> dict:
+def fecral(model: Path, video: Path, every: int, lines=None) -> dict:
     """Splines per frame on the fecral video, and those on its burnt-in annotations."""
     from temtrack.sdk.analyzer import Analyzer
     from temtrack.sdk.sources import open_source
 
-    analyzer = Analyzer(model, workers=0, batch_size=1)
+    analyzer = Analyzer(model, workers=0, batch_size=1, postprocess=lines)
     counts, on_text, frames_on_text = [], {name: 0 for name in [*ANNOTATIONS, "other"]}, set()
     started = time.perf_counter()
     with open_source(video) as source:
@@ -164,7 +163,14 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=100, help="held-out images per preset (default 100)")
     parser.add_argument("--fecral-every", type=int, default=12, help="score every N-th fecral frame (default 12; 0: skip the video)")
     parser.add_argument("--figures", type=Path, help="write the picture grid here")
+    parser.add_argument("--max-turn", type=float, default=None,
+                        help="tracing's max_turn in degrees (default: LineFieldSettings' own; 180 = before issue 17)")
     args = parser.parse_args(argv)
+    from temtrack.sdk.linefield import LineFieldSettings
+
+    lines = LineFieldSettings() if args.max_turn is None else LineFieldSettings(max_turn=args.max_turn)
+    # Reports traced with other settings are kept apart (``@turn180``), never mixed up.
+    tag = "" if args.max_turn is None else f"@turn{args.max_turn:g}"
 
     models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
     models = {name: resolve_model(spec) for name, spec in models.items()}
@@ -178,8 +184,10 @@ def main(argv=None) -> int:
     if labelled.is_dir():
         heldout = twip_heldout_folder(labelled, args.out / "_twip_heldout")
         for name, backend in backends.items():
-            summary.setdefault("twip_heldout", {})[name] = _figures(_report(args.out, f"twip_heldout_{name}", heldout, backend, None))
-            summary.setdefault("twip_all", {})[name] = _figures(_report(args.out, f"twip_all_{name}", labelled, backend, None))
+            held = _report(args.out, f"twip_heldout_{name}{tag}", heldout, backend, None, lines)
+            every = _report(args.out, f"twip_all_{name}{tag}", labelled, backend, None, lines)
+            summary.setdefault("twip_heldout", {})[f"{name}{tag}"] = _figures(held)
+            summary.setdefault("twip_all", {})[f"{name}{tag}"] = _figures(every)
     else:
         print(f"skipped TWIP: {labelled} is missing", file=sys.stderr)
 
@@ -188,27 +196,23 @@ def main(argv=None) -> int:
         pass
     elif video.exists():
         for name, model in models.items():
-            key = f"{name}@{args.fecral_every}:pixels"
+            key = f"{name}@{args.fecral_every}:pixels{tag}"
             if key not in summary.get("fecral", {}):
-                summary.setdefault("fecral", {})[key] = fecral(model, video, args.fecral_every)
+                summary.setdefault("fecral", {})[key] = fecral(model, video, args.fecral_every, lines)
                 summary_path.write_text(json.dumps(summary, indent=2))
     else:
         print(f"skipped fecral: {video} is missing", file=sys.stderr)
 
     if args.heldout is not None:
-        for preset in PRESETS:
-            data = args.heldout / preset
-            if not data.is_dir():
-                print(f"skipped {preset}: {data} is missing", file=sys.stderr)
-                continue
-            for name, backend in backends.items():
-                report = _report(args.out, f"heldout_{preset}_{name}_{args.limit}", data, backend, args.limit)
-                summary.setdefault("heldout", {}).setdefault(preset, {})[name] = _figures(report)
+        reports = heldout_reports(args.heldout, backends, args.out, args.limit, suffix=f"_{args.limit}{tag}",
+                                  line_settings=lines)
+        for (preset, name), report in reports.items():
+            summary.setdefault("heldout", {}).setdefault(preset, {})[f"{name}{tag}"] = _figures(report)
 
     if args.figures is not None:
         picture_rows(models, args.real, args.figures / "real_pictures.png")
     summary_path.write_text(json.dumps(summary, indent=2))
-    print(table(summary, list(models), args.fecral_every))
+    print(table(summary, [f"{name}{tag}" for name in models], args.fecral_every))
     return 0
 
 
@@ -224,7 +228,8 @@ def table(summary: dict, names: list, every: int) -> str:
     for name in names:
         held = summary.get("twip_heldout", {}).get(name, {})
         every59 = summary.get("twip_all", {}).get(name, {})
-        fec = summary.get("fecral", {}).get(f"{name}@{every}:pixels", {})
+        base, _, tag = name.partition("@")
+        fec = summary.get("fecral", {}).get(f"{base}@{every}:pixels{'@' + tag if tag else ''}", {})
         synth = [summary.get("heldout", {}).get(p, {}).get(name, {}).get("length_score") for p in PRESETS]
         lines.append(
             f"| {name} | {cell(held.get('spline_recall'))} | {cell(held.get('spline_length_score'))} "
