@@ -18,15 +18,16 @@ import dataclasses
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .pipeline import FrameResult, PipelineSettings, iterate_results
+from .pipeline import FrameResult, PipelineSettings, cap_workers, iterate_results
 from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
 
-__all__ = ["Analyzer", "RunResult", "process_videos", "resolve_backend"]
+__all__ = ["Analyzer", "InputNotice", "RunResult", "process_videos", "resolve_backend"]
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Analyzer:
             raise ValueError(f"unknown tracker {tracker!r}; valid trackers: {', '.join(linker_names())}")
         self.tracker, self.tracker_options = tracker, dict(tracker_options or {})
         self._check_tracker()
-        self.settings = PipelineSettings(batch_size=batch_size, workers=workers, scale=scale)
+        self.settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers), scale=scale)
         self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
         self.family = getattr(self.backend, "family", "multilabel")
         if threshold is not None and postprocess is not None:
@@ -250,6 +251,7 @@ class Analyzer:
         every: int = 1,
         fps: float | None = None,
         pixel_size_nm: float | None = None,
+        input_range=None,
         overlay=None,
         plots=None,
         resume: bool = False,
@@ -270,6 +272,10 @@ class Analyzer:
             Frames ``start <= index < end``, every ``every``-th.
         fps, pixel_size_nm : float, optional
             Override the source's frame rate and pixel size (nm/px).
+        input_range : "auto", "dtype" or (low, high), optional
+            How raw values map to [0, 1] (:func:`~temtrack.sdk.sources.open_source`);
+            a range read from the data is announced as an :class:`InputNotice` warning
+            and recorded in the outputs' metadata.
         overlay : path, optional
             An mp4 with each spline drawn in its track's colour.
         plots : path, optional
@@ -277,14 +283,35 @@ class Analyzer:
         resume : bool
             Continue an interrupted run writing ``out`` after its last complete chunk.
         overwrite : bool
-            Replace existing outputs (once the new ones are complete).
+            Replace existing outputs, once the new ones are complete, and only
+            tem-track's own (tables with tem-track metadata, overlays it wrote, plot
+            folders it wrote or empty ones).
         progress : bool
             A progress bar (frames, fps, ETA) when stderr is a terminal.
 
         Returns
         -------
         RunResult
+
+        Raises
+        ------
+        FileExistsError
+            An output exists and not ``overwrite``; an output is not tem-track's own;
+            another process is writing ``out`` (its PID is named); or an interrupted
+            run exists and neither ``resume`` nor ``overwrite`` is given.
+        ValueError
+            Bad arguments: an output that is the input or another output, an ``out``
+            that is a folder, a frame range with no frames in the source.
+
+        Notes
+        -----
+        All outputs (tables, overlay, plots) are staged under temporary names and
+        swapped in together at the end (:class:`~temtrack.sdk.atomic.Transaction`): a
+        failure (a full disk, a signal) leaves earlier outputs byte for byte, and the
+        frames done so far stay for ``resume``. One run at a time writes ``out``: a lock
+        file beside it holds the PID of the run.
         """
+        from .atomic import OutputLock, Transaction
         from .results import RunWriter
         from .sources import open_source
 
@@ -292,60 +319,85 @@ class Analyzer:
         if resume and out is None:
             raise ValueError("resume needs out: the partial output to continue")
         began = time.perf_counter()
-        for name, path in (("overlay", overlay), ("plots", plots)):
-            if path is not None and Path(path).exists() and not overwrite:
-                raise FileExistsError(f"{name} output {path} already exists; pass --overwrite to replace it")
-        with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm) as frames:
+        out, overlay, plots = _check_outputs(source, out, overlay, plots, overwrite)
+        ranges = {} if input_range is None else {"input_range": input_range}
+        with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm, **ranges) as frames:
+            if getattr(frames, "range_note", None):
+                warnings.warn(frames.range_note, InputNotice, stacklevel=2)
+            _check_start(frames, start)
             metadata = self._metadata(frames, start, end, every)
-            writer = None if out is None else RunWriter(out, metadata=metadata, overwrite=overwrite, resume=resume)
-            linker, series = self._new_linker(), self._series(frames.pixel_size_nm)
-            stop = end if end is not None else frames.n_frames
-            total = None if stop is None else max(0, len(range(start, stop, every)))
-            first = start
-            overlay_writer = self._overlay(overlay, frames, overwrite)
-            memory = _Memory() if writer is None else None
-            count = 0
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            lock = None if out is None else OutputLock(out.with_name(f".{out.name}.lock"), str(out)).acquire()
             try:
-                if writer is not None and writer.chunks:
-                    first = self._replay(writer, frames, linker, series, overlay_writer, start, every)
-                with _progress(total, writer.resumed_frames if writer else 0, progress, frames.name) as bar:
-                    results = iterate_results(
-                        frames.frames(start=first, end=end, every=every),
-                        self.backend,
-                        linker=linker,
-                        series=series,
-                        postprocess=self.postprocess,
-                        settings=self.settings,
-                        keep_images=overlay_writer is not None,
-                    )
-                    for result in results:
-                        if writer is not None:
-                            writer.add(result)
-                        else:
-                            memory.add(result)
-                        if overlay_writer is not None:
-                            overlay_writer.write(result.image, [d.points for d in result.dislocations], result.track_ids)
-                        count += 1
-                        bar.update(1)
-            except BaseException:
-                if writer is not None:
-                    writer.flush()  # the frames done are complete: keep them for --resume
-                if overlay_writer is not None:
-                    overlay_writer.abort()
-                raise
-            paths = writer.finish() if writer is not None else {}
-            if overlay_writer is not None:
-                paths["overlay"] = overlay_writer.close()
-        result = RunResult(
+                writer = None if out is None else RunWriter(out, metadata=metadata, overwrite=overwrite, resume=resume)
+                linker, series = self._new_linker(), self._series(frames.pixel_size_nm)
+                stop = end if end is not None else frames.n_frames
+                total = None if stop is None else max(0, len(range(start, stop, every)))
+                first = start
+                overlay_writer = self._overlay(overlay, frames, overwrite)
+                memory = _Memory() if writer is None else None
+                staged = Transaction()
+                count = 0
+                try:
+                    if writer is not None and writer.chunks:
+                        first = self._replay(writer, frames, linker, series, overlay_writer, start, every)
+                    with _progress(total, writer.resumed_frames if writer else 0, progress, frames.name) as bar:
+                        results = iterate_results(
+                            frames.frames(start=first, end=end, every=every),
+                            self.backend,
+                            linker=linker,
+                            series=series,
+                            postprocess=self.postprocess,
+                            settings=self.settings,
+                            keep_images=overlay_writer is not None,
+                        )
+                        for result in results:
+                            if writer is not None:
+                                writer.add(result)
+                            else:
+                                memory.add(result)
+                            if overlay_writer is not None:
+                                overlay_writer.write(result.image, [d.points for d in result.dislocations], result.track_ids)
+                            count += 1
+                            bar.update(1)
+                    done = count + (writer.resumed_frames if writer is not None else 0)
+                    if not done:
+                        raise ValueError(
+                            f"no frames to process in {frames.name} from frame {start}"
+                            + (f" to {end}" if end is not None else "") + f" every {every}"
+                        )
+                    _warn_constant(frames, done)
+                    tables = memory.tables(metadata) if memory is not None else {}
+                    if writer is not None:
+                        tables = writer.stage(staged)
+                    if overlay_writer is not None:
+                        staged.add(overlay_writer.stage(), overlay)
+                    if plots is not None:
+                        staged.add(_stage_plots(tables, plots), plots)
+                    staged.commit()
+                except BaseException:
+                    staged.discard()
+                    if overlay_writer is not None:
+                        overlay_writer.abort()
+                    if writer is not None:
+                        _keep_for_resume(writer)
+                    raise
+            finally:
+                if lock is not None:
+                    lock.release()
+            paths = writer.cleanup() if writer is not None else {}
+            if overlay is not None:
+                paths["overlay"] = overlay
+            if plots is not None:
+                paths["plots"] = plots
+        return RunResult(
             paths=paths,
             frames=count,
             resumed_frames=writer.resumed_frames - count if writer is not None else 0,
             seconds=time.perf_counter() - began,
-            _tables=memory.tables(metadata) if memory is not None else {},
+            _tables=tables if memory is not None else {},
         )
-        if plots is not None:
-            paths["plots"] = _plots(result, Path(plots))
-        return result
 
     def _metadata(self, frames, start, end, every) -> dict:
         from temtrack import __version__
@@ -489,6 +541,128 @@ def resolve_backend(model=None, *, backend=None, providers: list | None = None) 
     return get_backend(str(model), **options), None
 
 
+class InputNotice(UserWarning):
+    """Something the user should know about the input, e.g. the value range read from the
+    data; the run goes on."""
+
+
+def _check_outputs(source, out, overlay, plots, overwrite: bool) -> tuple:
+    """Refuse outputs that cannot be right, before any work: an output that is the input
+    or another output, a folder given as a file (or a file as a folder), an ``out``
+    ending in a separator, existing files that are not tem-track's own; returns
+    ``(out, overlay, plots)`` as Paths (or None)."""
+    import os
+
+    from .overlay import is_overlay
+    from .results import check_replaceable, output_paths
+
+    if out is not None and str(out).endswith(("/", os.sep)):
+        raise ValueError(f"out {out} ends in a path separator; give the splines file, e.g. {Path(out) / 'splines.parquet'}")
+    out, overlay, plots = (None if p is None else Path(p) for p in (out, overlay, plots))
+    named = {}
+    if out is not None:
+        if out.is_dir():
+            raise ValueError(f"out {out} is a folder; give the splines file, e.g. {out / 'splines.parquet'}")
+        named.update({f"out ({key})": path for key, path in output_paths(out).items() if key != "partial"})
+    if overlay is not None:
+        if overlay.is_dir():
+            raise ValueError(f"overlay {overlay} is a folder; give the video file to write, e.g. {overlay / 'overlay.mp4'}")
+        if overlay.exists() and overwrite and not is_overlay(overlay):
+            raise FileExistsError(f"overlay {overlay} exists and is not an overlay tem-track wrote, so --overwrite "
+                                  "does not replace it; choose another --overlay")
+        named["overlay"] = overlay
+    if plots is not None:
+        if plots.exists() and not plots.is_dir():
+            raise ValueError(f"plots {plots} is a file; give a folder to write the plots into")
+        if plots.is_dir() and overwrite and any(plots.iterdir()) and not (plots / PLOTS_MARKER).is_file():
+            raise FileExistsError(f"plots folder {plots} holds files tem-track did not write, so --overwrite does not "
+                                  "replace it; choose another --plots folder")
+        named["plots"] = plots
+    for what, path in named.items():
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{what.split(' ')[0]} output {path} already exists; pass --overwrite to replace it")
+    inputs = [Path(source)] if isinstance(source, (str, os.PathLike)) and Path(source).exists() else []
+    seen: dict = {}
+    for what, path in named.items():
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {what} name the same file {path}; give them different names")
+        seen[key] = what
+        for given in inputs:
+            if _same_path(path, given) or (path.is_dir() and _inside(given, path)):
+                raise ValueError(f"{what.split(' ')[0]} {path} is the input {given} (or holds it); "
+                                 "tem-track never writes over its input: choose another output name")
+    if out is not None and overwrite:
+        for key, path in output_paths(out).items():
+            if key != "partial" and (path.exists() or path.is_symlink()):
+                check_replaceable(path, "output")
+    for path in named.values():
+        _check_writable(path.parent)
+    return out, overlay, plots
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
+def _check_writable(folder: Path) -> None:
+    """A clear PermissionError for an existing folder this process cannot write to."""
+    import errno
+    import os
+
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # it will be created: the first existing ancestor decides
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "no permission to write in this folder", str(folder))
+
+
+def _check_start(frames, start: int) -> None:
+    """Refuse a start past the end of a source whose length is known exactly."""
+    n = frames.n_frames
+    exact = frames.kind != "video" or frames.metadata.get("frames_exact", False)
+    if n is not None and exact and start >= n:
+        raise ValueError(f"start {start} is past the end of {frames.name}, which has {n} frames (0 to {n - 1})")
+
+
+def _warn_constant(frames, processed: int) -> None:
+    """Warn about frames whose pixels are all equal: nothing can be found in them."""
+    count = getattr(frames, "n_constant_frames", 0)
+    if count:
+        shown = ", ".join(str(i) for i in getattr(frames, "constant_frames", [])[:10])
+        more = ", ..." if count > 10 else ""
+        warnings.warn(
+            f"{count} of {processed} frames are constant (every pixel the same value: a blank or missing frame), "
+            f"so nothing can be found in them: frames {shown}{more}",
+            InputNotice,
+            stacklevel=3,
+        )
+
+
+def _keep_for_resume(writer) -> None:
+    """After a failure: store the frames done (for resume); drop a partial run that
+    holds none, so the next run is not told to resume nothing."""
+    import shutil
+
+    try:
+        writer.flush()
+    except Exception:  # the original error (a full disk, ...) is the one to report
+        pass
+    if not writer.chunks:
+        shutil.rmtree(writer.paths["partial"], ignore_errors=True)
+
+
 def _check_range(start, end, every) -> None:
     for name, value in (("start", start), ("every", every)):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -508,13 +682,36 @@ def _progress(total, initial, enabled, name):
     return tqdm(total=total, initial=initial, unit="frame", desc=Path(str(name)).name, disable=quiet, smoothing=0.1)
 
 
-def _plots(result: RunResult, folder: Path) -> Path:
+PLOTS_MARKER = "plots.json"
+
+
+def _stage_plots(tables: dict, folder: Path) -> Path:
+    """The plots of a run's tables (DataFrames, or staged Parquet files) in a new
+    temporary folder beside ``folder``, with the marker that makes it tem-track's own."""
+    import json
+
+    import pandas as pd
+
+    from temtrack import __version__
     from temtrack.tracker import plot_pairs, plot_positions
 
-    folder.mkdir(parents=True, exist_ok=True)
-    plot_pairs(result.pairs, folder / "pair_distances.png")
-    plot_positions(result.tracks, folder / "positions.png")
-    return folder
+    from .atomic import new_partial_folder, write_atomic
+
+    def table(name):
+        value = tables[name]
+        return value if isinstance(value, pd.DataFrame) else pd.read_parquet(value)
+
+    staged = new_partial_folder(folder)
+    try:
+        names = [plot_pairs(table("pairs"), staged / "pair_distances.png").name,
+                 plot_positions(table("tracks"), staged / "positions.png").name]
+        write_atomic(staged / PLOTS_MARKER, json.dumps({"written_by": "tem-track", "version": __version__, "files": names}))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
 
 
 def _process_one(job) -> dict:
@@ -528,9 +725,20 @@ def _process_one(job) -> dict:
                 "error": f"{type(error).__name__}: {error}"}
 
 
+def _video_worker(job, connection) -> None:
+    """One video in its own process; the report goes back through ``connection``."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
+    try:
+        connection.send(_process_one(job))
+    finally:
+        connection.close()
+
+
 def process_videos(videos: Iterable, out_dir, *, processes: int = 2, progress: bool = True, analyzer: dict | None = None,
                    **run_options) -> list[dict]:
-    """Run many videos, one process per video at a time.
+    """Run many videos, one process per video, ``processes`` at a time.
 
     Parameters
     ----------
@@ -550,10 +758,13 @@ def process_videos(videos: Iterable, out_dir, *, processes: int = 2, progress: b
     Returns
     -------
     list of dict
-        Per video: ``video``, ``out``, ``frames``, ``seconds`` and ``error`` (None, or
-        what went wrong; the other videos still run).
+        Per video, in the order given: ``video``, ``out``, ``frames``, ``seconds`` and
+        ``error`` (None, or what went wrong). A video that fails, or whose process dies
+        (killed, out of memory), is reported as failed and the others still run; its
+        finished frames stay for ``resume``.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+    from multiprocessing.connection import wait
 
     from tqdm import tqdm
 
@@ -561,16 +772,56 @@ def process_videos(videos: Iterable, out_dir, *, processes: int = 2, progress: b
     stems = [v.stem for v in videos]
     if len(set(stems)) != len(stems):
         raise ValueError("videos must have distinct file names: their outputs are named after them")
-    if processes < 1:
-        raise ValueError(f"processes must be >= 1, got {processes}")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {**(analyzer or {}), "workers": 0}
     Analyzer(**options)  # a bad model or option fails once, here
     jobs = [(video, out_dir / f"{video.stem}.parquet", options, run_options) for video in videos]
     quiet = not (progress and getattr(sys.stderr, "isatty", lambda: False)())
-    import multiprocessing
-
     context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        return list(tqdm(pool.map(_process_one, jobs), total=len(jobs), unit="video", disable=quiet))
+    reports: list = [None] * len(jobs)
+    running: dict = {}  # connection -> (job index, process, started)
+    waiting = list(range(len(jobs)))
+    try:
+        with tqdm(total=len(jobs), unit="video", disable=quiet) as bar:
+            while waiting or running:
+                while waiting and len(running) < processes:
+                    index = waiting.pop(0)
+                    receive, send = context.Pipe(duplex=False)
+                    process = context.Process(target=_video_worker, args=(jobs[index], send), daemon=True)
+                    process.start()
+                    send.close()  # the child holds the only writer: its death closes the pipe
+                    running[receive] = (index, process, time.perf_counter())
+                for connection in wait(list(running)):
+                    index, process, started = running.pop(connection)
+                    try:
+                        reports[index] = connection.recv()
+                    except (EOFError, OSError):  # the process died before it reported
+                        process.join()
+                        video, out = jobs[index][:2]
+                        reports[index] = {"video": str(video), "out": str(out), "frames": 0,
+                                          "seconds": time.perf_counter() - started,
+                                          "error": f"its worker process died ({_exit_reason(process.exitcode)})"}
+                    connection.close()
+                    process.join()
+                    bar.update(1)
+    finally:
+        for connection, (_, process, _) in running.items():  # interrupted: end the videos still running
+            process.terminate()
+            process.join(timeout=10)
+            connection.close()
+    return reports
+
+
+def _exit_reason(code) -> str:
+    """A process exit code in words: ``killed by SIGKILL`` or ``exit code 3``."""
+    import signal
+
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -1,7 +1,15 @@
-"""Atomic files and folders: outputs that appear whole or not at all (``write_atomic``, ``PendingFile``).
+"""Atomic files and folders: outputs that appear whole or not at all.
 
-A long job writes into a temporary sibling folder and publishes it with one rename when
-complete, so a crash never leaves a half-written folder under the final name, and an
+- :func:`write_atomic` and :class:`PendingFile`: one file, written under a temporary
+  sibling name and renamed.
+- :func:`new_partial_folder` and :func:`publish_folder`: the same for a folder.
+- :class:`Transaction`: several staged files and folders swapped in together, and all
+  rolled back when one fails, so a failed ``--overwrite`` leaves the old outputs as they
+  were, byte for byte, never a mix of old and new.
+- :class:`OutputLock`: one run at a time per output (a lock file holding the PID).
+
+A long job writes into temporary siblings and publishes them with renames when
+complete, so a crash never leaves a half-written output under the final name, and an
 existing output is replaced only once its successor is complete (and only when asked).
 Standard library only.
 """
@@ -100,20 +108,54 @@ def write_atomic(path: str | Path, content, *, fsync: bool = False) -> Path:
         raise TypeError(f"content must be bytes, str or a callable write(tmp), got {type(content).__name__}")
     pending = PendingFile(path)
     try:
+        stage_file(pending.tmp, content, fsync=fsync)
+        return pending.publish()
+    except BaseException:
+        pending.discard()
+        raise
+
+
+def stage_file(tmp: str | Path, content, *, fsync: bool = False) -> Path:
+    """Write ``content`` (as :func:`write_atomic` takes it) to the new file ``tmp``.
+
+    An error while writing names the destination: an ``OSError`` without a file name
+    (pyarrow's, for a full disk) gets ``tmp``'s final name, i.e. its folder.
+    """
+    tmp = Path(tmp)
+    try:
         if callable(content):
-            content(pending.tmp)
-            return pending.publish(fsync=fsync)
+            content(tmp)
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            return tmp
         # os.open honours the umask (unlike mkstemp); O_EXCL never reuses a stray file.
-        fd = os.open(pending.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
-        return pending.publish()
-    except BaseException:
-        pending.discard()
+        return tmp
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno or _errno_of(error), error.strerror or str(error), str(tmp.parent)) from error
         raise
+
+
+def _errno_of(error: OSError) -> int | None:
+    """The errno an OSError without one states in its text (pyarrow's), or None."""
+    import errno
+
+    text = str(error).casefold()
+    for code, words in ((errno.ENOSPC, "no space left"), (errno.EACCES, "permission denied"),
+                        (errno.EROFS, "read-only file system"), (errno.EDQUOT, "quota exceeded")):
+        if words in text:
+            return code
+    return None
 
 
 def new_partial_folder(path: str | Path) -> Path:
@@ -149,3 +191,157 @@ def publish_folder(partial: str | Path, path: str | Path, *, overwrite: bool) ->
     finally:
         shutil.rmtree(aside, ignore_errors=True)
     return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class Transaction:
+    """Staged files and folders swapped in under their final names together, or not at all.
+
+    Stage each output under a temporary sibling name (``PendingFile(path).tmp``,
+    :func:`new_partial_folder`), :meth:`add` it, then :meth:`commit`. The commit moves
+    every existing final path aside, renames the staged ones in, and deletes the old
+    ones only when all renames succeeded; any failure renames everything back, so the
+    old outputs survive byte for byte. Renames within one folder need no free space.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.txt").write_text("old a")
+    >>> outputs = Transaction()
+    >>> for name in ("a.txt", "b.txt"):
+    ...     pending = PendingFile(folder / name)
+    ...     _ = pending.tmp.write_text("new")
+    ...     outputs.add(pending.tmp, pending.path)
+    >>> outputs.commit()
+    >>> sorted((p.name, p.read_text()) for p in folder.iterdir())
+    [('a.txt', 'new'), ('b.txt', 'new')]
+    """
+
+    def __init__(self):
+        self._staged: list[tuple[Path, Path]] = []
+
+    def add(self, staged: str | Path, final: str | Path) -> None:
+        """Stage ``staged`` (a file or folder beside ``final``) to become ``final``."""
+        self._staged.append((Path(staged), Path(final)))
+
+    @property
+    def finals(self) -> list[Path]:
+        return [final for _, final in self._staged]
+
+    def commit(self) -> None:
+        """Swap every staged path in; on any error restore the old ones and re-raise."""
+        done: list[tuple[Path, Path, Path | None, bool]] = []  # staged, final, aside, renamed in
+        try:
+            for staged, final in self._staged:
+                aside = None
+                if final.exists() or final.is_symlink():
+                    aside = final.with_name(f".{final.name}.{secrets.token_hex(6)}.old")
+                    os.replace(final, aside)
+                done.append((staged, final, aside, False))
+                os.replace(staged, final)
+                done[-1] = (staged, final, aside, True)
+        except BaseException:
+            for staged, final, aside, renamed in reversed(done):
+                if renamed:
+                    os.replace(final, staged)  # discarded below, with the rest
+                if aside is not None:
+                    os.replace(aside, final)
+            self.discard()
+            raise
+        for _, _, aside, _ in done:
+            if aside is not None:
+                _remove(aside)
+        self._staged = []
+
+    def discard(self) -> None:
+        """Remove every staged path that was not committed; the finals stay as they are."""
+        for staged, _ in self._staged:
+            _remove(staged)
+        self._staged = []
+
+
+class OutputLock:
+    """A lock file that lets one process at a time write an output.
+
+    The file (``path``) holds the PID and host of its owner. A lock whose owner on this
+    host is no longer running is stale and taken over.
+
+    Parameters
+    ----------
+    path : path
+        The lock file, e.g. ``.splines.parquet.lock`` beside the output.
+    what : str
+        The output, named in the refusal.
+
+    Raises
+    ------
+    FileExistsError
+        At :meth:`acquire`: another live process holds the lock (the message gives its PID).
+    """
+
+    def __init__(self, path: str | Path, what: str):
+        self.path, self.what = Path(path), what
+        self._held = False
+
+    def acquire(self) -> "OutputLock":
+        import socket
+
+        mine = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None:
+                    pid, host = owner
+                    where = "" if host == socket.gethostname() else f" on {host}"
+                    raise FileExistsError(
+                        f"another tem-track run (PID {pid}{where}) is writing {self.what}; wait for it to end or stop it "
+                        f"(its lock: {self.path})"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(mine)
+            self._held = True
+            return self
+        raise FileExistsError(f"cannot take the lock {self.path} for {self.what}")
+
+    def _owner(self) -> tuple[int, str] | None:
+        """``(pid, host)`` of a live owner, None when the lock is stale or unreadable."""
+        import socket
+
+        try:
+            pid_text, _, host = self.path.read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return None
+        if host and host != socket.gethostname():
+            return pid, host  # cannot check another machine's processes: assume it lives
+        if pid == os.getpid():
+            return pid, host  # another run in this very process
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # exists, owned by someone else
+        return pid, host
+
+    def release(self) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -23,7 +23,9 @@ import numpy as np
 
 from .atomic import PendingFile
 
-__all__ = ["OverlayWriter", "draw_tracks", "track_colour"]
+__all__ = ["OverlayWriter", "draw_tracks", "is_overlay", "track_colour"]
+
+OVERLAY_COMMENT = "tem-track overlay"
 
 UNTRACKED = -1
 _UNTRACKED_COLOUR = (200, 200, 200)  # light gray: visible on dark and bright frames alike
@@ -151,6 +153,18 @@ def draw_tracks(image, curves, track_ids, *, labels: bool = True, thickness: int
     return canvas
 
 
+def is_overlay(path) -> bool:
+    """Whether ``path`` is an overlay video written by :class:`OverlayWriter` (its
+    container comment says so): the only kind of file an overlay may replace."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == OVERLAY_COMMENT
+    except Exception:
+        return False
+
+
 class OverlayWriter:
     """Write overlay frames into an H.264 mp4 that appears only when complete.
 
@@ -207,6 +221,7 @@ class OverlayWriter:
         try:
             # The suffix of the temporary name says nothing: name the muxer.
             self._container = av.open(str(self._partial.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+            self._container.metadata["comment"] = OVERLAY_COMMENT  # tells is_overlay that the file is ours
             self._stream = self._container.add_stream("libx264", rate=self._rate)
             height, width = self.shape
             self._stream.height, self._stream.width = height + height % 2, width + width % 2
@@ -236,6 +251,25 @@ class OverlayWriter:
         frame.time_base = 1 / self._rate
         self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
+
+    def stage(self) -> Path:
+        """Finish the video under its temporary name and return that name, for the caller
+        to publish (e.g. with a :class:`~temtrack.sdk.atomic.Transaction`, which then
+        owns the file). :meth:`abort` still removes it until then."""
+        if self._state != "open":
+            raise ValueError(f"overlay writer for {self.path} is {self._state}")
+        if not self.frames_written:
+            self.abort()
+            raise ValueError(f"no frames were written to {self.path}; nothing was saved")
+        try:
+            self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
+            self._container.close()
+            self._container = None
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "staged"
+        return self._partial.tmp
 
     def close(self) -> Path:
         """Finish the video and move it to ``path``; returns ``path``.
@@ -271,7 +305,7 @@ class OverlayWriter:
         """Stop writing and remove the temporary file; ``path`` is left as it was."""
         if self._state == "closed":
             return
-        self._state = "aborted"
+        self._state = "aborted"  # a staged file is removed too
         container, self._container = self._container, None
         if container is not None:
             try:

@@ -40,6 +40,8 @@ __all__ = [
     "FrameResult",
     "PackedMasks",
     "PipelineSettings",
+    "cap_workers",
+    "check_outputs",
     "frame_records",
     "iterate_results",
     "line_records",
@@ -84,10 +86,23 @@ class PipelineSettings:
 
     @property
     def processes(self) -> int:
-        """Post-processing processes this run starts (0 = inline)."""
+        """Post-processing processes this run starts (0 = inline); never more than the
+        CPU cores (:func:`cap_workers` warns about a larger ``workers``)."""
+        cores = os.cpu_count() or 2
         if self.workers is not None:
-            return self.workers
-        return max(1, (os.cpu_count() or 2) - 1)
+            return min(self.workers, cores)
+        return max(1, cores - 1)
+
+
+def cap_workers(workers: int | None) -> int | None:
+    """``workers`` capped at the CPU cores, with a warning when it was more."""
+    cores = os.cpu_count() or 2
+    if workers is not None and not isinstance(workers, bool) and isinstance(workers, int) and workers > cores:
+        import warnings
+
+        warnings.warn(f"workers {workers} is more than the {cores} CPU cores here; using {cores}", stacklevel=3)
+        return cores
+    return workers
 
 
 @dataclass(frozen=True)
@@ -234,6 +249,37 @@ def _ready(_) -> bool:
     return True
 
 
+def _worker_init(parent: int) -> None:
+    """Set up a post-processing process: Ctrl-C is the parent's to handle (the worker
+    would print a traceback of its own), and the worker ends when its parent dies, even
+    by ``kill -9`` (a watcher thread polls the parent's PID), so it is never orphaned."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="temtrack-parent-watch", daemon=True).start()
+
+
+def check_outputs(outputs, first_frame: int) -> None:
+    """Raise :class:`ValueError` when a backend's float outputs hold NaN or infinite
+    values (a broken model or engine): its masks would silently be empty."""
+    for offset, output in enumerate(outputs):
+        if isinstance(output, np.ndarray) and output.dtype.kind == "f" and not np.isfinite(output).all():
+            bad = int(np.count_nonzero(~np.isfinite(output)))
+            raise ValueError(
+                f"the model returned NaN or infinite values ({bad} of {output.size}) for frame {first_frame + offset}; "
+                "the model file or its backend is broken (check it with 'tem-track models', or re-export it)"
+            )
+
+
 class _Stop(Exception):
     """The consumer went away; stages wind down."""
 
@@ -252,7 +298,9 @@ class _Stages:
         if settings.processes:
             from concurrent.futures import ProcessPoolExecutor
 
-            self.pool = ProcessPoolExecutor(settings.processes, mp_context=_context())
+            self.pool = ProcessPoolExecutor(
+                settings.processes, mp_context=_context(), initializer=_worker_init, initargs=(os.getpid(),)
+            )
             # Start the workers now, before the stage threads, not when the first frame
             # is waiting for them.
             list(self.pool.map(_ready, range(settings.processes)))
@@ -324,6 +372,7 @@ class _Stages:
             inputs = np.stack([f.image if placement is None else fit(f.image, placement) for f in frames])
             predict_packed = getattr(backend, "predict_packed", None)
             outputs = predict_packed(inputs) if predict_packed is not None else backend.predict(inputs)
+            check_outputs(outputs, frames[0].index)
             for (frame, started), masks in zip(batch, outputs):
                 if fields:  # a line-field model: its fields go to the workers as they are
                     work, payload = line_records, np.ascontiguousarray(masks)

@@ -9,8 +9,11 @@ A run writes three Parquet tables (the schema is documented in the README):
 While the run goes, frames are stored in chunks inside a hidden folder beside the
 output, ``.OUT.partial/``: each chunk is three small Parquet files written to a
 temporary name and renamed, then a JSON marker that makes it count. When the run
-completes, the chunks are streamed into the final files (temporary names, renamed;
-the splines table last) and the folder is removed. An interrupted run leaves complete
+completes, the chunks are streamed into the final files under temporary names, which
+are then swapped in together (:class:`~temtrack.sdk.atomic.Transaction`: any failure
+leaves earlier outputs as they were, and the chunks for ``resume``), and the folder is
+removed. Existing outputs are replaced only when asked, and only when they are
+tem-track's own (:func:`check_replaceable`). An interrupted run leaves complete
 chunks behind; ``resume`` replays them (the tracker state is rebuilt from the stored
 curves, which gives the same ids as an uninterrupted run) and continues after the last
 complete frame. The folder also records the settings of the run; resuming with other
@@ -28,9 +31,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .atomic import write_atomic
+from .atomic import PendingFile, Transaction, stage_file, write_atomic
 
-__all__ = ["RunWriter", "SPLINES_COLUMNS", "output_paths", "read_metadata", "splines_frame", "splines_table"]
+__all__ = ["RunWriter", "SPLINES_COLUMNS", "check_replaceable", "output_paths", "read_metadata", "splines_frame", "splines_table"]
 
 METADATA_KEY = b"temtrack"
 # Column -> (pyarrow type name, description); the README's schema table is this.
@@ -161,9 +164,11 @@ class RunWriter:
         self.chunk_frames = chunk_frames
         self.overwrite = overwrite
         partial = self.paths["partial"]
-        existing = [str(p) for k, p in self.paths.items() if k != "partial" and p.exists()]
+        existing = [p for k, p in self.paths.items() if k != "partial" and (p.exists() or p.is_symlink())]
         if existing and not overwrite:
-            raise FileExistsError(f"output {', '.join(existing)} already exists; pass --overwrite to replace it")
+            raise FileExistsError(f"output {', '.join(map(str, existing))} already exists; pass --overwrite to replace it")
+        for path in existing:
+            check_replaceable(path, "output")
         self.chunks: list[dict] = []
         if partial.exists() and resume:
             self._open_partial()
@@ -274,34 +279,74 @@ class RunWriter:
         self._frames = []
 
     def finish(self) -> dict[str, Path]:
-        """Flush, stream the chunks into the final files, remove the partial folder.
+        """Flush, write the final files and swap them in together, remove the partial folder.
 
-        Returns the output paths (``splines``, ``tracks``, ``pairs``).
+        Returns the output paths (``splines``, ``tracks``, ``pairs``). On any error the
+        earlier outputs are left as they were and the chunks stay for ``resume``.
         """
+        outputs = Transaction()
+        try:
+            self.stage(outputs)
+            outputs.commit()
+        except BaseException:
+            outputs.discard()
+            raise
+        return self.cleanup()
+
+    def stage(self, outputs: Transaction) -> dict[str, Path]:
+        """Flush, then write the three final files under temporary names into ``outputs``
+        (a :class:`~temtrack.sdk.atomic.Transaction` the caller commits, then calls
+        :meth:`cleanup`). Returns the temporary file of each table, by name."""
         import pyarrow.parquet as pq
 
         self.flush()
         partial = self.paths["partial"]
         meta = {METADATA_KEY: json.dumps({**self.metadata, "frames_processed": self.resumed_frames}, default=str).encode()}
-        for table_name in ("tracks", "pairs", "splines"):  # splines last: its presence means done
+        staged = {}
+        for table_name in ("tracks", "pairs", "splines"):
             files = [partial / f"{c['name']}_{table_name}.parquet" for c in self.chunks]
             files = [f for f in files if f.exists()]
             target = self.paths[table_name]
+            if target.exists() and not self.overwrite:
+                raise FileExistsError(f"output {target} appeared during the run; pass --overwrite to replace it")
             schema = _types() if table_name == "splines" else _common_schema(files)
             schema = schema.with_metadata(meta)
 
-            def write(tmp, files=files, schema=schema, target=target):
+            def write(tmp, files=files, schema=schema):
                 with pq.ParquetWriter(tmp, schema) as writer:
                     for file in files:
                         table = pq.read_table(file)
                         if table.num_rows:
                             writer.write_table(table.cast(schema))
-                if target.exists() and not self.overwrite:
-                    raise FileExistsError(f"output {target} appeared during the run; pass --overwrite to replace it")
 
-            write_atomic(target, write)
-        shutil.rmtree(partial, ignore_errors=True)
+            pending = PendingFile(target)
+            outputs.add(pending.tmp, target)  # first, so that a failed write is discarded too
+            staged[table_name] = stage_file(pending.tmp, write)
+        return staged
+
+    def cleanup(self) -> dict[str, Path]:
+        """Remove the partial folder (after the outputs were committed); the output paths."""
+        shutil.rmtree(self.paths["partial"], ignore_errors=True)
         return {k: v for k, v in self.paths.items() if k != "partial"}
+
+
+def check_replaceable(path: Path, what: str) -> None:
+    """Refuse to replace ``path`` unless it is a tem-track table (its metadata says so).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` is a folder, or a file without tem-track metadata (not ours to replace).
+    """
+    if path.is_dir():
+        raise FileExistsError(f"{what} {path} is a folder; give a file name, e.g. {path / 'splines.parquet'}")
+    try:
+        read_metadata(path)
+    except Exception:
+        raise FileExistsError(
+            f"{what} {path} exists and is not a tem-track output (no tem-track metadata), so --overwrite does not "
+            "replace it; choose another --out"
+        ) from None
 
 
 def _common_schema(files: list[Path]):

@@ -13,7 +13,13 @@ which also run as ``python -m`` with those module names.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import math
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 from temtrack import __version__
@@ -181,6 +187,10 @@ def _synth(args: argparse.Namespace) -> int:
         for name in preset_names():
             print(f"{name}: {get_preset(name).description}")
         return 0
+    if args.config is not None and args.config.is_dir():
+        raise ValueError(f"--config must be a JSON file (see --show-config), got the folder {args.config}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     config = load_config(args.config) if args.config else get_preset(args.preset)
     changes = {}
     if args.size is not None:
@@ -198,6 +208,13 @@ def _synth(args: argparse.Namespace) -> int:
     if args.video:
         from temtrack.training.synth.video import VideoSettings, write_video
 
+        for flag, given in (("--resume", args.resume), ("--labelme", args.labelme)):
+            if given:
+                raise ValueError(f"{flag} goes with image datasets, not --video")
+        if not 1 <= args.frames <= 10_000_000:
+            raise ValueError(f"--frames must be between 1 and 10000000, got {args.frames}")
+        if not 0 < args.fps <= 10_000:  # also refuses nan
+            raise ValueError(f"--fps must be above 0 and at most 10000, got {args.fps}")
         write_video(
             args.out,
             config,
@@ -228,12 +245,22 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from temtrack.sdk.evaluate import default_report_path, evaluate, format_summary, plot_path, write_report
+    from temtrack.sdk.evaluate import (
+        default_report_path,
+        evaluate,
+        format_skipped,
+        format_summary,
+        plot_path,
+        write_report,
+    )
 
     name = args.backend if args.model is None else Path(args.model).stem
     out = args.out if args.out is not None else default_report_path(args.data, name)
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out must end in .json (the box plot goes beside it as .png), got {out}")
+    for path in (out, plot_path(out)):
+        if path.is_dir():
+            raise ValueError(f"--out {out}: {path} is a folder; give a report file name ending in .json")
     if not args.overwrite:  # fail before the work, not after
         for existing in (out, plot_path(out)):
             if existing.exists():
@@ -258,6 +285,9 @@ def _eval(args: argparse.Namespace) -> int:
     )
     write_report(report, out, overwrite=args.overwrite)
     print(format_summary(report))
+    skipped = format_skipped(report)
+    if skipped:
+        print(f"warning: {skipped}", file=sys.stderr)
     print(f"wrote {out} and {plot_path(out)}")
     return 0
 
@@ -274,9 +304,14 @@ def _models(args: argparse.Namespace) -> int:
     if args.name is not None or args.overwrite:
         raise ValueError("--name and --overwrite go with --add")
     rows = [describe(entry) for entry in list_models()]
+    broken = [row["name"] for row in rows if row["problem"]]
+    verdict = (f"{len(broken)} of {len(rows)} models {'is' if len(broken) == 1 else 'are'} broken: "
+               f"{', '.join(broken)} (its {'problem field' if args.json else 'PROBLEM line'} says why)")
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0 if not any(r["problem"] for r in rows if r["source"] == "bundled") else 1
+        if broken:
+            print(verdict, file=sys.stderr)
+        return 1 if broken else 0
     for row in rows:
         meta = row["metadata"] or {}
         extra = meta.get("extra", {})
@@ -305,7 +340,9 @@ def _models(args: argparse.Namespace) -> int:
             print(f"  card       {row['card']}")
     if not any(r["source"] == "user" for r in rows):
         print(f"(no user models in {user_model_dir()}; add one with 'tem-track models --add MODEL.onnx')")
-    return 0 if not any(r["problem"] for r in rows if r["source"] == "bundled") else 1
+    if broken:
+        print(verdict, file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -405,7 +442,7 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tem-track {__version__}")
     parser.add_argument("video", metavar="VIDEO", help="video file, TIFF stack, image folder or glob")
-    parser.add_argument("--out", type=Path, help="splines Parquet file (default: VIDEO's name + _splines.parquet "
+    parser.add_argument("--out", help="splines Parquet file (default: VIDEO's name + _splines.parquet "
                         "beside it); OUT_tracks.parquet and OUT_pairs.parquet go beside it")
     parser.add_argument("--model", help="model file (.onnx, TensorRT .engine or training checkpoint .pt) or a model "
                         "name from 'tem-track models' (default: the bundled default model)")
@@ -422,6 +459,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end", type=int, help="stop before this frame (default: the last)")
     parser.add_argument("--fps", type=float, help="frame rate, overriding the file's")
     parser.add_argument("--pixel-size", type=float, metavar="NM", help="nm per pixel, overriding the file's metadata")
+    parser.add_argument("--input-range", metavar="RANGE", help="how pixel values map to gray: auto (default: the "
+                        "dtype or declared bit depth; for 16-bit data holding 10/12/14-bit values and for floats, "
+                        "from sampled frames, announced), dtype (the dtype's full range), or LOW,HIGH")
     parser.add_argument("--threshold", type=float, help="mask probability threshold, or a line-field model's upper threshold on its centreline map "
                         "(default: the model's)")
     parser.add_argument("--tracker", default="curve", help="linker: curve (default) or trackpy")
@@ -452,10 +492,28 @@ def _key_values(items: list[str], option: str) -> dict:
     return options
 
 
+def _input_range(text: str | None):
+    """``--input-range``: None, "auto", "dtype" or a (low, high) pair."""
+    if text is None or text.strip().lower() in ("auto", "dtype"):
+        return None if text is None else text.strip().lower()
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"--input-range takes auto, dtype or LOW,HIGH (two numbers), got {text!r}") from None
+    if not (low < high) or not all(map(math.isfinite, (low, high))):
+        raise ValueError(f"--input-range LOW,HIGH needs finite LOW < HIGH, got {text!r}")
+    return (low, high)
+
+
 def _run(args: argparse.Namespace) -> int:
     from temtrack.sdk.analyzer import Analyzer
 
     out = args.out
+    input_range = _input_range(args.input_range)
+    if out is not None and out.endswith(("/", os.sep)):
+        raise ValueError(f"--out {out} ends in '/'; give the splines file, e.g. {out.rstrip('/' + os.sep)}/splines.parquet")
+    out = None if out is None else Path(out)
     if out is None:
         video = Path(args.video)
         out = video.with_name(f"{video.stem if video.suffix else video.name}_splines.parquet")
@@ -480,6 +538,7 @@ def _run(args: argparse.Namespace) -> int:
         every=args.every,
         fps=args.fps,
         pixel_size_nm=args.pixel_size,
+        input_range=input_range,
         overlay=args.overlay,
         plots=args.plots,
         resume=args.resume,
@@ -498,6 +557,66 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so the run stops as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts():
+    """SIGTERM and SIGHUP stop the job like Ctrl-C (finished frames flushed, workers
+    ended); the previous handlers come back afterwards. Only the main thread can."""
+    import threading
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupt(signum, frame):
+        raise _Signalled(signum)
+
+    previous = {signum: signal.signal(signum, raise_interrupt) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(prog: str):
+    """Warnings printed as one line each, ``tem-track: warning: ...``, not with source lines."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def _os_error(error: OSError) -> str:
+    """One line for an operating-system error, naming the path and what to do."""
+    where = error.filename or ""
+    if error.filename2:
+        where = f"{where} -> {error.filename2}"
+    reason = error.strerror or str(error)
+    hints = {
+        errno.ENOSPC: "no space left on the device; free some space (finished frames are kept: rerun with --resume)",
+        errno.EACCES: "permission denied; choose a folder you can write to, or fix its permissions",
+        errno.EPERM: "operation not permitted (an immutable or protected file?); choose another place",
+        errno.EROFS: "read-only file system; choose a writable folder",
+        getattr(errno, "EDQUOT", -1): "disk quota exceeded; free some space (finished frames are kept: rerun with --resume)",
+    }
+    text = hints.get(error.errno, reason)
+    return f"{text}: {where}" if where else text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in DELEGATED:
@@ -514,18 +633,28 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             print("\nMain job: tem-track VIDEO --out splines.parquet [options]  (tem-track VIDEO --help)")
             return 0
+    prog = "tem-track" if args.command == "run" else f"tem-track {args.command}"
+    job = {"synth": _synth, "eval": _eval, "train": _train, "export": _export, "models": _models, "run": _run}[args.command]
     try:
-        return {"synth": _synth, "eval": _eval, "train": _train, "export": _export, "models": _models, "run": _run}[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ModuleNotFoundError) as exc:
+        with _signals_as_interrupts(), _warnings_as_lines(prog):
+            return job(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, ModuleNotFoundError) as exc:
         # Our own error classes derive from ValueError and name the problem; a
         # traceback would only bury the message.
-        name = "" if args.command == "run" else f" {args.command}"
-        print(f"tem-track{name}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        hint = "; rerun with --resume to continue" if args.command in ("synth", "run", "train") else ""
-        print(f"interrupted{hint}", file=sys.stderr)
-        return 130
+    except OSError as exc:  # the machine's resources: a full disk, a permission, a read-only folder
+        print(f"{prog}: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        hint = {
+            "run": "; the finished frames are kept: rerun with --resume to continue",
+            "synth": "; rerun with --resume to continue",
+            "train": "; rerun with --resume to continue from the last checkpoint",
+        }.get(args.command, "")
+        print(f"{prog}: interrupted ({signal.Signals(signum).name}){hint}", file=sys.stderr)
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":

@@ -85,3 +85,70 @@ def test_write_atomic_honours_the_umask(tmp_path):
         assert write_atomic(tmp_path / "a", b"x").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(umask)
+
+
+def _staged(folder, name, text, outputs):
+    from temtrack.sdk.atomic import PendingFile
+
+    pending = PendingFile(folder / name)
+    pending.tmp.write_text(text)
+    outputs.add(pending.tmp, pending.path)
+
+
+def test_transaction_swaps_files_and_folders_together(tmp_path):
+    from temtrack.sdk.atomic import Transaction
+
+    (tmp_path / "a.txt").write_text("old a")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "p.png").write_text("old plot")
+    outputs = Transaction()
+    _staged(tmp_path, "a.txt", "new a", outputs)
+    _staged(tmp_path, "b.txt", "new b", outputs)
+    folder = new_partial_folder(tmp_path / "plots")
+    (folder / "q.png").write_text("new plot")
+    outputs.add(folder, tmp_path / "plots")
+    outputs.commit()
+    assert (tmp_path / "a.txt").read_text() == "new a" and (tmp_path / "b.txt").read_text() == "new b"
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["q.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "plots"]  # nothing aside
+
+
+@pytest.mark.parametrize("failing", ["a.txt", "b.txt", "c.txt"])
+def test_failed_commit_restores_every_old_output(tmp_path, monkeypatch, failing):
+    from temtrack.sdk.atomic import Transaction
+
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text(f"old {name}")
+    outputs = Transaction()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        _staged(tmp_path, name, "new", outputs)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(os.fspath(src)).startswith(f".{failing}.") and os.fspath(src).endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"):
+        outputs.commit()
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}" for n in ("a.txt", "b.txt", "c.txt")}
+
+
+def test_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from temtrack.sdk.atomic import OutputLock
+
+    lock = tmp_path / ".out.lock"
+    with OutputLock(lock, "out"):
+        assert lock.read_text().split()[0] == str(os.getpid())
+        with pytest.raises(FileExistsError, match=f"PID {os.getpid()}"):
+            OutputLock(lock, "out").acquire()
+    assert not lock.exists()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{gone.stdout.strip()} {socket.gethostname()}\n")  # its owner has ended
+    with OutputLock(lock, "out"):
+        assert lock.read_text().split()[0] == str(os.getpid())

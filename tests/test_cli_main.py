@@ -60,8 +60,14 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, video, capsys):
     assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet") == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"earlier results"
+    # Not a tem-track output: --overwrite does not replace it either.
+    assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--overwrite") == 2
+    assert "not a tem-track output" in capsys.readouterr().err
+    assert out.read_bytes() == b"earlier results"
+    out.unlink()
+    assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--end", 3) == 0
     assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--overwrite") == 0
-    assert len(pd.read_parquet(out)) > 0
+    assert pd.read_parquet(out).frame.max() > 2  # replaced by the full run
 
 
 def test_overlay_and_plots(tmp_path, video):

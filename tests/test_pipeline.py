@@ -149,7 +149,12 @@ def test_existing_output_is_not_overwritten(tmp_path, video, stack):
     with pytest.raises(FileExistsError, match="--overwrite"):
         _run(video, stack, out)
     assert out.read_bytes() == b"precious"
-    _run(video, stack, out, overwrite=True)
+    with pytest.raises(FileExistsError, match="not a tem-track output"):  # not ours: never replaced
+        _run(video, stack, out, overwrite=True)
+    assert out.read_bytes() == b"precious"
+    out.unlink()
+    _run(video, stack, out)
+    _run(video, stack, out, overwrite=True)  # ours: replaced
     assert len(pd.read_parquet(out))
 
 
