@@ -29,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .groundtruth import EVAL_REPORT_FORMAT, GroundTruthError, count_images, folder_kind, iter_ground_truth
+from .groundtruth import (
+    EVAL_REPORT_FORMAT,
+    GroundTruthError,
+    count_images,
+    folder_kind,
+    iter_ground_truth,
+    unlabelled_images,
+)
 from .linefield import LineFieldSettings, extract_lines, instance_masks
 from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize, summarize_splines
 from .atomic import write_atomic
@@ -41,6 +48,7 @@ __all__ = [
     "ImageResult",
     "default_report_path",
     "evaluate",
+    "format_skipped",
     "format_summary",
     "plot_length_scores",
     "plot_path",
@@ -97,6 +105,9 @@ class EvaluationReport:
         :func:`~temtrack.sdk.metrics.summarize` of the images.
     seconds : float
         Wall time of the evaluation.
+    skipped_unlabelled : tuple of str
+        Names of the images in the folder that no label covers, so were not scored
+        (:func:`~temtrack.sdk.groundtruth.unlabelled_images`).
     """
 
     data: str
@@ -107,6 +118,7 @@ class EvaluationReport:
     images: tuple
     summary: dict
     seconds: float
+    skipped_unlabelled: tuple = ()
 
     def to_dict(self) -> dict:
         return {
@@ -119,6 +131,7 @@ class EvaluationReport:
             "settings": self.settings,
             "seconds": round(self.seconds, 3),
             "summary": self.summary,
+            "skipped_unlabelled": list(self.skipped_unlabelled),
             "images": [image.to_dict() for image in self.images],
         }
 
@@ -141,8 +154,17 @@ def _resolve_backend(backend):
             return _Truth()
         from .backends import get_backend
 
+        if backend == "auto":
+            raise ValueError(
+                "the auto backend picks the runtime for a model: give --model MODEL instead "
+                "(--model default scores the bundled model)"
+            )
+        from .backends import MissingModelError
+
         try:
             return get_backend(backend)
+        except MissingModelError:
+            raise
         except ValueError as exc:
             raise ValueError(f"{exc} (or {TRUTH!r}: the ground truth itself, the ceiling of post-processing)") from None
     if not (callable(getattr(backend, "predict", None)) and callable(getattr(backend, "describe", None))):
@@ -215,6 +237,7 @@ def evaluate(
     if not isinstance(settings, PostprocessSettings):
         raise TypeError(f"settings must be a PostprocessSettings or None, got {type(settings).__name__}")
     model = _resolve_backend(backend)
+    skipped = tuple(path.name for path in unlabelled_images(folder, kind=kind))
 
     from tqdm import tqdm
 
@@ -263,6 +286,7 @@ def evaluate(
             **summarize_splines([r.score.splines for r in results]),
         },
         seconds=time.perf_counter() - start,
+        skipped_unlabelled=skipped,
     )
 
 
@@ -389,6 +413,20 @@ def _cell(value, digits: int = 3) -> str:
 
 def _pair(a, b) -> str | None:
     return None if a is None or b is None else f"{a:.1f} / {b:.1f}"
+
+
+def format_skipped(report: EvaluationReport, *, limit: int = 10) -> str | None:
+    """One line naming the images the evaluation skipped for want of labels, or None.
+
+    >>> report = EvaluationReport("d", "labelme", {}, {}, "0", (None,), {}, 0.0, ("a.png", "b.png"))
+    >>> format_skipped(report)
+    'skipped 2 of 3 images without labels: a.png, b.png'
+    """
+    names = report.skipped_unlabelled
+    if not names:
+        return None
+    shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+    return f"skipped {len(names)} of {len(names) + len(report.images)} images without labels: {shown}"
 
 
 def format_summary(report: EvaluationReport) -> str:

@@ -59,6 +59,7 @@ __all__ = [
     "read_labelme",
     "read_sample",
     "sample_name",
+    "unlabelled_images",
 ]
 
 DATASET_FORMAT = "tem-track-synth"
@@ -144,15 +145,20 @@ def read_header(root: str | os.PathLike) -> dict:
     Raises
     ------
     DatasetError
-        ``root`` holds no ``dataset.json`` or one of another format.
+        ``root`` holds no ``dataset.json``, one that is not JSON, or one of another
+        format.
     """
     root = Path(root)
     path = root / "dataset.json"
     if not path.is_file():
         raise DatasetError(f"{root} is not a tem-track synthetic dataset (no dataset.json)")
-    header = json.loads(path.read_text())
-    if header.get("format") != DATASET_FORMAT:
-        raise DatasetError(f"{path} is not a tem-track synthetic dataset (format {header.get('format')!r})")
+    try:
+        header = json.loads(path.read_bytes())
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise DatasetError(f"{path} is not valid JSON ({exc}); the dataset is damaged") from None
+    found = header.get("format") if isinstance(header, dict) else type(header).__name__
+    if found != DATASET_FORMAT:
+        raise DatasetError(f"{path} is not a tem-track synthetic dataset (format {found!r})")
     return header
 
 
@@ -167,27 +173,50 @@ def read_sample(root: str | os.PathLike, index: int) -> StoredSample:
 
     Raises
     ------
+    FileNotFoundError
+        The sample's mask file is missing.
     DatasetError
-        The sample's label file or image is missing.
+        The sample's label file or image is missing, or a file is damaged (the
+        message names the file).
     """
+    import zipfile
+
     root = Path(root)
     name = sample_name(index)
     label_path = root / "labels" / f"{name}.json"
     if not label_path.is_file():
         raise DatasetError(f"sample {index} of {root} is missing ({label_path})")
-    labels = json.loads(label_path.read_text())
-    image = cv2.imread(str(root / labels["image"]), cv2.IMREAD_GRAYSCALE)
+    try:
+        labels = json.loads(label_path.read_bytes())
+        image_path = root / labels["image"]
+        centrelines = [np.asarray(d["points"], dtype=float).reshape(-1, 2) for d in labels["dislocations"]]
+        scene = labels["scene"]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DatasetError(
+            f"{label_path} is not a sample's label file ({type(exc).__name__}: {exc}); the dataset is damaged"
+        ) from None
+    image = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise DatasetError(f"cannot read image of sample {index}: {root / labels['image']}")
-    with np.load(root / "masks" / f"{name}.npz") as stored:
-        masks, ids, pileups = stored["masks"], stored["ids"], stored["pileups"]
+        raise DatasetError(f"cannot read image of sample {index}: {image_path}")
+    mask_path = root / "masks" / f"{name}.npz"
+    if not mask_path.is_file():  # FileNotFoundError, as before: training.labelled names it so
+        raise FileNotFoundError(errno.ENOENT, f"the masks of sample {index} are missing", str(mask_path))
+    try:
+        with np.load(mask_path) as stored:
+            masks, ids, pileups = stored["masks"], stored["ids"], stored["pileups"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        # numpy's own words for a damaged file ("pickled data ... allow_pickle") mislead.
+        raise DatasetError(
+            f"cannot read the masks of sample {index}: {mask_path} is not a mask archive "
+            "written by tem-track synth; the dataset is damaged"
+        ) from None
     return StoredSample(
         image=image.astype(np.float32) / np.float32(255.0),
         masks=masks,
-        centrelines=[np.asarray(d["points"], dtype=float).reshape(-1, 2) for d in labels["dislocations"]],
+        centrelines=centrelines,
         ids=ids,
         pileups=pileups,
-        scene=labels["scene"],
+        scene=scene,
     )
 
 
@@ -441,7 +470,7 @@ def folder_kind(folder: str | os.PathLike) -> str:
     FileNotFoundError, NotADirectoryError
         ``folder`` is missing or a file.
     GroundTruthError
-        ``folder`` holds none of the three.
+        ``folder`` holds none of the three (a synthetic video's folder included).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -450,6 +479,11 @@ def folder_kind(folder: str | os.PathLike) -> str:
         raise NotADirectoryError(f"data must be a folder (a synthetic dataset or labelme files), got the file {folder}")
     if (folder / "dataset.json").is_file():
         return "synthetic"
+    if (folder / "video.json").is_file() and (folder / "ground_truth.parquet").is_file():
+        raise GroundTruthError(
+            f"{folder} is a synthetic video ('tem-track synth --video'), not images with labels: score images "
+            "with a dataset from 'tem-track synth --out DIR' (without --video)"
+        )
     if any(labelme_files(folder)):
         return "labelme"
     if line_label_files(folder):
@@ -511,6 +545,59 @@ def labelme_files(folder: str | os.PathLike) -> list[Path]:
         if not (isinstance(head, dict) and head.get("format") == EVAL_REPORT_FORMAT):
             files.append(path)
     return files
+
+
+def unlabelled_images(folder: str | os.PathLike, *, kind: str | None = None) -> list[Path]:
+    """The images of a labelme or line-label folder that no label covers, sorted.
+
+    :func:`iter_ground_truth` yields only labelled images; these are the ones it
+    skips, so that a caller can say so. An image is labelled when a labelme file's
+    ``imagePath`` names it (labelme folders) or ``NAME_dislocations.png`` lies beside it
+    (line-label folders); label images (``*_dislocations.png``) and hidden files are
+    not counted. A synthetic dataset has none.
+
+    Parameters
+    ----------
+    folder : path
+    kind : {"synthetic", "labelme", "lines"}, optional
+        :func:`folder_kind`'s answer, where the caller has it already.
+
+    Returns
+    -------
+    list of Path
+        Image files (``.png``, ``.tif``, ``.jpg``, ...) directly in ``folder``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("a.png", "b.png", "b_dislocations.png"):
+    ...     _ = cv2.imwrite(str(folder / name), np.zeros((4, 4), np.uint8))
+    >>> [p.name for p in unlabelled_images(folder)]
+    ['a.png']
+    """
+    from .sources.base import IMAGE_SUFFIXES
+
+    folder = Path(folder)
+    kind = folder_kind(folder) if kind is None else kind
+    if kind == "synthetic":
+        return []
+    if kind == "lines":
+        labelled = {image.resolve() for image, _ in line_label_files(folder)}
+    else:
+        labelled = set()
+        for path in labelme_files(folder):
+            try:
+                image_path = json.loads(path.read_bytes()).get("imagePath")
+            except (OSError, ValueError, AttributeError):
+                continue  # iter_ground_truth says what is wrong with it
+            if isinstance(image_path, str) and image_path:
+                labelled.add((path.parent / image_path).resolve())
+    return [
+        path for path in sorted(folder.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+        and not path.stem.endswith(LINE_LABEL_SUFFIX) and path.is_file() and path.resolve() not in labelled
+    ]
 
 
 def count_images(folder: str | os.PathLike, *, kind: str | None = None) -> int | None:

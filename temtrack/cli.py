@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--preset", default="sd3", help="sd1, sd2 or sd3 (default: sd3)")
     synth.add_argument("--config", type=Path, help="JSON generator config (overrides --preset); see --show-config")
-    synth.add_argument("--out", type=Path, help="output folder (must not exist unless --overwrite)")
+    synth.add_argument("--out", type=Path, help="output folder: new, empty, or (with --overwrite) one tem-track synth wrote")
     synth.add_argument("--n", type=int, default=100, help="number of images (default: 100)")
     synth.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     synth.add_argument("--size", type=int, help="image size in pixels (square; default: the preset's, 512)")
@@ -270,6 +270,8 @@ def _eval(args: argparse.Namespace) -> int:
         from temtrack.sdk.models import resolve_model
 
         model = resolve_model(args.model)
+        if model.is_dir():
+            raise ValueError(f"--model {args.model} is a folder, not a model file (.onnx, .engine or .pt)")
         if not model.is_file():
             raise FileNotFoundError(f"model {args.model} does not exist")
         backend = get_backend(str(model))

@@ -15,6 +15,7 @@ from temtrack.sdk.evaluate import (
     EvaluationReport,
     default_report_path,
     evaluate,
+    format_skipped,
     plot_path,
     write_report,
 )
@@ -199,6 +200,72 @@ def test_bad_folders_are_clear_errors(tmp_path, dataset):
     assert "classical" in str(info.value) and "truth" in str(info.value)
     with pytest.raises(ValueError, match="label_width"):
         evaluate(dataset, "truth", label_width=0)
+
+
+@pytest.mark.parametrize("kind", ["labelme", "lines"])
+def test_unlabelled_images_are_reported_as_skipped(dataset, tmp_path, capsys, kind):
+    from temtrack.cli import main
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index, name in enumerate(("a", "b", "c")):
+        sample = read_sample(dataset, index)
+        cv2.imwrite(str(folder / f"{name}.png"), to_uint8(sample.image))
+    sample = read_sample(dataset, 2)
+    if kind == "labelme":
+        write_labelme(folder / "c.json", sample.centrelines, image_shape=sample.image.shape, image_path="c.png")
+    else:
+        cv2.imwrite(str(folder / "c_dislocations.png"), (sample.masks.max(axis=0) * 255).astype(np.uint8))
+    report = evaluate(folder, "truth", progress=False)
+    assert report.kind == kind and [r.image_id for r in report.images] == ["c"]
+    assert report.skipped_unlabelled == ("a.png", "b.png")
+    assert report.to_dict()["skipped_unlabelled"] == ["a.png", "b.png"]
+    out = tmp_path / "r.json"
+    assert main(["eval", "--data", str(folder), "--backend", "truth", "--out", str(out), "--quiet"]) == 0
+    assert "skipped 2 of 3 images without labels: a.png, b.png" in capsys.readouterr().err
+    assert json.loads(out.read_text())["skipped_unlabelled"] == ["a.png", "b.png"]
+    # A fully labelled folder skips nothing and says nothing.
+    assert evaluate(dataset, "truth", progress=False).skipped_unlabelled == ()
+
+
+def test_long_skip_lists_are_cut(truth_report):
+    from dataclasses import replace
+
+    names = tuple(f"{i:02d}.png" for i in range(12))
+    line = format_skipped(replace(truth_report, skipped_unlabelled=names))
+    assert line.startswith(f"skipped 12 of {12 + N_IMAGES} images") and line.endswith("09.png, ...")
+
+
+def test_folders_eval_cannot_score_say_why(tmp_path, dataset, capsys):
+    from temtrack.cli import main
+    from temtrack.training.synth.video import VideoSettings, write_video
+
+    video = write_video(tmp_path / "vid", get_preset("sd1").with_size(64), 0, VideoSettings(frames=2), progress=False)[0]
+    with pytest.raises(EvaluationError, match="is a synthetic video"):
+        evaluate(video.parent, "truth")
+    for backend, words in (("onnxruntime", "give --model MODEL.onnx"), ("auto", "give --model MODEL instead")):
+        with pytest.raises(ValueError, match=words):
+            evaluate(dataset, backend)
+    (tmp_path / "out.json").mkdir()
+    assert main(["eval", "--data", str(dataset), "--backend", "truth", "--out", str(tmp_path / "out.json")]) == 2
+    assert "is a folder" in capsys.readouterr().err and not list((tmp_path / "out.json").iterdir())
+
+
+def test_a_damaged_dataset_names_the_damaged_file(dataset, tmp_path):
+    from temtrack.sdk.groundtruth import DatasetError
+
+    for relative, content, words in (
+        ("labels/000001.json", b"{}", r"labels/000001.json is not a sample's label file"),
+        ("labels/000001.json", b"\xff\xfe", r"labels/000001.json is not a sample's label file"),
+        ("masks/000001.npz", b"junk", r"masks/000001.npz is not a mask archive written by tem-track synth"),
+        ("dataset.json", b"{", r"dataset.json is not valid JSON"),
+        ("dataset.json", b"[]", r"dataset.json is not a tem-track synthetic dataset \(format 'list'\)"),
+    ):
+        copy = shutil.copytree(dataset, tmp_path / "copy", dirs_exist_ok=False)
+        (copy / relative).write_bytes(content)
+        with pytest.raises(DatasetError, match=words):
+            evaluate(copy, "truth", progress=False)
+        shutil.rmtree(copy)
 
 
 def test_default_report_path_is_beside_the_folder(tmp_path, monkeypatch):

@@ -150,6 +150,34 @@ def test_models_command_reports_a_damaged_bundled_model(bundled_copy, capsys):
     assert "PROBLEM" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_models_command_fails_on_a_broken_user_model(tmp_path, user_dir, capsys, as_json):
+    user_dir.mkdir()
+    model = dark_line_model(tmp_path / "lab.onnx")
+    (user_dir / "good.onnx").write_bytes(model.read_bytes())
+    (user_dir / "cut.onnx").write_bytes(model.read_bytes()[:200])
+    (user_dir / "gpu.engine").write_bytes(b"not an engine")  # and no sidecar
+    assert main(["models", *(["--json"] if as_json else [])]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"^2 of 4 models are broken: cut, gpu ", captured.err, re.M), captured.err
+    if as_json:
+        rows = {row["name"]: row for row in json.loads(captured.out)}
+        assert rows["good"]["problem"] is None and "not an ONNX model" in rows["cut"]["problem"]
+        assert "sidecar" in rows["gpu"]["problem"]
+    else:
+        assert captured.out.count("PROBLEM") == 2
+
+
+def test_models_command_names_a_model_folder_that_is_a_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models").write_text("mine")
+    monkeypatch.setenv("TEMTRACK_MODEL_DIR", str(tmp_path / "models"))
+    assert main(["models"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["models", "--add", str(dark_line_model(tmp_path / "m.onnx"))]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "models").read_text() == "mine"
+
+
 # --- the default at work ---------------------------------------------------------------------
 
 

@@ -354,7 +354,7 @@ def test_get_backend_by_name(tmp_path):
     path = dark_line_model(tmp_path / "m.onnx")
     backend = get_backend("onnxruntime", path=str(path), providers=["CPUExecutionProvider"])
     assert isinstance(backend, OnnxBackend) and backend.input_size == (64, 64)
-    with pytest.raises(TypeError, match=r"backend 'onnxruntime' needs option\(s\) path"):
+    with pytest.raises(ValueError, match="the onnxruntime backend runs a model: give --model"):
         get_backend("onnxruntime")
 
 

@@ -330,6 +330,68 @@ def test_dataset_refuses_to_overwrite_and_resumes(tmp_path):
         assert (resumed / rel).read_bytes() == (out / rel).read_bytes()
 
 
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_dataset_overwrite_replaces_only_what_synth_wrote(tmp_path, overwrite):
+    thesis = tmp_path / "thesis"
+    (thesis / "chapters").mkdir(parents=True)
+    (thesis / "thesis.tex").write_text("\\chapter{Dislocations}")
+    (thesis / "chapters" / "one.tex").write_text("text")
+    before = _tree(thesis)
+    with pytest.raises(FileExistsError, match="does not look like a tem-track synth dataset.*not replaced"):
+        write_dataset(thesis, small("sd2", 64), 1, overwrite=overwrite, progress=False)
+    assert _tree(thesis) == before and sorted(p.name for p in tmp_path.iterdir()) == ["thesis"]
+    # A folder with a dataset.json of someone else's format is not ours either.
+    (thesis / "dataset.json").write_text(json.dumps({"format": "coco"}))
+    with pytest.raises(FileExistsError, match="does not look like"):
+        write_dataset(thesis, small("sd2", 64), 1, overwrite=True, progress=False)
+    # Nor is a file.
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file"):
+        write_dataset(tmp_path / "notes.txt", small("sd2", 64), 1, overwrite=True, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_dataset_overwrite_replaces_a_dataset_but_not_files_added_to_it(tmp_path):
+    out = write_dataset(tmp_path / "ds", small("sd2", 64), 1, seed=1, progress=False)
+    again = write_dataset(out, small("sd2", 64), 2, seed=2, overwrite=True, progress=False)
+    assert json.loads((again / "dataset.json").read_text())["n"] == 2
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"also holds files tem-track synth did not write \(notes.txt\)"):
+        write_dataset(out, small("sd2", 64), 1, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "dataset.json").read_text())["n"] == 2
+
+
+def test_dataset_goes_into_an_empty_folder(tmp_path):
+    (tmp_path / "ds").mkdir()
+    write_dataset(tmp_path / "ds", small("sd2", 64), 1, progress=False)
+    assert (tmp_path / "ds" / "dataset.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_dataset_refuses_a_partial_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "ds.partial").mkdir()
+    (tmp_path / "ds.partial" / "mine.txt").write_text("mine")
+    for resume in (False, True):
+        with pytest.raises(FileExistsError, match="not an interrupted tem-track synth run"):
+            write_dataset(tmp_path / "ds", small("sd2", 64), 1, resume=resume, progress=False)
+    assert [p.name for p in (tmp_path / "ds.partial").iterdir()] == ["mine.txt"]
+
+
+def test_dataset_failing_before_any_sample_leaves_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackgroundError, match="holds no image"):
+        write_dataset(tmp_path / "ds", small("sd2", 64), 1, backgrounds=tmp_path / "empty", progress=False)
+    config = small("sd2", 64)
+    patches = validate_config({**config.model_dump(), "background": {**config.background.model_dump(), "mode": "patches"}})
+    with pytest.raises(ValueError, match="--backgrounds"):  # needs patches, none given: fails in the first sample
+        write_dataset(tmp_path / "ds", patches, 1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
 # --- command line -----------------------------------------------------------------------------
 
 

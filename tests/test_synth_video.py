@@ -205,14 +205,50 @@ def test_lossless_encoding_keeps_pixels(tmp_path):
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path):
     out = tmp_path / "out"
+    write_video(out, small_config(), 1, VideoSettings(frames=2), progress=False)
+    before = (out / "video.mp4").read_bytes()
+    with pytest.raises(FileExistsError, match="out"):
+        write_video(out, small_config(), 2, VideoSettings(frames=2), progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "video.mp4").read_bytes() == before
+    write_video(out, small_config(), 2, VideoSettings(frames=2), overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["ground_truth.parquet", "video.json", "video.mp4"]
+    assert json.loads((out / "video.json").read_text())["seed"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_overwrite_refuses_a_folder_synth_did_not_write(tmp_path, overwrite):
+    out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="out"):
-        write_video(out, small_config(), 1, VideoSettings(frames=2), progress=False)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "mine.txt").read_text() == "keep me"
-    write_video(out, small_config(), 1, VideoSettings(frames=2), overwrite=True, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["ground_truth.parquet", "video.json", "video.mp4"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with pytest.raises(FileExistsError, match="does not look like a tem-track synth dataset.*not replaced"):
+        write_video(out, small_config(), 1, VideoSettings(frames=2), overwrite=overwrite, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+def test_overwrite_refuses_a_synth_folder_holding_other_files(tmp_path):
+    out = tmp_path / "out"
+    write_video(out, small_config(), 1, VideoSettings(frames=2), progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"also holds files tem-track synth did not write \(notes.txt\)"):
+        write_video(out, small_config(), 1, VideoSettings(frames=2), overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_folder_is_used_without_overwrite(tmp_path):
+    (tmp_path / "out").mkdir()
+    write_video(tmp_path / "out", small_config(), 1, VideoSettings(frames=2), progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ground_truth.parquet", "video.json", "video.mp4"]
+
+
+def test_a_video_written_before_the_format_marker_is_still_replaced(tmp_path):
+    out = tmp_path / "out"
+    write_video(out, small_config(), 1, VideoSettings(frames=2), progress=False)
+    document = json.loads((out / "video.json").read_text())
+    assert document.pop("format") == "tem-track-synth-video"
+    (out / "video.json").write_text(json.dumps(document))
+    write_video(out, small_config(), 2, VideoSettings(frames=2), overwrite=True, progress=False)
+    assert json.loads((out / "video.json").read_text())["seed"] == 2
 
 
 def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
@@ -231,12 +267,15 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
     # A failed overwrite leaves the previous output as it was.
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("old")
+    monkeypatch.setattr(video_module, "compose", real)
+    write_video(tmp_path / "out", small_config(), 1, VideoSettings(frames=2), progress=False)
+    old = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    monkeypatch.setattr(video_module, "compose", failing)
     calls.clear()
     with pytest.raises(RuntimeError, match="boom"):
         write_video(tmp_path / "out", small_config(), 1, VideoSettings(frames=10), overwrite=True, progress=False)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "old.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == old
 
 
 def test_odd_frame_size_is_refused(tmp_path):

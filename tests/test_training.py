@@ -233,6 +233,33 @@ def test_resume_continues_exactly(tmp_path):
         train(tiny_config(image_size=96), tmp_path / "resumed", progress=False, resume=True)
 
 
+def test_overwrite_and_resume_touch_only_run_folders(tmp_path):
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    files = {"config.json": '{"latex": true}', "summary.json": "{}", "thesis.tex": "text", "last.pt": "junk"}
+    for name, text in files.items():
+        (thesis / name).write_text(text)
+    with pytest.raises(FileExistsError, match="does not look like a tem-track run folder.*not replaced"):
+        train(tiny_config(), thesis, progress=False, overwrite=True)
+    with pytest.raises(ValueError, match="cannot resume .*not a tem-track run folder"):
+        train(tiny_config(), thesis, progress=False, resume=True)
+    assert {p.name: p.read_text() for p in thesis.iterdir()} == files
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        train(tiny_config(), tmp_path / "notes.txt", progress=False, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    # A run folder is replaced: its run files go, anything else in it stays.
+    from temtrack.training.train import _prepare_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(tiny_config().to_json()))
+    (run / "last.pt").write_text("old")
+    (run / "notes.txt").write_text("mine")
+    assert _prepare_run(tiny_config(), run, resume=False, overwrite=True) is None
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+
+
 def _line_label_folder(folder, n=6, size=64):
     """A line-label folder (frameNNN.png + frameNNN_dislocations.png) from the generator."""
     folder.mkdir()

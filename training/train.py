@@ -313,13 +313,39 @@ def plot_curves(run: str | os.PathLike) -> Path:
         plt.close(fig)
 
 
+# Keys every config.json a run has written holds: how a run folder is recognised (also
+# one written by an older version, whose config may no longer validate).
+_RUN_CONFIG_KEYS = frozenset({"model", "data", "optim", "steps", "batch_size", "image_size"})
+
+
+def _run_config(run: Path) -> dict | None:
+    """The ``config.json`` of a tem-track run folder, or None if ``run`` holds none."""
+    try:
+        document = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) and _RUN_CONFIG_KEYS <= document.keys() else None
+
+
 def _prepare_run(config: TrainConfig, run: Path, *, resume: bool, overwrite: bool):
-    """Check the run folder; returns the checkpoint state to resume from (or None)."""
+    """Check the run folder; returns the checkpoint state to resume from (or None).
+
+    ``overwrite`` replaces the files of a run (:data:`RUN_FILES`) only in a folder a run
+    wrote (its ``config.json`` is a training config); anything else raises, untouched.
+    """
+    if (run.exists() or run.is_symlink()) and not run.is_dir():
+        raise NotADirectoryError(f"the run folder {run} is a file; give a new or empty folder, or a run folder")
     if resume:
         last = run / "last.pt"
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist (start the run without --resume)")
-        stored = validate_train_config(json.loads((run / "config.json").read_text()), source=str(run / "config.json"))
+        document = _run_config(run)
+        if document is None:
+            raise ValueError(
+                f"cannot resume {run}: it is not a tem-track run folder (no config.json written by "
+                "'tem-track train' beside last.pt)"
+            )
+        stored = validate_train_config(document, source=str(run / "config.json"))
         # What a resumed run may change: the length of the run, its bookkeeping, and how
         # often and on how many images it validates (none of which changes a step).
         ignore = {"steps", "checkpoint_every", "log_every", "threads"}
@@ -335,6 +361,12 @@ def _prepare_run(config: TrainConfig, run: Path, *, resume: bool, overwrite: boo
             )
         return read_checkpoint(last)
     existing = [name for name in RUN_FILES if (run / name).exists()]
+    ours = _run_config(run) is not None
+    if existing and not ours:
+        raise FileExistsError(
+            f"{run} does not look like a tem-track run folder (no config.json written by 'tem-track train') "
+            f"but holds {', '.join(existing)}, so they are not replaced even with --overwrite; choose another --out"
+        )
     if existing and not overwrite:
         raise FileExistsError(
             f"{run} already holds a training run ({', '.join(existing)}); pass --resume to continue it, "
@@ -397,7 +429,8 @@ def train(
     resume : bool
         Continue the run in ``run`` from its ``last.pt``.
     overwrite : bool
-        Replace a run already in ``run``.
+        Replace a run already in ``run`` (only a folder a run wrote: one whose
+        ``config.json`` is a training config; other files in it are kept).
     progress : bool
         Show a progress bar.
     max_seconds : float, optional

@@ -41,6 +41,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Backend",
     "ClassicalBackend",
+    "MissingModelError",
     "ModelError",
     "OnnxBackend",
     "PackedMasks",
@@ -70,6 +71,16 @@ _LAZY = {
 }
 # What the "path given twice" error calls the file, per backend.
 _FILE_NOUNS = {"tensorrt": "engine", "torch": "checkpoint", "onnxruntime": "model file"}
+# The file a model backend runs, as its "give the model" error names it.
+_MODEL_FILES = {"tensorrt": "ENGINE.engine", "torch": "CHECKPOINT.pt", "onnxruntime": "MODEL.onnx"}
+
+
+class MissingModelError(ValueError, TypeError):
+    """A backend that runs a model file was asked for without one.
+
+    A ValueError, so the command line reports it in one line; also a TypeError, which
+    :func:`get_backend` raised for it before (a missing required option).
+    """
 
 
 def backend_names() -> list[str]:
@@ -101,9 +112,13 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
         ``spec`` is an unknown name (the message lists the valid ones) or a directory.
     ModuleNotFoundError
         The backend's runtime is not installed (the message says which extra).
+    MissingModelError
+        ``spec`` names a backend that runs a model file (``"onnxruntime"``,
+        ``"tensorrt"``, ``"torch"``) and no ``path`` is given (a ValueError and a
+        TypeError).
     TypeError
         ``spec`` is neither a string nor a path, an option is unknown to the backend
-        (the message lists the valid ones), or a required option is missing.
+        (the message lists the valid ones), or another required option is missing.
     FileNotFoundError, ModelError
         From :class:`~temtrack.sdk.backends.onnx.OnnxBackend` for a model file.
     """
@@ -113,6 +128,8 @@ def get_backend(spec: str | os.PathLike, **options) -> Backend:
         spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a backend name or a model path (str), got {type(spec).__name__}")
+    if spec in _MODEL_FILES and "path" not in options:
+        _refuse_without_model(spec)  # before importing the runtime: it needs a model either way
     if spec in _BUILTIN or spec in _plugins():
         return _build(spec, options)
     path = Path(spec)
@@ -158,6 +175,15 @@ def _factory(name: str):
         raise ModuleNotFoundError(f"backend {name!r} needs {exc.name}, which is not installed: {hint}", name=exc.name) from None
 
 
+def _refuse_without_model(name: str) -> None:
+    """Raise :class:`MissingModelError` for backend ``name``, which was given no model file."""
+    model = _MODEL_FILES.get(name, "MODEL")
+    raise MissingModelError(
+        f"the {name} backend runs a model: give --model {model} (or a model name from 'tem-track models'); "
+        f"in Python, get_backend({model!r}) or get_backend({name!r}, path={model!r})"
+    )
+
+
 def _build(name: str, options: dict) -> Backend:
     cls = _factory(name)
     if hasattr(cls, "__dataclass_fields__"):
@@ -172,9 +198,10 @@ def _build(name: str, options: dict) -> Backend:
             f"unknown option(s) {', '.join(unknown)} for backend {name!r}; valid options: {', '.join(sorted(valid))}"
         )
     missing = sorted(required - set(options))
+    if "path" in missing:
+        _refuse_without_model(name)
     if missing:
-        hint = f" (the model file: get_backend({name!r}, path='model.onnx'))" if "path" in missing else ""
-        raise TypeError(f"backend {name!r} needs option(s) {', '.join(missing)}{hint}")
+        raise TypeError(f"backend {name!r} needs option(s) {', '.join(missing)}")
     return cls(**options)
 
 

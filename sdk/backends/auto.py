@@ -139,5 +139,6 @@ def auto_backend(path: str | os.PathLike | None = None, *, threads: int | None =
     """The registry's ``"auto"`` backend: :func:`choose`'s backend, with the
     :class:`AutoChoice` as its ``auto_choice`` attribute (for the announcement)."""
     choice = choose(path, threads=threads)
-    choice.backend.auto_choice = choice
+    # object.__setattr__: some backends are frozen dataclasses (the classical one).
+    object.__setattr__(choice.backend, "auto_choice", choice)
     return choice.backend

@@ -166,15 +166,28 @@ def user_model_dir() -> Path:
 
 
 def user_models() -> list[ModelEntry]:
-    """The ``.onnx`` and ``.engine`` files in :func:`user_model_dir`, by name."""
+    """The ``.onnx`` and ``.engine`` files in :func:`user_model_dir`, by name.
+
+    Raises
+    ------
+    NotADirectoryError
+        :func:`user_model_dir` is a file.
+    """
     folder = user_model_dir()
     if not folder.is_dir():
+        if folder.exists():
+            raise NotADirectoryError(_not_a_folder(folder))
         return []
     return [
         ModelEntry(name=path.stem, path=path, source="user", size_bytes=path.stat().st_size)
         for path in sorted(folder.iterdir())
         if path.suffix.lower() in USER_MODEL_SUFFIXES and path.is_file()
     ]
+
+
+def _not_a_folder(folder: Path) -> str:
+    where = "$TEMTRACK_MODEL_DIR" if os.environ.get("TEMTRACK_MODEL_DIR") else "the default location"
+    return f"the user model folder {folder} ({where}) is a file, not a folder; move it or set TEMTRACK_MODEL_DIR"
 
 
 def list_models() -> list[ModelEntry]:
@@ -217,7 +230,9 @@ def add_user_model(path: str | os.PathLike, name: str | None = None, *, overwrit
     FileNotFoundError, ModelError
         ``path`` is missing or is not a tem-track ONNX model.
     FileExistsError
-        A user model of that name exists and ``overwrite`` is False.
+        A user model of that name exists and ``overwrite`` is False (or is a folder).
+    NotADirectoryError
+        :func:`user_model_dir` is a file.
     ValueError
         ``name`` is not a plain file stem or shadows a bundled model.
     """
@@ -234,7 +249,11 @@ def add_user_model(path: str | os.PathLike, name: str | None = None, *, overwrit
         raise ValueError(f"model name must be a plain file name without folders, got {name!r}")
     if name == DEFAULT_NAME or name in {e.name for e in bundled_models()}:
         raise ValueError(f"{name!r} is a bundled model's name; choose another")
+    if user_model_dir().exists() and not user_model_dir().is_dir():
+        raise NotADirectoryError(_not_a_folder(user_model_dir()))
     target = user_model_dir() / f"{name}.onnx"
+    if target.is_dir():
+        raise FileExistsError(f"{target} is a folder; choose another --name")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +261,13 @@ def add_user_model(path: str | os.PathLike, name: str | None = None, *, overwrit
 
 
 def describe(entry: ModelEntry) -> dict:
-    """What ``tem-track models`` shows of one model: its metadata and whether its file is sound."""
+    """What ``tem-track models`` shows of one model: its metadata and whether its file is sound.
+
+    ``problem`` is None, or why the model cannot run: a bundled file that differs from
+    the manifest, an ONNX file that does not parse or has no tem-track metadata, a
+    TensorRT engine without a sidecar that describes it.
+    """
+    from ..enginemeta import ENGINE_SUFFIX, read_engine_info
     from ..modelmeta import read_metadata
 
     row = {"name": entry.name, "source": entry.source, "default": entry.default, "path": str(entry.path),
@@ -258,6 +283,10 @@ def describe(entry: ModelEntry) -> dict:
             row["metadata"] = None if metadata is None else metadata.model_dump(mode="json")
             if metadata is None:
                 row["problem"] = "no tem-track metadata"
+        elif entry.path.suffix.lower() == ENGINE_SUFFIX:
+            # Whether it runs on this GPU is the runtime's question; whether the file
+            # is the engine its sidecar describes is answered here.
+            row["metadata"] = read_engine_info(entry.path).metadata.model_dump(mode="json")
     except (ModelError, OSError) as exc:
         row["problem"] = str(exc)
     return row

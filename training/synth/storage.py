@@ -10,7 +10,9 @@ Layout of a dataset folder (documented in the README)::
 A run writes into ``DIR.partial`` and renames it to ``DIR`` when every sample is
 complete; each sample's label JSON is written last (atomically), so an interrupted run
 is resumed by skipping the samples whose label exists. Files are byte-identical for
-the same config and seed.
+the same config and seed. An existing folder is replaced (``overwrite``) only if it is
+empty or tem-track synth wrote it (:func:`check_replaceable`, shared with the video
+writer), so a mistyped output folder never costs anyone their work.
 
 The readers (:func:`~temtrack.sdk.groundtruth.read_header`,
 :func:`~temtrack.sdk.groundtruth.read_sample`) live with every other ground-truth
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -39,6 +42,108 @@ from .scene import Scene, sample_scene
 
 FORMAT = DATASET_FORMAT
 FORMAT_VERSION = 1
+# video.json of a synthetic video (training/synth/video.py) carries this format.
+VIDEO_FORMAT = "tem-track-synth-video"
+# What each kind of synth output folder holds; anything else in it is someone's.
+DATASET_ENTRIES = frozenset({"dataset.json", "images", "masks", "labels"})
+VIDEO_ENTRIES = frozenset({"video.json", "video.mp4", "ground_truth.parquet"})
+# Files an operating system drops into any folder it shows; not worth refusing for.
+_OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+# Keys every video.json has had, for videos written before VIDEO_FORMAT existed.
+_VIDEO_KEYS = frozenset({"config", "seed", "settings", "frames", "fps", "scene"})
+
+
+def synth_output_kind(folder: str | Path) -> str | None:
+    """Which ``tem-track synth`` output ``folder`` is, judged by its marker file.
+
+    Returns
+    -------
+    {"dataset", "video"} or None
+        ``"dataset"``: a ``dataset.json`` of format ``tem-track-synth``; ``"video"``: a
+        ``video.json`` of format ``tem-track-synth-video`` (or, written before that
+        marker, one with every key a synthetic video's has); None otherwise.
+    """
+    folder = Path(folder)
+    for name, kind in (("dataset.json", "dataset"), ("video.json", "video")):
+        try:
+            document = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(document, dict):
+            continue
+        if kind == "dataset" and document.get("format") == FORMAT:
+            return kind
+        if kind == "video" and (document.get("format") == VIDEO_FORMAT or (
+                "format" not in document and _VIDEO_KEYS <= document.keys())):
+            return kind
+    return None
+
+
+def check_replaceable(out: str | Path) -> bool:
+    """Whether the existing ``out`` may be replaced by a synth output, or an error saying why not.
+
+    ``--overwrite`` replaces only what ``tem-track synth`` wrote: an empty folder, or a
+    synthetic dataset or video folder (:func:`synth_output_kind`) holding nothing but
+    what the writer puts there, so that a mistyped ``--out`` never deletes someone's
+    work.
+
+    Parameters
+    ----------
+    out : path
+        An existing path.
+
+    Returns
+    -------
+    bool
+        True when ``out`` is an empty folder (usable even without ``--overwrite``),
+        False when it is a synth output.
+
+    Raises
+    ------
+    FileExistsError
+        ``out`` is a file, a folder that is not a synth output, or a synth output that
+        also holds other files (named in the message). Nothing is touched.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise FileExistsError(
+            f"{out} is a file, not a folder tem-track synth wrote, so it is not replaced; choose another --out"
+        )
+    entries = sorted(p.name for p in out.iterdir() if p.name not in _OS_LITTER)
+    if not entries:
+        return True
+    kind = synth_output_kind(out)
+    if kind is None:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise FileExistsError(
+            f"{out} does not look like a tem-track synth dataset (no dataset.json or video.json written by "
+            f"tem-track synth; it holds {shown}), so it is not replaced even with --overwrite; "
+            "choose another --out"
+        )
+    foreign = [name for name in entries if name not in (DATASET_ENTRIES if kind == "dataset" else VIDEO_ENTRIES)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{out} is a tem-track synth {kind} but also holds files tem-track synth did not write ({shown}), "
+            "so it is not replaced even with --overwrite; move them out or choose another --out"
+        )
+    return False
+
+
+def prepare_output(out: Path, *, overwrite: bool) -> bool:
+    """Check an output folder before the work; returns whether publishing may replace it.
+
+    A missing ``out`` is fine; an existing one needs ``overwrite`` (and must pass
+    :func:`check_replaceable`), except an empty folder, which is used as it is.
+    """
+    if not out.exists() and not out.is_symlink():
+        return False
+    if out.name in ("", ".", ".."):
+        raise ValueError(f"the output folder must be named, not {str(out)!r}: give --out a new folder's name")
+    empty = check_replaceable(out)
+    if not empty and not overwrite:
+        raise FileExistsError(f"output folder {out} exists; choose another or pass overwrite (--overwrite)")
+    return True
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -144,7 +249,8 @@ def write_dataset(
     ----------
     out : path
         Dataset folder; must not exist unless ``overwrite`` (replaced only once the new
-        dataset is complete).
+        dataset is complete), or be an empty folder. ``overwrite`` replaces only a
+        folder tem-track synth wrote (:func:`check_replaceable`).
     config : SynthConfig
     n : int
         Number of images (>= 1).
@@ -166,10 +272,14 @@ def write_dataset(
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output folder {out} exists; choose another or pass overwrite (--overwrite)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    replace = prepare_output(out, overwrite=overwrite)
     if backgrounds is not None:
+        from .background import list_patch_folder
+
         backgrounds = str(Path(backgrounds).resolve())
+        list_patch_folder(backgrounds)  # a missing or empty folder fails now, not after the first image
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -184,7 +294,13 @@ def write_dataset(
     }
     partial = out.with_name(out.name + ".partial")
     done: set[int] = set()
-    if partial.exists():
+    fresh = not (partial.exists() or partial.is_symlink())
+    if not fresh:
+        if synth_output_kind(partial) != "dataset":
+            raise FileExistsError(
+                f"{partial} exists but is not an interrupted tem-track synth run (no dataset.json written by "
+                "tem-track synth); move it away or choose another --out"
+            )
         if not resume:
             raise FileExistsError(
                 f"{partial} holds an interrupted run; pass resume (--resume) to continue it or delete it"
@@ -192,7 +308,7 @@ def write_dataset(
         previous = json.loads((partial / "dataset.json").read_text())
         if {k: previous.get(k) for k in header if k != "generator"} != {k: v for k, v in header.items() if k != "generator"}:
             raise DatasetError(f"{partial} was started with other settings; it cannot be resumed with these")
-        done = {int(p.stem) for p in (partial / "labels").glob("*.json")}
+        done = {int(p.stem) for p in (partial / "labels").glob("*.json") if p.stem.isdigit()}
     else:
         for sub in ("images", "masks", "labels"):
             (partial / sub).mkdir(parents=True)
@@ -212,9 +328,18 @@ def write_dataset(
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for _ in pool.imap_unordered(job, todo, chunksize=4):
                     bar.update()
+    except Exception:
+        # A run that fails before its first sample (a bad config, unreadable patches)
+        # leaves nothing to resume: remove the folder it made, so the next run does
+        # not trip over it. An interrupted run (Ctrl-C) or one with samples stays.
+        if fresh and not any((partial / "labels").glob("*.json")):
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
     finally:
         bar.close()
-    return publish_folder(partial, out, overwrite=overwrite)
+    if out.exists() or out.is_symlink():  # again: it may have changed during the run
+        replace = prepare_output(out, overwrite=overwrite)
+    return publish_folder(partial, out, overwrite=replace)
 
 
 def _generator() -> str:

@@ -32,6 +32,7 @@ from .config import Positive, SynthConfig
 from .distractors import burn_in, overlay_layers
 from .render import compose, render_background
 from .scene import Scene, sample_scene
+from .storage import VIDEO_FORMAT, prepare_output
 
 # Spacings and shapes are random walks pulled back towards their sampled values by this
 # fraction per frame, so long videos keep plausible geometry (stationary std ~ 5 steps).
@@ -315,18 +316,23 @@ def write_video(
     ``ground_truth.parquet`` (one row per visible dislocation per frame: ``frame`` int32,
     ``time_s`` float64, ``track_id`` int32, ``pileup`` int32, ``x`` and ``y``
     list<float32> centreline px; key-value metadata ``config``, ``seed``, ``settings``,
-    ``version`` as JSON) and ``video.json`` (the same plus the frame-0 ``scene``).
+    ``version`` as JSON) and ``video.json`` (the same plus the frame-0 ``scene``, and
+    ``"format": "tem-track-synth-video"``, the marker that lets ``overwrite`` replace it).
     Frames stream to disk; everything is written into a temporary sibling folder that
     becomes ``path`` only when complete, and is removed on any error.
 
     Parameters
     ----------
     path : path
-        Output folder; an existing one raises :class:`FileExistsError` unless ``overwrite``.
+        Output folder; an existing one raises :class:`FileExistsError` unless it is
+        empty or ``overwrite``.
     config, seed, settings, backgrounds
         As for :func:`iter_video`. The frame height and width must be even (yuv420p).
     overwrite : bool
-        Replace an existing ``path``, only once the new output is complete.
+        Replace an existing ``path``, only once the new output is complete, and only
+        if tem-track synth wrote it
+        (:func:`~temtrack.training.synth.storage.check_replaceable`): anything else
+        raises :class:`FileExistsError` and is left as it was.
     progress : bool
         Show a progress bar over frames (only on a terminal).
 
@@ -345,8 +351,7 @@ def write_video(
         raise ValueError(
             f"config.size must have an even height and width for H.264 yuv420p video, got {tuple(config.size)}"
         )
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"output {path} already exists; pass overwrite=True to replace it")
+    replace = prepare_output(path, overwrite=overwrite)
     if not isinstance(settings, VideoSettings):
         raise TypeError(f"settings must be a VideoSettings, got {type(settings).__name__}")
     meta = {
@@ -361,9 +366,12 @@ def write_video(
         quiet = not (progress and getattr(sys.stderr, "isatty", lambda: False)())
         with tqdm(frames, total=settings.frames, unit="frame", desc=path.name, disable=quiet) as bar:
             scene = _write_streams(partial, bar, meta, settings, (height, width))
-        document = {**meta, "frames": settings.frames, "fps": settings.fps, "scene": scene.model_dump(mode="json")}
+        document = {"format": VIDEO_FORMAT, **meta, "frames": settings.frames, "fps": settings.fps,
+                    "scene": scene.model_dump(mode="json")}
         (partial / "video.json").write_text(json.dumps(document, indent=2))
-        publish_folder(partial, path, overwrite=overwrite)
+        if path.exists() or path.is_symlink():  # again: it may have changed while encoding
+            replace = prepare_output(path, overwrite=overwrite)
+        publish_folder(partial, path, overwrite=replace)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
