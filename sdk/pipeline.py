@@ -45,6 +45,7 @@ __all__ = [
     "frame_records",
     "iterate_results",
     "line_records",
+    "worker_init",
 ]
 
 _EDGE = 2.0  # px: an end this close to the frame border is cut by the field of view
@@ -249,8 +250,9 @@ def _ready(_) -> bool:
     return True
 
 
-def _worker_init(parent: int) -> None:
-    """Set up a post-processing process: Ctrl-C is the parent's to handle (the worker
+def worker_init(parent: int) -> None:
+    """Set up a worker process (post-processing here; also the generator's and the
+    trainer's pools): Ctrl-C is the parent's to handle (the worker
     would print a traceback of its own), and the worker ends when its parent dies, even
     by ``kill -9`` (a watcher thread polls the parent's PID), so it is never orphaned."""
     import signal
@@ -299,7 +301,7 @@ class _Stages:
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(
-                settings.processes, mp_context=_context(), initializer=_worker_init, initargs=(os.getpid(),)
+                settings.processes, mp_context=_context(), initializer=worker_init, initargs=(os.getpid(),)
             )
             # Start the workers now, before the stage threads, not when the first frame
             # is waiting for them.

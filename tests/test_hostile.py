@@ -147,3 +147,19 @@ def test_process_videos_reports_a_dead_worker_and_runs_the_rest(tmp_path, video)
     first, dead, after = report
     assert first["error"] is None and after["error"] is None and after["frames"] == FRAMES
     assert "worker process died (killed by SIGKILL)" in dead["error"]
+
+
+@needs_proc
+def test_ctrl_c_during_synth_with_workers(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "temtrack.cli", "synth", "--n", "100000", "--size", "128", "--workers", "2", "--out", "d",
+         "--quiet"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    assert _wait_for(lambda: any((tmp_path / "d.partial" / "labels").glob("*.json")), timeout=60)
+    workers = children(process.pid)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("tem-track synth: interrupted (SIGINT)")
+    assert _wait_for(lambda: not any(alive(pid) for pid in workers), timeout=10)

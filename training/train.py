@@ -231,7 +231,9 @@ def validate(backend: TorchBackend, items: list[ValidationItem], *, workers: int
     if workers > 1:
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        from temtrack.sdk.pipeline import worker_init
+
+        with multiprocessing.get_context("fork").Pool(workers, worker_init, (os.getpid(),)) as pool:
             scores = pool.map(score, jobs, chunksize=4)
     else:
         scores = [score(job) for job in jobs]

@@ -324,8 +324,12 @@ def write_dataset(
                 bar.update()
         else:
             import multiprocessing
+            import os
 
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            from temtrack.sdk.pipeline import worker_init
+
+            # Workers leave Ctrl-C to this process and end when it dies.
+            with multiprocessing.get_context("spawn").Pool(workers, worker_init, (os.getpid(),)) as pool:
                 for _ in pool.imap_unordered(job, todo, chunksize=4):
                     bar.update()
     except Exception:
