@@ -27,7 +27,7 @@ from .pipeline import FrameResult, PipelineSettings, cap_workers, iterate_result
 from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
 
-__all__ = ["Analyzer", "InputNotice", "RunResult", "process_videos", "resolve_backend"]
+__all__ = ["Analyzer", "InputNotice", "RunResult", "process_videos", "resolve_backend", "summary_path"]
 
 
 @dataclass
@@ -254,6 +254,7 @@ class Analyzer:
         input_range=None,
         overlay=None,
         plots=None,
+        summary: bool = False,
         resume: bool = False,
         overwrite: bool = False,
         progress: bool = True,
@@ -279,7 +280,12 @@ class Analyzer:
         overlay : path, optional
             An mp4 with each spline drawn in its track's colour.
         plots : path, optional
-            A folder for PNG plots of pair distances and positions against time.
+            A folder for PNG plots of pair distances and positions against time: small
+            multiples, one panel per pile-up, paged (:func:`temtrack.tracker.write_plots`).
+        summary : bool
+            With ``out``: also write ``OUT_summary.html`` beside the tables, one page with
+            the counts, the main time series and overlay stills
+            (:mod:`temtrack.sdk.summary`).
         resume : bool
             Continue an interrupted run writing ``out`` after its last complete chunk.
         overwrite : bool
@@ -319,7 +325,8 @@ class Analyzer:
         if resume and out is None:
             raise ValueError("resume needs out: the partial output to continue")
         began = time.perf_counter()
-        out, overlay, plots = _check_outputs(source, out, overlay, plots, overwrite)
+        out, overlay, plots = _check_outputs(source, out, overlay, plots, overwrite, summary)
+        summary_file = summary_path(out) if out is not None and summary else None
         ranges = {} if input_range is None else {"input_range": input_range}
         with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm, **ranges) as frames:
             if getattr(frames, "range_note", None):
@@ -374,7 +381,11 @@ class Analyzer:
                     if overlay_writer is not None:
                         staged.add(overlay_writer.stage(), overlay)
                     if plots is not None:
-                        staged.add(_stage_plots(tables, plots), plots)
+                        unit = "nm" if frames.pixel_size_nm else "px"
+                        staged.add(_stage_plots(tables, plots, unit), plots)
+                    if summary_file is not None:
+                        facts = {**metadata, "frames_processed": done}
+                        staged.add(_stage_summary(tables, facts, source, summary_file), summary_file)
                     staged.commit()
                 except BaseException:
                     staged.discard()
@@ -391,6 +402,8 @@ class Analyzer:
                 paths["overlay"] = overlay
             if plots is not None:
                 paths["plots"] = plots
+            if summary_file is not None:
+                paths["summary"] = summary_file
         return RunResult(
             paths=paths,
             frames=count,
@@ -546,7 +559,15 @@ class InputNotice(UserWarning):
     data; the run goes on."""
 
 
-def _check_outputs(source, out, overlay, plots, overwrite: bool) -> tuple:
+def summary_path(out) -> Path:
+    """``OUT_summary.html`` beside the splines file ``out`` (``splines.parquet`` ->
+    ``splines_summary.html``)."""
+    out = Path(out)
+    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    return out.with_name(f"{stem}_summary.html")
+
+
+def _check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool = False) -> tuple:
     """Refuse outputs that cannot be right, before any work: an output that is the input
     or another output, a folder given as a file (or a file as a folder), an ``out``
     ending in a separator, existing files that are not tem-track's own; returns
@@ -564,6 +585,12 @@ def _check_outputs(source, out, overlay, plots, overwrite: bool) -> tuple:
         if out.is_dir():
             raise ValueError(f"out {out} is a folder; give the splines file, e.g. {out / 'splines.parquet'}")
         named.update({f"out ({key})": path for key, path in output_paths(out).items() if key != "partial"})
+        if summary:
+            page = summary_path(out)
+            if page.exists() and overwrite and not is_summary(page):
+                raise FileExistsError(f"summary {page} exists and is not a summary tem-track wrote, so --overwrite does "
+                                      "not replace it; choose another --out or pass --no-summary")
+            named["out (summary)"] = page
     if overlay is not None:
         if overlay.is_dir():
             raise ValueError(f"overlay {overlay} is a folder; give the video file to write, e.g. {overlay / 'overlay.mp4'}")
@@ -685,7 +712,37 @@ def _progress(total, initial, enabled, name):
 PLOTS_MARKER = "plots.json"
 
 
-def _stage_plots(tables: dict, folder: Path) -> Path:
+def _stage_summary(tables: dict, metadata: dict, source, path: Path) -> Path:
+    """The run's ``summary.html`` (:mod:`temtrack.sdk.summary`) under a temporary name
+    beside ``path``, from its staged tables."""
+    import os
+
+    import pandas as pd
+
+    from .atomic import PendingFile
+    from .summary import write_summary
+
+    pending = PendingFile(path)
+    frames = {name: pd.read_parquet(tables[name]) for name in ("splines", "tracks", "pairs")}
+    stills = source if isinstance(source, (str, os.PathLike)) else None
+    try:
+        write_summary(pending.tmp, **frames, metadata=metadata, source=stills)
+    except BaseException:
+        pending.discard()
+        raise
+    return pending.tmp
+
+
+def is_summary(path: Path) -> bool:
+    """Whether ``path`` is a summary page tem-track wrote (its generator tag says so)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "<meta name='generator' content='tem-track'>" in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _stage_plots(tables: dict, folder: Path, unit: str) -> Path:
     """The plots of a run's tables (DataFrames, or staged Parquet files) in a new
     temporary folder beside ``folder``, with the marker that makes it tem-track's own."""
     import json
@@ -693,7 +750,7 @@ def _stage_plots(tables: dict, folder: Path) -> Path:
     import pandas as pd
 
     from temtrack import __version__
-    from temtrack.tracker import plot_pairs, plot_positions
+    from temtrack.tracker import write_plots
 
     from .atomic import new_partial_folder, write_atomic
 
@@ -703,8 +760,7 @@ def _stage_plots(tables: dict, folder: Path) -> Path:
 
     staged = new_partial_folder(folder)
     try:
-        names = [plot_pairs(table("pairs"), staged / "pair_distances.png").name,
-                 plot_positions(table("tracks"), staged / "positions.png").name]
+        names = [path.name for path in write_plots(table("tracks"), table("pairs"), staged, unit=unit)]
         write_atomic(staged / PLOTS_MARKER, json.dumps({"written_by": "tem-track", "version": __version__, "files": names}))
     except BaseException:
         import shutil

@@ -470,7 +470,10 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a linker setting, e.g. max_cost=10 or memory=5 (repeatable)")
     parser.add_argument("--overlay", type=Path, help="also write an mp4 with every spline drawn in its track's colour")
-    parser.add_argument("--plots", type=Path, help="also write PNG plots (pair distances, positions) into this folder")
+    parser.add_argument("--plots", type=Path, help="also write PNG plots into this folder: pair distances and positions "
+                        "against time, one panel per pile-up, largest first, paged")
+    parser.add_argument("--no-summary", action="store_true", help="do not write OUT_summary.html (counts, time series "
+                        "and overlay stills on one page) beside the tables")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run writing --out")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -541,6 +544,7 @@ def _run(args: argparse.Namespace) -> int:
         fps=args.fps,
         pixel_size_nm=args.pixel_size,
         input_range=input_range,
+        summary=not args.no_summary,
         overlay=args.overlay,
         plots=args.plots,
         resume=args.resume,

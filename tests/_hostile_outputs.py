@@ -16,7 +16,7 @@ from _hostile import Case
 from temtrack.cli import main
 from temtrack.sdk.results import output_paths, read_metadata
 
-B = ["--backend", "classical", "--quiet", "--workers", "0"]
+B = ["--backend", "classical", "--quiet", "--workers", "0", "--no-summary"]
 TABLES = ("s.parquet", "s_tracks.parquet", "s_pairs.parquet")
 
 
@@ -26,7 +26,8 @@ def _earlier_run(folder, *extra):
 
 
 def _earlier_run_with_pictures(folder):
-    _earlier_run(folder, "--overlay", "o.mp4", "--plots", "plots")
+    """An earlier run with every output: tables, overlay, plots and summary."""
+    assert main(["v.mp4", "--out", "s.parquet", *B[:-1], "--end", "4", "--overlay", "o.mp4", "--plots", "plots"]) == 0
 
 
 def _no_temporary_files(folder, output):
@@ -161,14 +162,19 @@ CASES = [
          lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overwrite"], 1, r"no space left.*s\.parquet|no space left",
          setup=_earlier_run, patch=_full_disk_at(2), check=_kept_for_resume),
     Case("overwrite-rename-fails-midway", "data loss",
-         lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overwrite", "--plots", "plots", "--overlay", "o.mp4"], 1,
+         lambda f, v: ["v.mp4", "--out", "s.parquet", *B[:-1], "--overwrite", "--plots", "plots", "--overlay", "o.mp4"], 1,
          r"input/output error", setup=_earlier_run_with_pictures, patch=_rename_fails_for(".o.mp4."),
          check=_no_temporary_files),
     Case("overwrite-everything-succeeds", "regression",
-         lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overwrite", "--plots", "plots", "--overlay", "o.mp4"], 0,
+         lambda f, v: ["v.mp4", "--out", "s.parquet", *B[:-1], "--overwrite", "--plots", "plots", "--overlay", "o.mp4"], 0,
          r"10 frames", setup=_earlier_run_with_pictures,
-         changes=(*TABLES, "o.mp4", "plots/pair_distances.png", "plots/positions.png", "plots/plots.json"),
+         changes=(*TABLES, "s_summary.html", "o.mp4", "plots/pair_distances_01.png", "plots/positions_01.png",
+                  "plots/plots.json"),
          check=_replaced),
+    Case("summary-would-replace-a-foreign-page", "data loss",
+         lambda f, v: ["v.mp4", "--out", "s.parquet", *B[:-1], "--overwrite"], 2,
+         r"s_summary\.html exists and is not a summary tem-track wrote",
+         setup=lambda f: (f / "s_summary.html").write_text("<html>my lab notebook</html>")),
     Case("out-is-a-folder", "data loss", lambda f, v: ["v.mp4", "--out", "results", *B, "--overwrite"], 2,
          r"results is a folder", setup=_thesis("results")),
     Case("out-is-the-input", "data loss", lambda f, v: ["v.mp4", "--out", "v.mp4", *B, "--overwrite"], 2,

@@ -77,7 +77,14 @@ def test_overlay_and_plots(tmp_path, video):
     assert _main(video, "--out", tmp_path / "s.parquet", "--workers", 0, "--backend", "classical", "--quiet", "--overlay", overlay, "--plots", plots) == 0
     with av.open(str(overlay)) as container:
         assert sum(1 for _ in container.decode(video=0)) == FRAMES
-    assert sorted(p.name for p in plots.glob("*.png")) == ["pair_distances.png", "positions.png"]
+    assert sorted(p.name for p in plots.glob("*.png")) == ["pair_distances_01.png", "positions_01.png"]
+    # The one-page summary beside the tables, with the counts of the splines table and 4 stills.
+    page = (tmp_path / "s_summary.html").read_text()
+    splines = pd.read_parquet(tmp_path / "s.parquet")
+    assert f"{splines.track_id.nunique()}" in page and page.count("<img") >= 4
+    assert _main(video, "--out", tmp_path / "t.parquet", "--workers", 0, "--backend", "classical", "--quiet",
+                 "--no-summary", "--end", 2) == 0
+    assert not (tmp_path / "t_summary.html").exists()
 
 
 def test_onnx_model_output_is_mapped_to_frame_pixels(tmp_path, video):

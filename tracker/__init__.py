@@ -16,13 +16,15 @@ Time series::
     builder = SeriesBuilder(pixel_size_nm=2.0)
     tracks, pairs = builder.update(frame, time_s, curves, ids)
     tracks, pairs = series(df)               # the same for a whole DataFrame
-    plot_pairs(pairs, "pairs.png"); plot_positions(tracks, "positions.png")
+    write_plots(tracks, pairs, "plots/")     # small multiples: pair_distances_01.png, ..., positions_01.png, ...
+    plot_pairs(pairs, "pairs.png"); plot_positions(tracks, "positions.png")   # one page each
 """
 
 __all__ = [
     "CurveLinker",
     "CurveLinkerSettings",
     "Linker",
+    "PlotSettings",
     "SeriesBuilder",
     "SeriesSettings",
     "TrackingScores",
@@ -33,10 +35,13 @@ __all__ = [
     "linker_names",
     "make_linker",
     "pair_distances",
+    "pileup_sizes",
     "plot_pairs",
     "plot_positions",
+    "render_page",
     "series",
     "tracking_scores",
+    "write_plots",
 ]
 
 _LAZY = {
@@ -53,8 +58,12 @@ _LAZY = {
     "SeriesSettings": "timeseries",
     "pair_distances": "timeseries",
     "series": "timeseries",
+    "PlotSettings": "plots",
+    "pileup_sizes": "plots",
     "plot_pairs": "plots",
     "plot_positions": "plots",
+    "render_page": "plots",
+    "write_plots": "plots",
     "TrackingScores": "metrics",
     "tracking_scores": "metrics",
 }
