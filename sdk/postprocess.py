@@ -44,6 +44,8 @@ __all__ = [
 # Two overlapping pieces are one line when each end lies this close (px) to the other
 # piece: closer than neighbours in a pile-up ever are.
 _OVERLAP_OFFSET = 1.5
+# cv2.polylines refuses thicker lines (MAX_THICKNESS in OpenCV's drawing.cpp).
+_CV_MAX_THICKNESS = 32767
 
 
 @dataclass(frozen=True)
@@ -271,14 +273,18 @@ def binarize(masks: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
     return binary.view(bool) if masks.dtype != np.uint8 else binary != 0
 
 
-def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | None = None) -> FrameDislocations:
+def extract_dislocations(masks, *, settings: PostprocessSettings | None = None) -> FrameDislocations:
     """Turn one frame's N masks into dislocations as splines.
 
     Parameters
     ----------
-    masks : (N, H, W) ndarray
+    masks : (N, H, W) ndarray, or PackedMasks
         Mask probabilities (float, in [0, 1]) or thresholded masks (uint8 or bool,
-        nonzero = dislocation). Not modified.
+        nonzero = dislocation). Not modified. Or the masks as bounding-box crops
+        (:class:`~temtrack.sdk.backends.contract.PackedMasks`, or anything with its
+        ``shape``, ``boxes`` and ``crops``), crop ``k`` being mask ``k``: the same
+        result as for the full masks, without ever holding N full-size masks (a
+        4096 x 4096 frame with 1000 components would need 17 GB).
     settings : PostprocessSettings, optional
         Thresholds and lengths; the defaults follow the thesis.
 
@@ -296,27 +302,26 @@ def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | N
     (1, 50)
     """
     settings = settings or PostprocessSettings()
-    masks = check_masks(masks)
-    # OpenCV's bounding boxes and components take any nonzero pixel as foreground.
-    binary = threshold_masks(masks, settings.threshold)
-    probabilities = masks if np.issubdtype(masks.dtype, np.floating) else None
+    shape, layers = _mask_layers(masks, settings.threshold)
     components, summaries = [], []
-    for index in range(binary.shape[0]):
-        found, summary = _components(binary[index], probabilities, index, settings)
+    for index, (binary, probabilities, offset) in enumerate(layers):
+        found, summary = _components(binary, probabilities, index, settings, offset)
         components.extend(found)
         summaries.append(summary)
     all_paths = skeleton_paths([c[2] for c in components], settings.spur_length)
     by_mask: dict[int, list] = {}
     for (index, origin, component, score), paths in zip(components, all_paths):
         if paths:
-            paths = _extend_ends(paths, component, origin, binary.shape[1:])
+            paths = _extend_ends(paths, component, origin, shape)
+        # A component holding several dislocations: what sizes each one's band of pixels.
+        band = None if len(paths) == 1 else (int(np.count_nonzero(component)), _half_width(component))
         for path, closed in paths:
-            by_mask.setdefault(index, []).append((path, closed, component, origin, score, len(paths) == 1))
+            by_mask.setdefault(index, []).append((path, closed, component, origin, score, band))
     candidates, merges = [], []
     for index, pieces in sorted(by_mask.items()):
         dislocations = [
-            _make_dislocation(path, closed, component, origin, score, index, part, settings, single=single)
-            for part, (path, closed, component, origin, score, single) in enumerate(pieces)
+            _make_dislocation(path, closed, component, origin, score, index, part, settings, band=band)
+            for part, (path, closed, component, origin, score, band) in enumerate(pieces)
         ]
         dislocations, joins = _join_pieces(dislocations, settings)
         candidates.extend(dislocations)
@@ -329,17 +334,65 @@ def extract_dislocations(masks: np.ndarray, *, settings: PostprocessSettings | N
         candidates=tuple(candidates),
         masks=tuple(summaries),
         merges=tuple(merges + cross),
-        shape=tuple(binary.shape[1:]),
+        shape=shape,
         settings=settings,
     )
+
+
+def _mask_layers(masks, threshold: float):
+    """``(H, W)`` and, lazily, one ``(binary uint8, probabilities or None, (row, col) offset)``
+    per mask: of the full masks, or of each crop of packed masks (checked first)."""
+    if all(hasattr(masks, name) for name in ("shape", "boxes", "crops")) and not isinstance(masks, np.ndarray):
+        shape, boxes, crops = _check_packed(masks)
+        layers = (_crop_layer(crop, threshold, box) for crop, box in zip(crops, boxes))
+        return shape, layers
+    masks = check_masks(masks)
+    # OpenCV's bounding boxes and components take any nonzero pixel as foreground.
+    binary = threshold_masks(masks, threshold)
+    floating = np.issubdtype(masks.dtype, np.floating)
+    return tuple(int(n) for n in masks.shape[1:]), (
+        (binary[index], masks[index] if floating else None, (0, 0)) for index in range(binary.shape[0])
+    )
+
+
+def _crop_layer(crop: np.ndarray, threshold: float, box):
+    if np.issubdtype(crop.dtype, np.floating):
+        probabilities = crop.astype(np.float32)  # as PackedMasks.unpack gives them: numpy is slow on float16
+        return (probabilities > threshold).view(np.uint8), probabilities, box
+    return np.ascontiguousarray(crop).view(np.uint8), None, box
+
+
+def _check_packed(packed, name: str = "masks"):
+    """``(shape, boxes, crops)`` of packed masks whose crops fit their frame, of one
+    allowed dtype, probabilities in [0, 1]; else a TypeError/ValueError naming ``name``."""
+    shape = tuple(packed.shape)
+    if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
+        raise ValueError(f"{name}: packed masks need a frame shape (H, W) of positive ints, got {packed.shape!r}")
+    shape = (int(shape[0]), int(shape[1]))
+    boxes = np.asarray(packed.boxes).reshape(-1, 2)
+    crops = tuple(packed.crops)
+    if len(boxes) != len(crops):
+        raise ValueError(f"{name}: packed masks hold {len(crops)} crops but {len(boxes)} boxes")
+    checked_boxes = []
+    for k, (crop, (y, x)) in enumerate(zip(crops, boxes.tolist())):
+        if not isinstance(crop, np.ndarray) or crop.ndim != 2:
+            raise TypeError(f"{name}: crop {k} must be a 2-D numpy array, got {type(crop).__name__}")
+        check_masks(crop[None], f"{name} crop {k}")
+        if y < 0 or x < 0 or y + crop.shape[0] > shape[0] or x + crop.shape[1] > shape[1]:
+            raise ValueError(
+                f"{name}: crop {k} of shape {crop.shape} at row {y}, column {x} lies outside the {shape} frame"
+            )
+        checked_boxes.append((int(y), int(x)))
+    return shape, checked_boxes, crops
 
 
 # --- one mask -----------------------------------------------------------------------
 
 
-def _components(binary: np.ndarray, probabilities, index: int, settings: PostprocessSettings):
+def _components(binary: np.ndarray, probabilities, index: int, settings: PostprocessSettings, offset=(0, 0)):
     """The mask's 8-connected components above the size filter, as (index, origin, padded
-    component, mean probability), and the mask's summary so far."""
+    component, mean probability), and the mask's summary so far. ``binary`` and
+    ``probabilities`` (2-D) start at ``offset`` (row, col) of the frame."""
     x, y, w, h = cv2.boundingRect(binary)
     if w == 0:
         return [], MaskSummary(index, 0, 0, 0, False)
@@ -357,25 +410,37 @@ def _components(binary: np.ndarray, probabilities, index: int, settings: Postpro
         component[1:-1, 1:-1] = inner
         score = 1.0
         if probabilities is not None:
-            score = float(probabilities[index, y + cy : y + cy + ch, x + cx : x + cx + cw][inner].mean())
-        found.append((index, (y + cy - 1, x + cx - 1), component, score))
+            score = float(probabilities[y + cy : y + cy + ch, x + cx : x + cx + cw][inner].mean())
+        found.append((index, (offset[0] + y + cy - 1, offset[1] + x + cx - 1), component, score))
     n_pixels = int(stats[1:, cv2.CC_STAT_AREA].sum())
     return found, MaskSummary(index, n_pixels, len(found), 0, False)
 
 
-def _make_dislocation(path, closed, component, origin, score, index, part, settings, *, single: bool) -> Dislocation:
-    """A Dislocation from a skeleton path (component-local (row, col) pixels)."""
+def _make_dislocation(path, closed, component, origin, score, index, part, settings, *, band) -> Dislocation:
+    """A Dislocation from a skeleton path (component-local (row, col) pixels); ``band`` is
+    None when the path is the component's only one, else the component's
+    ``(pixel count, half width)``."""
     centreline = np.column_stack([path[:, 1] + origin[1], path[:, 0] + origin[0]]).astype(float)
     spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma, closed=closed)
-    if single:
+    if band is None:
         # The whole component; its padded border is cropped off here.
         return _dislocation(spline, index, part, score, centreline, (origin[0] + 1, origin[1] + 1), component[1:-1, 1:-1], trim=False)
     else:
         # A component holding several dislocations: each gets the pixels near its path.
-        width = max(3, 2 * int(round(component.sum() / max(_path_length(path), 1.0) / 2)) + 1)
-        drawn = np.zeros(component.shape, np.uint8)
-        cv2.polylines(drawn, [np.round(path[:, ::-1]).astype(np.int32).reshape(-1, 1, 2)], closed, 1, width)
-        pixels = component & drawn.astype(bool)
+        width = _band_width(band[0], _path_length(path), component.shape, band[1])
+        # Drawn in the path's box grown by the band's half width (with a margin for the
+        # round caps), not in the whole component: a mesh-like component may hold
+        # thousands of paths.
+        grow = width // 2 + 2
+        rows, cols = np.round(path).astype(np.int64).T
+        r0, c0 = max(int(rows.min()) - grow, 0), max(int(cols.min()) - grow, 0)
+        r1 = min(int(rows.max()) + grow + 1, component.shape[0])
+        c1 = min(int(cols.max()) + grow + 1, component.shape[1])
+        drawn = np.zeros((r1 - r0, c1 - c0), np.uint8)
+        corners = np.column_stack([cols - c0, rows - r0]).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(drawn, [corners], closed, 1, width)
+        pixels = component[r0:r1, c0:c1] & drawn.astype(bool)
+        origin = (origin[0] + r0, origin[1] + c0)
     return _dislocation(spline, index, part, score, centreline, origin, pixels)
 
 
@@ -388,7 +453,7 @@ def _dislocation(spline: Spline, index, part, score, centreline, origin, pixels,
     else:
         r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         box = (origin[0] + r0, origin[0] + r1, origin[1] + c0, origin[1] + c1)
-        pixels = pixels[r0:r1, c0:c1]
+        pixels = pixels[r0:r1, c0:c1].copy()  # a view would keep the whole component's array alive
     return Dislocation(
         points=spline.points,
         length=spline.length,
@@ -403,6 +468,28 @@ def _dislocation(spline: Spline, index, part, score, centreline, origin, pixels,
         box=tuple(int(v) for v in box),
         pixels=pixels,
     )
+
+
+def _band_width(n_pixels: int, length: float, shape: tuple[int, int], half_width: float) -> int:
+    """Odd line thickness (px) of the band of pixels given to a path of ``length`` px in a
+    component of ``n_pixels`` pixels, ``shape`` (rows, cols) and ``half_width`` (the
+    largest distance from a pixel to the background): ``n_pixels / length``, at least 3.
+
+    A short path in a large component (a blob, or a mesh of many paths) asks for far
+    more than that: the band is then capped at ``2 * ceil(half_width) + 3``, which still
+    holds every pixel of a line around the path; at the crop (a disc that wide anywhere
+    in it covers it); and at OpenCV's maximum line thickness (cv2.polylines raises above).
+    """
+    width = max(3, 2 * int(round(n_pixels / max(length, 1.0) / 2)) + 1)
+    thick = 2 * math.ceil(half_width) + 3
+    whole = 2 * math.ceil(math.hypot(*shape)) + 1
+    return min(width, thick, whole, _CV_MAX_THICKNESS)
+
+
+def _half_width(component: np.ndarray) -> float:
+    """Largest distance (px) from a pixel of the (padded, bool) component to the background."""
+    distance = cv2.distanceTransform(component.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return float(distance.max())
 
 
 def _path_length(path: np.ndarray) -> float:
@@ -491,46 +578,73 @@ def _joined(a: Dislocation, b: Dislocation, a_end: int, b_end: int, settings: Po
     return _dislocation(spline, a.mask_index, a.part, score, centreline, (y0, x0), pixels)
 
 
-def _best_join(pieces: list[Dislocation], settings: PostprocessSettings):
+def _best_join(pieces: list[Dislocation], settings: PostprocessSettings, ends_of=None):
     """(i, j, end of i, end of j) of the closest pair of open ends that meet in line, or None.
 
     Two ends meet in line when they are at most ``join_distance`` apart and the outward
-    tangents there point against each other within ``join_angle``.
+    tangents there point against each other within ``join_angle``. Pairs come from a
+    k-d tree of the ends, not from all pairs: a frame can hold ten thousand pieces.
+    ``ends_of(piece)`` gives a piece's ``(ends, tangents)`` (cached by :func:`_join_pieces`).
     """
+    from scipy.spatial import cKDTree
+
+    ends_of = ends_of or _ends
     open_ = [k for k, d in enumerate(pieces) if not d.closed]
     if len(open_) < 2:
         return None
-    ends = np.array([[pieces[k].points[0], pieces[k].points[-1]] for k in open_]).reshape(-1, 2)
-    gap = np.hypot(*(ends[:, None, :] - ends[None, :, :]).transpose(2, 0, 1))
+    both = [ends_of(pieces[k]) for k in open_]
+    ends = np.concatenate([e for e, _ in both])  # (2 * pieces, 2): start and end of each
     owner = np.repeat(np.arange(len(open_)), 2)
     lengths = np.repeat([pieces[k].length for k in open_], 2)
-    pair = owner[:, None] < owner[None, :]
-    # Ends close together, or (pieces that overlap) ends up to half the shorter piece apart.
-    reach = np.maximum(settings.join_distance, 0.5 * np.minimum(lengths[:, None], lengths[None, :]))
-    near = (gap <= reach) & pair
-    if not near.any():
+    # Ends close together, or (pieces that overlap) ends up to half the shorter piece
+    # apart: within max(join_distance, half of its own piece) of each end. The slack
+    # keeps a pair at exactly that distance, whatever the tree's rounding.
+    radius = np.maximum(settings.join_distance, 0.5 * lengths)
+    found = cKDTree(ends).query_ball_point(ends, radius * (1 + 1e-9) + 1e-9)
+    a = np.repeat(np.arange(len(ends)), [len(f) for f in found])
+    b = np.fromiter((j for f in found for j in f), np.int64, count=len(a))
+    keep = owner[a] < owner[b]
+    a, b = a[keep], b[keep]
+    gap = np.hypot(*(ends[a] - ends[b]).T)
+    reach = np.maximum(settings.join_distance, 0.5 * np.minimum(lengths[a], lengths[b]))
+    keep = gap <= reach
+    if not keep.any():
         return None
-    tangents = np.array([_end_tangents(pieces[k]) for k in open_]).reshape(-1, 2)
-    facing = -(tangents @ tangents.T) >= math.cos(math.radians(settings.join_angle))
-    near &= facing
-    for a, b in np.argwhere(near & (gap > settings.join_distance)):
+    a, b, gap = a[keep], b[keep], gap[keep]
+    tangents = np.concatenate([t for _, t in both])
+    keep = -np.einsum("ij,ij->i", tangents[a], tangents[b]) >= math.cos(math.radians(settings.join_angle))
+    for n in np.flatnonzero(keep & (gap > settings.join_distance)):
         # Overlapping pieces of one line: each end lies on the other piece.
-        pa, pb = pieces[open_[owner[a]]], pieces[open_[owner[b]]]
-        on_b = distance_to_curve(ends[a : a + 1], pb.points)[0] <= _OVERLAP_OFFSET
-        on_a = distance_to_curve(ends[b : b + 1], pa.points)[0] <= _OVERLAP_OFFSET
-        near[a, b] = on_a and on_b
-    candidates = np.argwhere(near)
-    if len(candidates) == 0:
+        pa, pb = pieces[open_[owner[a[n]]]], pieces[open_[owner[b[n]]]]
+        on_b = distance_to_curve(ends[a[n] : a[n] + 1], pb.points)[0] <= _OVERLAP_OFFSET
+        on_a = distance_to_curve(ends[b[n] : b[n] + 1], pa.points)[0] <= _OVERLAP_OFFSET
+        keep[n] = on_a and on_b
+    if not keep.any():
         return None
-    a, b = candidates[np.argmin(gap[candidates[:, 0], candidates[:, 1]])]
-    return open_[owner[a]], open_[owner[b]], int(a % 2), int(b % 2)
+    a, b, gap = a[keep], b[keep], gap[keep]
+    order = np.lexsort((b, a))  # ties go to the first pair in (end, end) order
+    n = order[np.argmin(gap[order])]
+    return open_[owner[a[n]]], open_[owner[b[n]]], int(a[n] % 2), int(b[n] % 2)
+
+
+def _ends(d: Dislocation) -> tuple[np.ndarray, np.ndarray]:
+    """``(2, 2)`` start and end points and ``(2, 2)`` outward unit tangents there."""
+    return np.array([d.points[0], d.points[-1]], float), np.array(_end_tangents(d), float)
 
 
 def _join_pieces(pieces: list[Dislocation], settings: PostprocessSettings):
     """Join pieces end to end until no two meet in line; the joins made."""
     pieces, joins = list(pieces), []
+    cache: dict[int, tuple] = {}  # id -> (piece, its ends): each piece's ends computed once
+
+    def ends_of(d):
+        hit = cache.get(id(d))
+        if hit is None or hit[0] is not d:
+            hit = cache[id(d)] = (d, *_ends(d))
+        return hit[1], hit[2]
+
     while len(pieces) > 1:
-        found = _best_join(pieces, settings)
+        found = _best_join(pieces, settings, ends_of)
         if found is None:
             break
         i, j, a_end, b_end = found
@@ -569,10 +683,26 @@ def _merge_across_masks(candidates: list[Dislocation], settings: PostprocessSett
     ranked = sorted(candidates, key=lambda d: (multiple[d.mask_index] > 1, -d.score, -d.length, d.key))
     kept: list[Dislocation] = []
     merges = []
+    # The kept pieces' boxes, masks and pixel counts as arrays: only pieces whose boxes
+    # overlap can share pixels, and a frame can hold ten thousand pieces. (With no
+    # shared pixel, and duplicate_dice and contained > 0, nothing happens to a pair, unless
+    # one of them has no pixels at all.)
+    boxes = np.zeros((len(ranked), 4), np.int64)
+    owners = np.zeros(len(ranked), np.int64)
+    empty = np.zeros(len(ranked), bool)
     for d in ranked:
         drop = False
-        for i, k in enumerate(kept):
-            if k is None or k.mask_index == d.mask_index:
+        n = len(kept)
+        near = owners[:n] != d.mask_index
+        if d.n_pixels:
+            box = boxes[:n]
+            overlap = (np.maximum(box[:, 0], d.box[0]) < np.minimum(box[:, 1], d.box[1])) & (
+                np.maximum(box[:, 2], d.box[2]) < np.minimum(box[:, 3], d.box[3])
+            )
+            near &= overlap | empty[:n]
+        for i in np.flatnonzero(near).tolist():
+            k = kept[i]
+            if k is None:
                 continue
             dice, inter = _dice(d, k)
             if dice > settings.duplicate_dice:
@@ -587,6 +717,7 @@ def _merge_across_masks(candidates: list[Dislocation], settings: PostprocessSett
                 merges.append(Merge(kept=d.key, dropped=k.key, reason="contained", dice=dice))
                 kept[i] = None
         if not drop:
+            boxes[len(kept)], owners[len(kept)], empty[len(kept)] = d.box, d.mask_index, d.n_pixels == 0
             kept.append(d)
     kept = [k for k in kept if k is not None]
     kept.sort(key=lambda d: d.key)

@@ -132,7 +132,11 @@ def test_workers_die_with_a_killed_parent(folder):
     workers = children(process.pid)
     process.kill()  # kill -9: no handler runs
     process.communicate(timeout=30)
-    assert _wait_for(lambda: not any(alive(pid) for pid in workers), timeout=10), "orphaned workers still run"
+    try:
+        assert _wait_for(lambda: not any(alive(pid) for pid in workers), timeout=10), "orphaned workers still run"
+    finally:
+        for pid in filter(alive, workers):  # a failed test leaves no orphans behind
+            os.kill(pid, signal.SIGKILL)
 
 
 @needs_proc

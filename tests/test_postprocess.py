@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -280,3 +282,124 @@ def test_fit_spline_survives_a_path_that_steps_back():
     spline = fit_spline(path)
     assert np.isfinite(spline.points).all()
     assert 19.0 <= spline.length <= 24.0
+
+
+def test_huge_blob_split_into_pieces_does_not_overflow_the_line_width():
+    # A frame-filling blob pierced by small holes: its skeleton is a mesh of short paths,
+    # so area / path length (the width of each piece's pixel band) passed OpenCV's
+    # maximum line thickness, 32767, and cv2.polylines raised (issue 18, 4096 px frames).
+    size = 640
+    masks = np.zeros((1, size, size), np.uint8)
+    masks[0, 2:-2, 2:-2] = 1
+    for y, x in np.random.default_rng(1).integers(50, size - 50, (30, 2)):
+        masks[0, y : y + 3, x : x + 3] = 0
+    frame = extract_dislocations(masks)
+    assert frame.masks[0].multiple and len(frame.dislocations) > 1
+    for d in frame.dislocations:  # each piece's pixels still lie in the mask
+        r0, r1, c0, c1 = d.box
+        assert (masks[0, r0:r1, c0:c1][d.pixels.astype(bool)] == 1).all()
+
+
+def test_band_width_is_bounded_by_the_line_the_crop_and_opencv():
+    from temtrack.sdk.postprocess import _band_width
+
+    assert _band_width(100, 100.0, (20, 110), 1.0) == 3  # a one-pixel line: the minimum
+    assert _band_width(1000, 100.0, (20, 110), 5.0) == 11  # the mean width, odd
+    # A short path in a big blob: no wider than the thickest part of the component ...
+    assert _band_width(400 * 400, 2.0, (400, 400), 7.2) == 2 * 8 + 3
+    # ... nor than needed to cover the crop, nor than OpenCV draws.
+    assert _band_width(400 * 400, 2.0, (400, 400), 1000.0) == 2 * 566 + 1
+    assert _band_width(4100 * 4100, 1.0, (30000, 30000), 1e5) == 32767
+
+
+def _same_frames(a, b):
+    assert a.shape == b.shape and a.masks == b.masks and a.merges == b.merges
+    assert len(a.dislocations) == len(b.dislocations) and len(a.candidates) == len(b.candidates)
+    for x, y in zip(a.dislocations + a.candidates, b.dislocations + b.candidates):
+        assert (x.key, x.box, x.n_pixels, x.score, x.closed) == (y.key, y.box, y.n_pixels, y.score, y.closed)
+        assert_allclose(x.points, y.points, atol=0)
+        np.testing.assert_array_equal(x.pixels, y.pixels)
+
+
+@pytest.mark.parametrize("floating", [False, True])
+def test_packed_masks_give_what_the_full_masks_give(floating):
+    from temtrack.sdk.backends.contract import PackedMasks
+
+    lines = [[(10, 64), (118, 64)], [(64, 10), (64, 118)], [(12, 20), (60, 30)], [(14, 22), (58, 31)]]
+    masks = line_masks(lines, n_masks=6)
+    masks[2] = np.maximum(masks[2], masks[0])  # a crossing in one mask, a duplicate across masks
+    if floating:
+        masks = (cv2.GaussianBlur(masks.astype(np.float32).transpose(1, 2, 0), (5, 5), 1.0) * 0.9).transpose(2, 0, 1)
+        masks = np.ascontiguousarray(masks)
+    packed = PackedMasks.pack(masks, 0.5 if floating else None)
+    assert len(packed.crops) == 4  # the empty masks are not packed
+    _same_frames(extract_dislocations(packed), extract_dislocations(packed.unpack()))
+
+
+def test_bad_packed_masks_are_named():
+    from temtrack.sdk.backends.contract import PackedMasks
+
+    packed = PackedMasks.pack(line_masks([[(10, 20), (110, 20)]]), None)
+    outside = PackedMasks(packed.shape, packed.indices, packed.boxes + [0, 100], packed.crops, packed.dtype)
+    with pytest.raises(ValueError, match=r"masks: crop 0 of shape \(\d+, \d+\) at row \d+, column 1\d\d lies outside"):
+        extract_dislocations(outside)
+    wrong = PackedMasks(packed.shape, packed.indices, packed.boxes, (packed.crops[0].astype(np.int32),), "int32")
+    with pytest.raises(TypeError, match="masks crop 0 must be float probabilities"):
+        extract_dislocations(wrong)
+
+
+def _all_pairs_best_join(pieces, settings):
+    """The join search as it was before the k-d tree (every pair of ends): the reference."""
+    from temtrack.sdk.geometry import distance_to_curve
+    from temtrack.sdk.postprocess import _OVERLAP_OFFSET, _end_tangents
+
+    open_ = [k for k, d in enumerate(pieces) if not d.closed]
+    if len(open_) < 2:
+        return None
+    ends = np.array([[pieces[k].points[0], pieces[k].points[-1]] for k in open_]).reshape(-1, 2)
+    gap = np.hypot(*(ends[:, None, :] - ends[None, :, :]).transpose(2, 0, 1))
+    owner = np.repeat(np.arange(len(open_)), 2)
+    lengths = np.repeat([pieces[k].length for k in open_], 2)
+    reach = np.maximum(settings.join_distance, 0.5 * np.minimum(lengths[:, None], lengths[None, :]))
+    near = (gap <= reach) & (owner[:, None] < owner[None, :])
+    tangents = np.array([_end_tangents(pieces[k]) for k in open_]).reshape(-1, 2)
+    near &= -(tangents @ tangents.T) >= math.cos(math.radians(settings.join_angle))
+    for a, b in np.argwhere(near & (gap > settings.join_distance)):
+        pa, pb = pieces[open_[owner[a]]], pieces[open_[owner[b]]]
+        near[a, b] = (distance_to_curve(ends[a : a + 1], pb.points)[0] <= _OVERLAP_OFFSET
+                      and distance_to_curve(ends[b : b + 1], pa.points)[0] <= _OVERLAP_OFFSET)
+    candidates = np.argwhere(near)
+    if len(candidates) == 0:
+        return None
+    a, b = candidates[np.argmin(gap[candidates[:, 0], candidates[:, 1]])]
+    return open_[owner[a]], open_[owner[b]], int(a % 2), int(b % 2)
+
+
+def test_join_search_finds_what_the_all_pairs_search_finds():
+    from temtrack.sdk.postprocess import _best_join, _joined
+
+    settings = PostprocessSettings()
+    rng = np.random.default_rng(7)
+    # 60 straight lines, each cut in two with a 3 px gap, one piece per mask: pieces that
+    # must be joined back, among crossings and near misses.
+    segments = []
+    for _ in range(60):
+        start = rng.uniform(20, 490, 2)
+        angle = rng.uniform(0, math.pi)
+        direction = np.array([math.cos(angle), math.sin(angle)])
+        length = rng.uniform(40, 160)
+        cut = rng.uniform(0.3, 0.7) * length
+        segments += [[start, start + direction * cut], [start + direction * (cut + 3), start + direction * length]]
+    masks = line_masks([np.clip(s, 0, 511) for s in segments], shape=(512, 512))
+    pieces = sorted(extract_dislocations(masks).candidates, key=lambda d: d.key)
+    joins = 0
+    while True:
+        found = _best_join(pieces, settings)
+        assert found == _all_pairs_best_join(pieces, settings)
+        if found is None:
+            break
+        i, j, a_end, b_end = found
+        pieces[i] = _joined(pieces[i], pieces[j], a_end, b_end, settings)
+        del pieces[j]
+        joins += 1
+    assert joins >= 40

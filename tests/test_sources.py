@@ -305,6 +305,10 @@ def test_single_page_tiff_and_twelve_bit_rule(tmp_path):
     tifffile.imwrite(path, image)
     with open_source(path) as source:
         assert source.n_frames == 1
+        # BitsPerSample 16 but every value below 2**12: read as 12-bit data (the data rule).
+        assert next(iter(source)).image.max() == 1.0
+        assert source.metadata["input_range"] == {"low": 0.0, "high": 4095.0, "source": "data", "frames_sampled": 1}
+    with open_source(path, input_range="dtype") as source:  # the full uint16 range, as before issue 18
         assert next(iter(source)).image.max() == pytest.approx(4095 / 65535)
     from temtrack.sdk.sources.base import _Gray
 
@@ -402,11 +406,16 @@ def test_float_arrays_keep_brightness_changes():
     inside = np.stack([np.full((3, 3), 0.2), np.full((3, 3), 0.7)]).astype(np.float64)
     with open_source(inside) as source:
         assert [float(f.image[0, 0]) for f in source] == pytest.approx([0.2, 0.7])
-    # Out of [0, 1]: mapped by the first frame's (min, max) = (100, 300), for every frame.
+    # Out of [0, 1]: mapped by the (min, max) over the sampled frames = (100, 400), for every frame.
     counts = np.stack([np.array([[100.0, 300.0]]), np.array([[200.0, 400.0]])])
     with open_source(counts) as source:
         images = [f.image for f in source]
         same_frames(list(source.frames(start=1)), list(source.frames())[1:])  # resume keeps the mapping
+    np.testing.assert_allclose(images[0], [[0.0, 2 / 3]], atol=1e-7)
+    np.testing.assert_allclose(images[1], [[1 / 3, 1.0]], atol=1e-7)  # brighter: kept
+    # A one-pass iterator shows only its first frame in advance: (100, 300), later values clip.
+    with open_source(iter(counts)) as source:
+        images = [f.image for f in source]
     np.testing.assert_allclose(images[0], [[0.0, 1.0]])
     np.testing.assert_allclose(images[1], [[0.5, 1.0]])  # brighter, and clipped above frame 0's max
 
@@ -531,3 +540,256 @@ def test_path_pattern_and_empty_path(tmp_path):
         assert source.n_frames == 2
     with pytest.raises(TypeError, match="non-empty"):
         open_source("")
+
+
+# --- input range (issue 18) -------------------------------------------------------------------
+
+
+def input_range(source):
+    return source.metadata["input_range"]
+
+
+def test_float_tiff_with_a_dim_first_frame_is_mapped_by_all_frames(tmp_path):
+    # Frame 0 spans 0-0.1, frames 1-4 span 0-10: the old frame-0 rule clipped them to white.
+    ramp = np.linspace(0.0, 1.0, 6 * 7, dtype=np.float32).reshape(6, 7)
+    stack = np.stack([ramp * 0.1] + [ramp * 10.0] * 4)
+    path = tmp_path / "floats.tif"
+    tifffile.imwrite(path, stack)
+    with open_source(path) as source:
+        images = [f.image for f in source]
+    assert input_range(source) == {"low": 0.0, "high": 10.0, "source": "data", "frames_sampled": 5}
+    np.testing.assert_allclose(images[1], ramp, atol=1e-6)  # not clipped
+    np.testing.assert_allclose(images[0], ramp * 0.01, atol=1e-6)  # dim, as recorded
+    assert source.range_note == (
+        f"{path}: float32 data mapped from its range over 5 sampled frames, 0 to 10 "
+        "(values outside are clipped); set --input-range LOW,HIGH to change"
+    )
+
+
+@pytest.mark.parametrize("top, bits", [(1000, 10), (4000, 12), (16000, 14)])
+def test_uint16_tiff_holding_fewer_bits_is_read_at_their_depth(tmp_path, top, bits):
+    stack = np.zeros((3, 4, 5), np.uint16)
+    stack[2, 0, 0] = top  # the last frame is sampled too
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack, photometric="minisblack")
+    with open_source(path) as source:
+        last = list(source)[-1].image
+        assert source.metadata["bit_depth"] == 16
+        assert input_range(source) == {"low": 0.0, "high": 2.0**bits - 1, "source": "data", "frames_sampled": 3}
+        assert source.range_note == (
+            f"{path}: uint16 values all below {2**bits} in 3 sampled frames: read as {bits}-bit "
+            f"(0-{2**bits - 1}); set --input-range to change"
+        )
+    assert last[0, 0] == pytest.approx(top / (2**bits - 1))
+    with open_source(path, input_range="dtype") as source:  # the dtype's range: the old mapping
+        assert list(source)[-1].image[0, 0] == pytest.approx(top / 65535)
+        assert input_range(source) == {"low": 0.0, "high": 65535.0, "source": "dtype", "frames_sampled": 0}
+        assert source.range_note is None
+
+
+def test_full_range_uint16_and_uint8_need_no_note(tmp_path):
+    stack = np.zeros((2, 3, 3), np.uint16)
+    stack[1, 1, 1] = 40000
+    with open_source(stack) as source:
+        assert input_range(source) == {"low": 0.0, "high": 65535.0, "source": "dtype", "frames_sampled": 2}
+        assert source.range_note is None
+    with open_source(np.zeros((2, 3, 3), np.uint8)) as source:
+        assert input_range(source) == {"low": 0.0, "high": 255.0, "source": "dtype", "frames_sampled": 0}
+        assert source.range_note is None
+
+
+def test_declared_bit_depth_wins_over_the_data():
+    from temtrack.sdk.sources.base import _Gray
+
+    gray = _Gray("x.tif", bits=12)
+    gray.settle(np.array([[0, 100]], np.uint16))  # values below 1024, but the file says 12 bits
+    assert gray.record == {"low": 0.0, "high": 4095.0, "source": "bit_depth", "frames_sampled": 0}
+    assert gray.note is None
+
+
+def test_input_range_argument_maps_and_clips():
+    stack = np.array([[[40, 50, 100, 150, 200]]], np.uint8)
+    with open_source(stack, input_range=(50, 150)) as source:
+        (frame,) = list(source)
+        assert input_range(source) == {"low": 50.0, "high": 150.0, "source": "argument", "frames_sampled": 0}
+        assert source.range_note is None
+    np.testing.assert_allclose(frame.image, [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-7)
+
+
+def test_signed_integers_by_data_or_by_dtype():
+    stack = np.array([[[-100, 0]], [[0, 300]]], np.int16)
+    with open_source(stack) as source:
+        images = [f.image for f in source]
+        assert input_range(source) == {"low": -100.0, "high": 300.0, "source": "data", "frames_sampled": 2}
+        assert "<array>: int16 data mapped from its range over 2 sampled frames, -100 to 300" in source.range_note
+    np.testing.assert_allclose(images[1], [[0.25, 1.0]], atol=1e-7)
+    with open_source(stack, input_range="dtype") as source:
+        assert input_range(source)["low"] == -32768.0 and input_range(source)["high"] == 32767.0
+        assert next(iter(source)).image[0, 1] == pytest.approx(32768 / 65535)
+
+
+def test_sixteen_frames_are_sampled_over_the_whole_source():
+    stack = np.zeros((40, 2, 2), np.float32)
+    stack[39, 0, 0] = 8.0  # the last frame is always sampled
+    stack[1, 0, 0] = 100.0  # frame 1 of 40 is not: later values outside the range clip
+    with open_source(stack) as source:
+        assert input_range(source) == {"low": 0.0, "high": 8.0, "source": "data", "frames_sampled": 16}
+        assert "over 16 sampled frames, 0 to 8" in source.range_note
+        assert next(iter(source.frames(start=1))).image[0, 0] == 1.0
+
+
+def test_one_pass_iterator_says_only_its_first_frame_was_seen():
+    frames = [np.array([[0, 500]], np.uint16), np.array([[0, 4000]], np.uint16)]
+    with open_source(iter(frames)) as source:
+        images = [f.image for f in source]
+        assert input_range(source) == {"low": 0.0, "high": 1023.0, "source": "data", "frames_sampled": 1}
+        assert "<iterator>: uint16 values all below 1024 in its first frame (an iterator" in source.range_note
+    assert images[1][0, 1] == 1.0  # later, brighter frames clip: hence the note
+    with open_source(frames) as source:  # a list has random access: both frames are sampled
+        assert input_range(source)["high"] == 4095.0 and input_range(source)["frames_sampled"] == 2
+
+
+def test_constant_float_input_maps_to_zero_with_a_note():
+    with open_source(np.full((2, 3, 3), 7.5)) as source:
+        assert all((f.image == 0.0).all() for f in source)
+        assert input_range(source) == {"low": 7.5, "high": 8.5, "source": "data", "frames_sampled": 2}
+        assert "single value 7.5" in source.range_note
+
+
+def test_unreadable_frames_are_left_out_of_the_sample(tmp_path):
+    cv2.imwrite(str(tmp_path / "f1.png"), np.full((4, 5), 900, np.uint16))
+    (tmp_path / "f2.png").write_bytes(b"not a png")  # its error comes when it is reached
+    with open_source(tmp_path) as source:
+        assert input_range(source) == {"low": 0.0, "high": 1023.0, "source": "data", "frames_sampled": 1}
+        frames = source.frames()
+        assert next(frames).image.max() == pytest.approx(900 / 1023)
+        with pytest.raises(SourceError, match=r"f2\.png cannot be decoded"):
+            next(frames)
+
+
+def test_video_range_is_its_decoded_dtype(synthetic):
+    with open_source(synthetic) as source:
+        assert input_range(source) == {"low": 0.0, "high": 255.0, "source": "dtype", "frames_sampled": 0}
+        assert source.range_note is None
+        full = next(iter(source)).image
+    with open_source(synthetic, input_range=(0, 127.5)) as source:
+        half = next(iter(source)).image
+        assert input_range(source)["source"] == "argument"
+    np.testing.assert_allclose(half, np.minimum(full * 2, 1.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [5, "bright", "", (1, 1), (2, 1), (0, math.inf), (math.nan, 1), ("0", 1),
+                                   (0, 1, 2), (True, 2), {"low": 0, "high": 1}])
+def test_bad_input_range_is_refused(value):
+    with pytest.raises(ValueError, match="input_range"):
+        open_source(np.zeros((2, 3, 3)), input_range=value)
+
+
+def test_parse_input_range():
+    from temtrack.sdk.sources import parse_input_range
+
+    assert parse_input_range("auto") == "auto" and parse_input_range(" DType ") == "dtype"
+    assert parse_input_range("0,1023") == (0.0, 1023.0) and parse_input_range("-3.5, 1e3") == (-3.5, 1000.0)
+    for text in ("5", "a,b", "1,1", "2,1", "0,inf", "1,2,3", ""):
+        with pytest.raises(ValueError, match=r"input range .*allowed: auto, dtype, or LOW,HIGH"):
+            parse_input_range(text)
+
+
+# --- constant frames and special files (issue 18) ---------------------------------------------
+
+
+def test_constant_frames_are_noted_once():
+    stack = np.random.default_rng(4).integers(0, 255, (6, 4, 4), dtype=np.uint8)
+    stack[[0, 3]] = 0  # blanked
+    stack[4] = 255  # saturated
+    with open_source(stack) as source:
+        assert source.constant_frames == [] and source.n_constant_frames == 0  # nothing yielded yet
+        list(source.frames(start=1))
+        assert source.constant_frames == [3, 4] and source.n_constant_frames == 2
+        list(source)  # a second pass counts each index once
+        assert source.constant_frames == [0, 3, 4] and source.n_constant_frames == 3
+
+
+def test_constant_frames_keep_twenty_indices_and_count_all():
+    with open_source(np.zeros((25, 2, 2), np.uint8)) as source:
+        list(source)
+        assert source.constant_frames == list(range(20)) and source.n_constant_frames == 25
+
+
+def test_constant_frames_of_a_video(tmp_path):
+    import av
+
+    path = tmp_path / "black.mkv"
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("ffv1", rate=10)  # lossless: black stays exactly black
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "gray"
+        for value in (0, 0, 90):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16), value, np.uint8), format="gray")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with open_source(path) as source:
+        assert len(list(source)) == 3
+        assert source.constant_frames == [0, 1, 2] and source.n_constant_frames == 3
+
+
+def _open_with_timeout(path, seconds=10.0):
+    """What open_source(path) raised, run in a thread: a regression that blocks on a FIFO
+    fails the test instead of hanging the suite."""
+    import os
+    import threading
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["source"] = open_source(path)
+        except BaseException as err:  # handed to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:  # let the blocked reader go: open the write end, without blocking, and close it
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        pytest.fail(f"open_source({path}) still blocked after {seconds} s")
+    if "source" in outcome:
+        outcome["source"].close()
+    return outcome.get("error")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_is_refused_before_it_is_opened(tmp_path):
+    import os
+
+    fifo = tmp_path / "x.mp4"
+    os.mkfifo(fifo)
+    error = _open_with_timeout(fifo)
+    assert isinstance(error, SourceError), error
+    assert str(error) == (
+        f"{fifo} is a FIFO (named pipe), not a regular file; "
+        "tem-track reads video files, TIFF stacks, image files or folders"
+    )
+
+
+def test_character_device_is_refused():
+    from pathlib import Path
+
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null here")
+    with pytest.raises(SourceError, match=r"/dev/null is a character device, not a regular file"):
+        open_source("/dev/null")
+
+
+def test_symlink_to_a_regular_file_is_read(tmp_path):
+    stack = np.zeros((2, 4, 5), np.uint8)
+    tifffile.imwrite(tmp_path / "real.tif", stack, photometric="minisblack")
+    link = tmp_path / "link.tif"
+    try:
+        link.symlink_to(tmp_path / "real.tif")
+    except OSError:
+        pytest.skip("symlinks not allowed here")
+    with open_source(link) as source:
+        assert source.n_frames == 2

@@ -15,19 +15,42 @@ Conversion to gray float32 in [0, 1] (the same rule for every kind of source):
   files are taken as RGB, images read with OpenCV (png, jpg, bmp) as BGR; videos are
   decoded straight to FFmpeg's ``gray`` (or ``gray16le`` when the stream has more than
   8 bits per sample), which is the luma plane expanded to full range;
-- ``uint8`` and ``uint16`` are divided by ``2**bits - 1``, where ``bits`` is the
-  source's declared bit depth (TIFF ``BitsPerSample``, e.g. 12 for packed 12-bit data)
-  and otherwise the dtype's own (255, 65535); values above are clipped to 1;
-- ``bool`` becomes 0 or 1;
-- float data (and signed or wider integers) are used as they are when the first frame
-  lies within [0, 1]; otherwise they are mapped linearly by the ``(min, max)`` of the
-  source's first frame, fixed for the whole source so that brightness changes over
-  time are kept (later values outside that range are clipped). NaN or infinite values
-  raise :class:`SourceError`.
+- the gray values are then mapped by one input range ``(low, high)``, fixed for the whole
+  source when it is opened (so brightness changes over time are kept): ``(v - low) /
+  (high - low)``, clipped to [0, 1]. ``bool`` is always 0 or 1 (unless a range is given).
+  The ``input_range`` argument chooses the range:
 
-The first frame is read when the source is opened (it gives the shape, fixes the float
-mapping and proves the file decodes). PyAV and tifffile are imported only when a source
-of theirs is opened; OpenCV only when image files are read.
+  - ``(low, high)``: that range, in the units of the data (for videos 0-255, or 0-65535
+    when decoded to 16 bits);
+  - ``"dtype"``: integers by their dtype's full range (uint8 0-255, uint16 0-65535, int16
+    -32768-32767, ...; a declared bit depth is ignored), floats as they are;
+  - ``"auto"`` (the default, also ``None``): uint8 by 0-255; uint16 by ``2**bits - 1``
+    when the source declares a depth ``bits`` below 16 (TIFF ``BitsPerSample``, e.g. 12
+    for packed 12-bit data); other uint16 by the data: when every sampled value lies
+    below ``2**10``, ``2**12`` or ``2**14`` (10, 12 or 14-bit cameras stored in 16-bit
+    words), by the smallest of these, else 0-65535; floats and signed or wider
+    integers are used as they are when every sampled frame lies within [0, 1], else
+    mapped from the ``(min, max)`` over the sampled frames (a constant input maps to 0).
+    Videos are 8-bit or full-range 16-bit: 0-255 or 0-65535, never sampled.
+
+  Sampled frames: up to 16 spread evenly over the whole source, first and last
+  included, for sources with random access (arrays, lists, TIFF stacks, image files);
+  only the first frame for iterators (a live camera), whose later frames cannot be
+  seen in advance. Frames that cannot be read, and NaN or infinite values, are left
+  out of the sample; a frame holding NaN or infinite values raises
+  :class:`SourceError` when it is converted. The range used is recorded in
+  ``metadata["input_range"]``; :attr:`FrameSource.range_note` is a line for the user
+  when it was read from the data.
+
+The first frame is read when the source is opened (it gives the shape and proves the
+file decodes), and with it the frames sampled for the input range. PyAV and tifffile
+are imported only when a source of theirs is opened; OpenCV only when image files are
+read. Paths that are neither regular files nor folders (a FIFO, a socket, a device) are
+refused before they are opened: reading them could block forever.
+
+Frames whose pixels are all equal after conversion (a blanked camera, a missing frame
+written as zeros) are noted, not refused: :attr:`FrameSource.constant_frames` and
+:attr:`FrameSource.n_constant_frames` tell how many were yielded.
 
 The readers live in the modules of this package, one per kind of input:
 :mod:`~temtrack.sdk.sources.base` (:class:`Frame`, :class:`FrameSource`, the gray
@@ -40,6 +63,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +77,9 @@ from .base import (
     Frame,
     FrameSource,
     SourceError,
+    _input_range,
     _positive,
+    parse_input_range,
 )
 from .images import _image_files, _ImageSource
 from .tiff import _TiffSource
@@ -68,6 +94,7 @@ __all__ = [
     "FrameSource",
     "SourceError",
     "open_source",
+    "parse_input_range",
 ]
 
 _GATAN_SUFFIXES = (".dm3", ".dm4")
@@ -77,7 +104,13 @@ def _is_pattern(text: str) -> bool:
     return any(char in text for char in "*?[")
 
 
-def open_source(source, *, fps: float | None = None, pixel_size_nm: float | None = None) -> FrameSource:
+def open_source(
+    source,
+    *,
+    fps: float | None = None,
+    pixel_size_nm: float | None = None,
+    input_range: str | tuple[float, float] | None = None,
+) -> FrameSource:
     """Open frames from a video, TIFF stack, images, array or iterable.
 
     Parameters
@@ -101,6 +134,11 @@ def open_source(source, *, fps: float | None = None, pixel_size_nm: float | None
         nm per pixel (> 0); overrides the file's calibration (TIFF ImageJ ``unit`` and
         ``XResolution``, or ``XResolution`` with ``ResolutionUnit`` inch or cm when it
         gives 0.001-10000 nm/px).
+    input_range : {None, "auto", "dtype"} or (float, float), optional
+        The raw values mapped to 0 and 1 (rule: module docstring): ``"auto"`` (None)
+        from the dtype, the declared bit depth or the data; ``"dtype"`` the dtype's full
+        range; ``(low, high)`` that range, in the data's units (finite, low < high).
+        :func:`parse_input_range` reads it from a command-line word.
 
     Returns
     -------
@@ -113,9 +151,12 @@ def open_source(source, *, fps: float | None = None, pixel_size_nm: float | None
         ``source`` is a path that does not exist, or a pattern that matches nothing.
     SourceError
         The input cannot be read: corrupt, truncated, empty ("contains no frames"),
-        unsupported format (the message lists what is supported) or a bad array shape.
+        unsupported format (the message lists what is supported), a bad array shape, or
+        a path that is not a regular file or folder (a FIFO, socket or device).
     TypeError
         ``source`` is of no supported type, or an array of a non-numeric dtype.
+    ValueError
+        A bad ``fps``, ``pixel_size_nm`` or ``input_range``.
 
     Examples
     --------
@@ -123,10 +164,14 @@ def open_source(source, *, fps: float | None = None, pixel_size_nm: float | None
     >>> with open_source(np.zeros((3, 4, 5), np.uint8), fps=10.0) as source:
     ...     [(f.index, f.time_s, f.image.shape) for f in source.frames(start=1)]
     [(1, 0.1, (4, 5)), (2, 0.2, (4, 5))]
+    >>> counts = np.array([[[0, 900]], [[0, 1000]]], np.uint16)  # 10-bit data in 16-bit words
+    >>> with open_source(counts) as source:
+    ...     source.metadata["input_range"], [float(f.image.max()) for f in source]
+    ({'low': 0.0, 'high': 1023.0, 'source': 'data', 'frames_sampled': 2}, [0.8797..., 0.9775...])
     """
     fps = _positive(fps, "fps")
     pixel_size_nm = _positive(pixel_size_nm, "pixel_size_nm")
-    options = {"fps": fps, "pixel_size_nm": pixel_size_nm}
+    options = {"fps": fps, "pixel_size_nm": pixel_size_nm, "input_range": _input_range(input_range)}
     if isinstance(source, np.ndarray):
         return _ArraySource(source, **options)
     if isinstance(source, (str, os.PathLike)):
@@ -138,8 +183,27 @@ def open_source(source, *, fps: float | None = None, pixel_size_nm: float | None
     return _IterableSource(source, **options)
 
 
-def _open_path(source, *, fps, pixel_size_nm) -> FrameSource:
-    options = {"fps": fps, "pixel_size_nm": pixel_size_nm}
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_special(path: Path) -> None:
+    """Raise SourceError for a path that is neither a regular file nor a folder; it is not opened."""
+    mode = os.stat(path).st_mode  # follows symlinks: a link to a regular file is fine
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    what = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+    raise SourceError(
+        f"{path} is {what}, not a regular file; tem-track reads video files, TIFF stacks, image files or folders"
+    )
+
+
+def _open_path(source, *, fps, pixel_size_nm, input_range) -> FrameSource:
+    options = {"fps": fps, "pixel_size_nm": pixel_size_nm, "input_range": input_range}
     text = os.fspath(source)
     if isinstance(text, bytes) or not text:
         raise TypeError(f"source path must be a non-empty str or os.PathLike of str, got {source!r}")
@@ -157,6 +221,7 @@ def _open_path(source, *, fps, pixel_size_nm) -> FrameSource:
                 )
             return _ImageSource(files, text, **options)
         raise FileNotFoundError(f"frame source {text} not found")
+    _refuse_special(path)  # before anything opens it: reading a FIFO blocks until a writer comes
     if path.is_dir():
         files = _image_files(path.iterdir())
         if not files:

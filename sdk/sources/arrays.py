@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from .base import Frame, FrameSource, SourceError, _Gray, _StackSource
+from .base import Frame, FrameSource, SourceError, _Gray, _sample_indices, _StackSource
 
 
 def _check_dtype(dtype, name: str) -> None:
@@ -13,7 +15,7 @@ def _check_dtype(dtype, name: str) -> None:
 
 
 class _ArraySource(_StackSource):
-    def __init__(self, array: np.ndarray, *, fps, pixel_size_nm):
+    def __init__(self, array: np.ndarray, *, fps, pixel_size_nm, input_range=None):
         _check_dtype(array.dtype, "the array source")
         if array.ndim == 2:
             stack = array[None]
@@ -25,8 +27,8 @@ class _ArraySource(_StackSource):
             )
         if len(stack) == 0:
             raise SourceError(f"<array> contains no frames (shape {array.shape})")
-        self._stack, self._gray = stack, _Gray("<array>")  # a view: the caller's array is only read
-        first = self._gray(stack[0], 0)
+        self._stack, self._gray = stack, _Gray("<array>", input_range=input_range)  # a view: only read
+        first = self._first(len(stack))
         super().__init__(
             name="<array>",
             kind="array",
@@ -39,11 +41,13 @@ class _ArraySource(_StackSource):
                 "dtype": str(array.dtype),
                 "array_shape": list(array.shape),
                 "pixel_size_source": "argument" if pixel_size_nm else None,
+                "input_range": self._gray.record,
             },
+            range_note=self._gray.note,
         )
 
-    def _read(self, index):
-        return self._gray(self._stack[index], index)
+    def _raw(self, index):
+        return self._stack[index]
 
     def _close(self):
         self._stack = None
@@ -52,19 +56,23 @@ class _ArraySource(_StackSource):
 class _IterableSource(FrameSource):
     """A live stream (an iterator, read once) or a re-iterable collection of frames."""
 
-    def __init__(self, iterable, *, fps, pixel_size_nm):
+    def __init__(self, iterable, *, fps, pixel_size_nm, input_range=None):
         # An iterator returns itself from iter(): it can be read once, from where it is.
         iterator = iter(iterable)
         self._once = iterator is iterable
         self._iterable = None if self._once else iterable
         self._iterator = iterator if self._once else None  # a collection is re-read on each pass
-        self._gray = _Gray("<iterator>")
+        self._gray = _Gray("<iterator>", input_range=input_range)
         try:
             raw = next(iterator)
         except StopIteration:
             raise SourceError("<iterator> contains no frames") from None
         if isinstance(raw, (str, bytes)) or np.asarray(raw).dtype.kind not in "biuf":
             raise TypeError(f"<iterator> must yield 2-D (or colour 3-D) numeric arrays, got {type(raw).__name__}")
+        if isinstance(iterable, Sequence):  # a list: the input range from frames over all of it
+            self._gray.settle(raw, iterable.__getitem__, _sample_indices(len(iterable)))
+        else:  # only the first frame can be seen in advance
+            self._gray.settle(raw, stream=True)
         # Converted now (a copy): a camera may refill the same buffer for its next frame.
         self._first = self._gray(raw, 0)
         self._started = False
@@ -85,7 +93,9 @@ class _IterableSource(FrameSource):
                 "dtype": str(np.asarray(raw).dtype),
                 "reiterable": not self._once,
                 "pixel_size_source": "argument" if pixel_size_nm else None,
+                "input_range": self._gray.record,
             },
+            range_note=self._gray.note,
         )
 
     def _frames(self, start, end, every):

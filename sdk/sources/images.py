@@ -53,10 +53,11 @@ def _read_image(path: Path) -> tuple[np.ndarray, int | None, bool]:
 
 
 class _ImageSource(_StackSource):
-    def __init__(self, files: list[Path], name: str, *, fps, pixel_size_nm):
-        self._files, self._gray = files, _Gray(name)
-        raw, bits, bgr = _read_image(files[0])
-        first = self._gray(raw, 0, bits=bits, bgr=bgr)
+    def __init__(self, files: list[Path], name: str, *, fps, pixel_size_nm, input_range=None):
+        # The first file's declared bit depth (TIFF BitsPerSample) holds for the sequence.
+        raw, bits, _ = _read_image(files[0])
+        self._files, self._gray = files, _Gray(name, bits=bits, input_range=input_range)
+        first = self._first(len(files))
         size_nm, size_source = None, None
         if files[0].suffix.lower() in TIFF_SUFFIXES:
             size_nm, size_source, _ = _tiff_calibration(files[0])
@@ -76,12 +77,16 @@ class _ImageSource(_StackSource):
                 "bit_depth": bits or 8 * raw.dtype.itemsize,
                 "channels": 1 if raw.ndim == 2 else int(raw.shape[2]),
                 "pixel_size_source": "argument" if pixel_size_nm else size_source,
+                "input_range": self._gray.record,
             },
+            range_note=self._gray.note,
         )
 
-    def _read(self, index):
-        raw, bits, bgr = _read_image(self._files[index])
-        return self._gray(raw, index, bits=bits, bgr=bgr)
+    def _raw(self, index):
+        raw, _, bgr = _read_image(self._files[index])
+        if bgr and raw.ndim == 3 and raw.shape[2] in (3, 4):
+            raw = raw[..., 2::-1]  # OpenCV's BGR(A) to RGB, alpha dropped
+        return raw
 
     def _where(self, index):
         return str(self._files[index])

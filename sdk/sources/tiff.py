@@ -90,7 +90,7 @@ def _calibration(tif) -> tuple[float | None, str | None, float | None]:
 
 
 class _TiffSource(_StackSource):
-    def __init__(self, path: Path, *, fps, pixel_size_nm):
+    def __init__(self, path: Path, *, fps, pixel_size_nm, input_range=None):
         import tifffile
 
         self.name = name = str(path)
@@ -119,12 +119,12 @@ class _TiffSource(_StackSource):
                     self._frames_data, access = _frames_last(series.asarray(), series.axes), "memory"
             self._pages = series.pages if access == "pages" else None
             bits = int(series.keyframe.bitspersample)
-            self._gray = _Gray(name, bits=bits)
+            self._gray = _Gray(name, bits=bits, input_range=input_range)
             try:
                 size_nm, size_source, file_fps = _calibration(self._tif)
             except Exception:  # a calibration that cannot be parsed is no calibration
                 size_nm, size_source, file_fps = None, None, None
-            first = self._read(0)
+            first = self._first(n_frames)
             compression = getattr(series.keyframe, "compression", None)
             super().__init__(
                 name=name,
@@ -144,7 +144,9 @@ class _TiffSource(_StackSource):
                     "access": access,
                     "fps_source": "argument" if fps else "imagej" if file_fps else None,
                     "pixel_size_source": "argument" if pixel_size_nm else size_source,
+                    "input_range": self._gray.record,
                 },
+                range_note=self._gray.note,
             )
         except BaseException as err:
             self._tif.close()
@@ -152,7 +154,7 @@ class _TiffSource(_StackSource):
                 raise
             raise SourceError(f"{name} cannot be read as a TIFF stack: {err}") from err
 
-    def _read(self, index):
+    def _raw(self, index):
         if self._frames_data is not None:
             raw = self._frames_data[index]
         else:
@@ -162,7 +164,7 @@ class _TiffSource(_StackSource):
                 raise SourceError(f"{self.name}: frame {index} cannot be read (corrupt or truncated): {err}") from err
             if self._axes.endswith("SYX") and not self._axes.endswith("YXS"):
                 raw = np.moveaxis(raw, 0, -1)
-        return self._gray(raw, index)
+        return raw
 
     def _close(self):
         self._frames_data = self._pages = None

@@ -11,9 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
-from .base import SUPPORTED, VIDEO_SUFFIXES, Frame, FrameSource, SourceError
+from .base import SUPPORTED, VIDEO_SUFFIXES, Frame, FrameSource, SourceError, _Gray
 
 # A full pass may end this many frames short of a declared count without being called
 # truncated: edit lists legitimately hide a frame or two that the sample table counts.
@@ -43,10 +41,11 @@ class _VideoSource(FrameSource):
     timestamps is counted frame by frame and read from its start on every pass.
     """
 
-    def __init__(self, path: Path, *, fps, pixel_size_nm):
+    def __init__(self, path: Path, *, fps, pixel_size_nm, input_range=None):
         import av
 
         self._path, self._live = path, set()
+        self._gray = _Gray(str(path), input_range=input_range)
         known = path.suffix.lower() in VIDEO_SUFFIXES
         try:
             container = av.open(str(path))
@@ -74,14 +73,15 @@ class _VideoSource(FrameSource):
                 bits = max(c.bits for c in av.VideoFormat(pix_fmt).components) if pix_fmt else 8
             except (ValueError, TypeError):
                 bits = 8
+            # FFmpeg expands the luma plane to the full range of uint8 or uint16.
             self._format = "gray16le" if bits > 8 else "gray"
-            self._scale = np.float32(65535.0 if bits > 8 else 255.0)
             try:
                 first = next(iter(container.decode(stream)), None)
             except av.FFmpegError as err:
                 raise SourceError(f"{path} cannot be decoded: the video is truncated or corrupt ({err})") from err
             if first is None:
                 raise SourceError(f"{path} contains no frames")
+            self._gray.settle(first.to_ndarray(format=self._format), decoded=True)
             self._pts0 = first.pts if first.pts is not None and self._time_base else None
             declared = int(stream.frames or 0)
             if declared > 0:
@@ -108,6 +108,7 @@ class _VideoSource(FrameSource):
                 "frames_exact": exact,
                 "fps_source": "argument" if fps else "stream" if self._rate else None,
                 "pixel_size_source": "argument" if pixel_size_nm else None,
+                "input_range": self._gray.record,
             }
         finally:
             container.close()
@@ -120,6 +121,7 @@ class _VideoSource(FrameSource):
             shape=(int(first.height), int(first.width)),
             pixel_size_nm=pixel_size_nm,
             metadata=metadata,
+            range_note=self._gray.note,
         )
 
     def _open(self):
@@ -211,9 +213,7 @@ class _VideoSource(FrameSource):
                     return
                 if index < start or (index - start) % every:
                     continue
-                image = frame.to_ndarray(format=self._format).astype(np.float32)
-                image /= self._scale
-                yield Frame(index, time_s, image)
+                yield Frame(index, time_s, self._gray(frame.to_ndarray(format=self._format), index))
         finally:
             container.close()
             self._live.discard(container)
@@ -222,7 +222,7 @@ class _VideoSource(FrameSource):
                 f"{self.name}: {dropped} frame(s) fell in the time slot of an earlier frame "
                 "(variable frame rate?) and were skipped",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,  # _pass, _frames, FrameSource._watch, the caller
             )
         if self._declared and previous is not None and previous + 1 < self._declared - _DECLARED_SLACK:
             raise SourceError(
