@@ -187,7 +187,7 @@ def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement)
     """
     if not len(packed.indices):
         return []
-    found = extract_dislocations(packed.unpack(), settings=settings)
+    found = extract_dislocations(packed, settings=settings)  # crops: never a full-size mask per instance
     multiple = {summary.index: summary.multiple for summary in found.masks}
     return _records(found, placement, [int(packed.indices[d.mask_index]) for d in found.dislocations],
                     [multiple[d.mask_index] for d in found.dislocations])

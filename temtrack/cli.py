@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import math
 import os
 import signal
 import sys
@@ -497,25 +496,13 @@ def _key_values(items: list[str], option: str) -> dict:
     return options
 
 
-def _input_range(text: str | None):
-    """``--input-range``: None, "auto", "dtype" or a (low, high) pair."""
-    if text is None or text.strip().lower() in ("auto", "dtype"):
-        return None if text is None else text.strip().lower()
-    parts = text.split(",")
-    try:
-        low, high = (float(part) for part in parts)
-    except ValueError:
-        raise ValueError(f"--input-range takes auto, dtype or LOW,HIGH (two numbers), got {text!r}") from None
-    if not (low < high) or not all(map(math.isfinite, (low, high))):
-        raise ValueError(f"--input-range LOW,HIGH needs finite LOW < HIGH, got {text!r}")
-    return (low, high)
-
-
 def _run(args: argparse.Namespace) -> int:
     from temtrack.sdk.analyzer import Analyzer
 
     out = args.out
-    input_range = _input_range(args.input_range)
+    from temtrack.sdk.sources import parse_input_range
+
+    input_range = None if args.input_range is None else parse_input_range(args.input_range)
     if out is not None and out.endswith(("/", os.sep)):
         raise ValueError(f"--out {out} ends in '/'; give the splines file, e.g. {out.rstrip('/' + os.sep)}/splines.parquet")
     out = None if out is None else Path(out)

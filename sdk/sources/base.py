@@ -120,14 +120,16 @@ def _input_range(value) -> str | tuple[float, float]:
             return value
         raise ValueError(f"input_range {value!r} is not a known rule{_RANGE_HELP}")
     if isinstance(value, (bytes, bytearray, dict)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise ValueError(f"input_range must be a (low, high) pair or a rule, got {type(value).__name__} {value!r}{_RANGE_HELP}")
+        got = f"{type(value).__name__} {value!r}"
+        raise ValueError(f"input_range must be a (low, high) pair or a rule, got {got}{_RANGE_HELP}")
     low, high = value
     for bound in (low, high):
         if isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer, np.floating)):
             raise ValueError(f"input_range bounds must be numbers, got {type(bound).__name__} {bound!r}{_RANGE_HELP}")
     low, high = float(low), float(high)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"input_range (low, high) must be finite with low < high, got ({low!r}, {high!r}){_RANGE_HELP}")
+        got = f"({low!r}, {high!r})"
+        raise ValueError(f"input_range (low, high) must be finite with low < high, got {got}{_RANGE_HELP}")
     return low, high
 
 
