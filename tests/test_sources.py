@@ -227,10 +227,10 @@ def test_unsupported_format_lists_what_is(tmp_path, name, content):
         open_source(path)
 
 
-def test_gatan_files_are_not_supported_yet(tmp_path):
+def test_a_broken_gatan_file_is_a_clear_error(tmp_path):
     path = tmp_path / "scan.dm4"
     path.write_bytes(b"\0" * 64)
-    with pytest.raises(SourceError, match=r"scan\.dm4.*not supported yet"):
+    with pytest.raises(SourceError, match=r"scan\.dm4 cannot be read"):
         open_source(path)
 
 

@@ -55,8 +55,8 @@ written as zeros) are noted, not refused: :attr:`FrameSource.constant_frames` an
 The readers live in the modules of this package, one per kind of input:
 :mod:`~temtrack.sdk.sources.base` (:class:`Frame`, :class:`FrameSource`, the gray
 conversion), :mod:`~temtrack.sdk.sources.arrays`, :mod:`~temtrack.sdk.sources.images`,
-:mod:`~temtrack.sdk.sources.tiff` and :mod:`~temtrack.sdk.sources.video`; this module
-picks one (:func:`open_source`).
+:mod:`~temtrack.sdk.sources.tiff`, :mod:`~temtrack.sdk.sources.video` and
+:mod:`~temtrack.sdk.sources.microscope`; this module picks one (:func:`open_source`).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ from .base import (
     parse_input_range,
 )
 from .images import _image_files, _ImageSource
+from .microscope import MICROSCOPE_SUFFIXES, is_dm_folder, open_microscope
 from .tiff import _TiffSource
 from .video import _VideoSource
 
@@ -96,9 +97,6 @@ __all__ = [
     "open_source",
     "parse_input_range",
 ]
-
-_GATAN_SUFFIXES = (".dm3", ".dm4")
-
 
 def _is_pattern(text: str) -> bool:
     return any(char in text for char in "*?[")
@@ -117,6 +115,11 @@ def open_source(
     ----------
     source : path, str, ndarray or iterable
         - a video file FFmpeg decodes (.mp4, .avi, .mkv, .mov, ...), read through PyAV;
+        - a microscope file: Gatan .dm3/.dm4 (a stack, an image, or a folder tree of
+          one file per frame as the in-situ recorder writes it), Velox .emd, FEI
+          .ser/.emi, .mrc/.mrcs/.st/.ali, read frame by frame with the pixel size and
+          frame times from the file (:mod:`~temtrack.sdk.sources.microscope`; needs the
+          ``[formats]`` extra);
         - a TIFF stack or multi-page TIFF (.tif, .tiff): ``(T, H, W)``, ``(H, W)`` or
           colour ``(T, H, W, 3|4)``, read page by page or memory-mapped;
         - a folder of images (.png, .jpg, .jpeg, .bmp, .tif, .tiff) in natural order
@@ -223,16 +226,15 @@ def _open_path(source, *, fps, pixel_size_nm, input_range) -> FrameSource:
         raise FileNotFoundError(f"frame source {text} not found")
     _refuse_special(path)  # before anything opens it: reading a FIFO blocks until a writer comes
     if path.is_dir():
+        if is_dm_folder(path):  # Gatan's in-situ recorder: one .dm4 per frame, in a folder tree
+            return open_microscope(path, **options)
         files = _image_files(path.iterdir())
         if not files:
             raise SourceError(f"{path} contains no frames: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         return _ImageSource(files, str(path), **options)
     suffix = path.suffix.lower()
-    if suffix in _GATAN_SUFFIXES:
-        raise SourceError(
-            f"{path}: Gatan {suffix} files are not supported yet; export the stack as TIFF "
-            f"(e.g. from DigitalMicrograph or with RosettaSciIO). Supported: {SUPPORTED}"
-        )
+    if suffix in MICROSCOPE_SUFFIXES:
+        return open_microscope(path, **options)
     if suffix in TIFF_SUFFIXES:
         return _TiffSource(path, **options)
     if suffix in IMAGE_SUFFIXES:

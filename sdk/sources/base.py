@@ -40,6 +40,8 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SUPPORTED = (
     "video files FFmpeg decodes (.mp4, .avi, .mkv, .mov, ...), TIFF stacks (.tif, .tiff), "
+    "microscope files (Gatan .dm3/.dm4 and folder trees of them, Velox .emd, FEI .ser/.emi, "
+    ".mrc/.mrcs/.st/.ali; the [formats] extra), "
     "image files, folders of images or glob patterns (.png, .jpg, .jpeg, .bmp, .tif, .tiff), "
     "numpy arrays (T, H, W), (T, H, W, 3) or (H, W), and iterables of 2-D arrays"
 )
@@ -350,7 +352,8 @@ class FrameSource:
     name : str
         The file, folder or pattern, or ``"<array>"`` / ``"<iterator>"``.
     kind : str
-        ``"video"``, ``"tiff"``, ``"images"``, ``"array"`` or ``"iterator"``.
+        ``"video"``, ``"tiff"``, ``"images"``, ``"array"``, ``"iterator"``, or for
+        microscope files ``"dm"``, ``"dm_folder"``, ``"emd"``, ``"ser"``, ``"mrc"``.
     fps : float or None
         Frames per second: the ``fps`` argument, else the video stream's average rate
         or the TIFF's ImageJ frame interval; None when unknown.
