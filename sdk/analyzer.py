@@ -586,28 +586,16 @@ def _check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool =
             raise ValueError(f"out {out} is a folder; give the splines file, e.g. {out / 'splines.parquet'}")
         named.update({f"out ({key})": path for key, path in output_paths(out).items() if key != "partial"})
         if summary:
-            page = summary_path(out)
-            if page.exists() and overwrite and not is_summary(page):
-                raise FileExistsError(f"summary {page} exists and is not a summary tem-track wrote, so --overwrite does "
-                                      "not replace it; choose another --out or pass --no-summary")
-            named["out (summary)"] = page
+            named["out (summary)"] = summary_path(out)
     if overlay is not None:
         if overlay.is_dir():
             raise ValueError(f"overlay {overlay} is a folder; give the video file to write, e.g. {overlay / 'overlay.mp4'}")
-        if overlay.exists() and overwrite and not is_overlay(overlay):
-            raise FileExistsError(f"overlay {overlay} exists and is not an overlay tem-track wrote, so --overwrite "
-                                  "does not replace it; choose another --overlay")
         named["overlay"] = overlay
     if plots is not None:
         if plots.exists() and not plots.is_dir():
             raise ValueError(f"plots {plots} is a file; give a folder to write the plots into")
-        if plots.is_dir() and overwrite and any(plots.iterdir()) and not (plots / PLOTS_MARKER).is_file():
-            raise FileExistsError(f"plots folder {plots} holds files tem-track did not write, so --overwrite does not "
-                                  "replace it; choose another --plots folder")
         named["plots"] = plots
-    for what, path in named.items():
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{what.split(' ')[0]} output {path} already exists; pass --overwrite to replace it")
+    # First what can never be right: an output that is the input, or two outputs in one.
     inputs = [Path(source)] if isinstance(source, (str, os.PathLike)) and Path(source).exists() else []
     seen: dict = {}
     for what, path in named.items():
@@ -616,13 +604,31 @@ def _check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool =
             raise ValueError(f"{seen[key]} and {what} name the same file {path}; give them different names")
         seen[key] = what
         for given in inputs:
-            if _same_path(path, given) or (path.is_dir() and _inside(given, path)):
-                raise ValueError(f"{what.split(' ')[0]} {path} is the input {given} (or holds it); "
-                                 "tem-track never writes over its input: choose another output name")
-    if out is not None and overwrite:
-        for key, path in output_paths(out).items():
-            if key != "partial" and (path.exists() or path.is_symlink()):
-                check_replaceable(path, "output")
+            if _same_path(path, given):
+                raise ValueError(f"{what.split(' ')[0]} {path} is the input; tem-track never writes over its input: "
+                                 "choose another output name")
+            if path.is_dir() and _inside(given, path):
+                raise ValueError(f"{what.split(' ')[0]} folder {path} holds the input {given}; tem-track never writes "
+                                 "over its input: choose another folder")
+    # Then existing outputs: replaced only when asked, and only when tem-track wrote them.
+    for what, path in named.items():
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{what.split(' ')[0]} output {path} already exists; pass --overwrite to replace it")
+    if overwrite:
+        if out is not None:
+            for key, path in output_paths(out).items():
+                if key != "partial" and (path.exists() or path.is_symlink()):
+                    check_replaceable(path, "output")
+            page = summary_path(out)
+            if summary and page.exists() and not is_summary(page):
+                raise FileExistsError(f"summary {page} exists and is not a summary tem-track wrote, so --overwrite does "
+                                      "not replace it; choose another --out or pass --no-summary")
+        if overlay is not None and overlay.exists() and not is_overlay(overlay):
+            raise FileExistsError(f"overlay {overlay} exists and is not an overlay tem-track wrote, so --overwrite "
+                                  "does not replace it; choose another --overlay")
+        if plots is not None and plots.is_dir() and any(plots.iterdir()) and not (plots / PLOTS_MARKER).is_file():
+            raise FileExistsError(f"plots folder {plots} holds files tem-track did not write, so --overwrite does not "
+                                  "replace it; choose another --plots folder")
     for path in named.values():
         _check_writable(path.parent)
     return out, overlay, plots

@@ -321,7 +321,12 @@ class RunWriter:
 
             pending = PendingFile(target)
             outputs.add(pending.tmp, target)  # first, so that a failed write is discarded too
-            staged[table_name] = stage_file(pending.tmp, write)
+            try:
+                staged[table_name] = stage_file(pending.tmp, write)
+            except OSError as error:
+                if error.filename is not None and Path(error.filename) in (pending.tmp, pending.tmp.parent):
+                    error.filename = str(target)  # name the output, not its temporary file
+                raise
         return staged
 
     def cleanup(self) -> dict[str, Path]:

@@ -159,7 +159,7 @@ def _thesis(name):
 CASES = [
     # --- data loss ---------------------------------------------------------------------
     Case("overwrite-disk-full-while-staging", "data loss",
-         lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overwrite"], 1, r"no space left.*s\.parquet|no space left",
+         lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overwrite"], 1, r"no space left on the device.*: s_pairs\.parquet\n",
          setup=_earlier_run, patch=_full_disk_at(2), check=_kept_for_resume),
     Case("overwrite-rename-fails-midway", "data loss",
          lambda f, v: ["v.mp4", "--out", "s.parquet", *B[:-1], "--overwrite", "--plots", "plots", "--overlay", "o.mp4"], 1,
@@ -178,10 +178,10 @@ CASES = [
     Case("out-is-a-folder", "data loss", lambda f, v: ["v.mp4", "--out", "results", *B, "--overwrite"], 2,
          r"results is a folder", setup=_thesis("results")),
     Case("out-is-the-input", "data loss", lambda f, v: ["v.mp4", "--out", "v.mp4", *B, "--overwrite"], 2,
-         r"v\.mp4 is the input|not a tem-track output"),
+         r"out v\.mp4 is the input; tem-track never writes over its input"),
     Case("overlay-is-the-input", "data loss",
          lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overlay", "v.mp4", "--overwrite"], 2,
-         r"overlay v\.mp4 is the input|not an overlay tem-track wrote"),
+         r"overlay v\.mp4 is the input; tem-track never writes over its input"),
     Case("overlay-is-someone-elses-video", "data loss",
          lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--overlay", "talk.mp4", "--overwrite"], 2,
          r"talk\.mp4 exists and is not an overlay tem-track wrote", setup=lambda f: shutil.copy(f / "v.mp4", f / "talk.mp4")),
@@ -192,7 +192,7 @@ CASES = [
          r"thesis holds files tem-track did not write", setup=_thesis("thesis")),
     Case("plots-into-the-input-folder", "data loss",
          lambda f, v: ["frames", "--out", "s.parquet", *B, "--plots", "frames", "--overwrite"], 2,
-         r"is the input|did not write",
+         r"plots frames is the input; tem-track never writes over its input",
          setup=lambda f: (f / "frames").mkdir() or shutil.copy(f / "v.mp4", f / "frames" / "keep.mp4")),
     # --- silent ------------------------------------------------------------------------
     Case("start-past-the-end", "silent", lambda f, v: ["v.mp4", "--out", "s.parquet", *B, "--start", "50"], 2,
