@@ -94,9 +94,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Not torch's text: it advises weights_only=False, which would run pickled code.
         raise CheckpointError(
-            f"{path} is not a tem-track checkpoint that loads with weights_only=True ({first})"
+            f"{path} is not a tem-track checkpoint: torch cannot read it as saved weights ({type(exc).__name__}; "
+            "a file of another kind, truncated, or a pickled object rather than a state)"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a tem-track checkpoint (no format {FORMAT!r})")
