@@ -27,7 +27,7 @@ from .pipeline import FrameResult, PipelineSettings, cap_workers, iterate_result
 from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
 
-__all__ = ["Analyzer", "InputNotice", "RunResult", "process_videos", "resolve_backend", "summary_path"]
+__all__ = ["Analyzer", "InputNotice", "RunResult", "check_outputs", "process_videos", "resolve_backend", "summary_path"]
 
 
 @dataclass
@@ -325,7 +325,7 @@ class Analyzer:
         if resume and out is None:
             raise ValueError("resume needs out: the partial output to continue")
         began = time.perf_counter()
-        out, overlay, plots = _check_outputs(source, out, overlay, plots, overwrite, summary)
+        out, overlay, plots = check_outputs(source, out, overlay, plots, overwrite, summary)
         summary_file = summary_path(out) if out is not None and summary else None
         ranges = {} if input_range is None else {"input_range": input_range}
         with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm, **ranges) as frames:
@@ -567,7 +567,7 @@ def summary_path(out) -> Path:
     return out.with_name(f"{stem}_summary.html")
 
 
-def _check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool = False) -> tuple:
+def check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool = False) -> tuple:
     """Refuse outputs that cannot be right, before any work: an output that is the input
     or another output, a folder given as a file (or a file as a folder), an ``out``
     ending in a separator, existing files that are not tem-track's own; returns

@@ -465,6 +465,9 @@ def _run_parser() -> argparse.ArgumentParser:
                         "from sampled frames, announced), dtype (the dtype's full range), or LOW,HIGH")
     parser.add_argument("--threshold", type=float, help="mask probability threshold, or a line-field model's upper threshold on its centreline map "
                         "(default: the model's)")
+    parser.add_argument("--objects", choices=("dislocations", "loops"), default="dislocations",
+                        help="what to find: dislocation lines (default), or dislocation loops and black dots "
+                        "(classical detector, ellipse fit, trackpy linking, D_eff; writes one loops table)")
     parser.add_argument("--tracker", default="curve", help="linker: curve (default) or trackpy")
     parser.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a linker setting, e.g. max_cost=10 or memory=5 (repeatable)")
@@ -496,6 +499,22 @@ def _key_values(items: list[str], option: str) -> dict:
     return options
 
 
+def _loops(args: argparse.Namespace, out: Path | None) -> int:
+    """``--objects loops``: loops and black dots, one table (``temtrack.sdk.loops``)."""
+    from temtrack.sdk.analyzer import check_outputs
+    from temtrack.sdk.loops import track_loops
+
+    if out is None:
+        video = Path(args.video)
+        out = video.with_name(f"{video.stem if video.suffix else video.name}_loops.parquet")
+    check_outputs(args.video, out, None, None, args.overwrite)
+    result = track_loops(args.video, out, start=args.start, end=args.end, every=args.every, overwrite=args.overwrite)
+    frames = result.loops.frame.nunique() if len(result.loops) else 0
+    print(f"{len(result.loops)} loops in {frames} frames with loops, {len(result.tracks)} tracks")
+    print(f"wrote {result.path}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from temtrack.sdk.analyzer import Analyzer
 
@@ -506,6 +525,8 @@ def _run(args: argparse.Namespace) -> int:
     if out is not None and out.endswith(("/", os.sep)):
         raise ValueError(f"--out {out} ends in '/'; give the splines file, e.g. {out.rstrip('/' + os.sep)}/splines.parquet")
     out = None if out is None else Path(out)
+    if args.objects == "loops":
+        return _loops(args, out)
     if out is None:
         video = Path(args.video)
         out = video.with_name(f"{video.stem if video.suffix else video.name}_splines.parquet")

@@ -18,11 +18,17 @@ Time series::
     tracks, pairs = series(df)               # the same for a whole DataFrame
     write_plots(tracks, pairs, "plots/")     # small multiples: pair_distances_01.png, ..., positions_01.png, ...
     plot_pairs(pairs, "pairs.png"); plot_positions(tracks, "positions.png")   # one page each
+
+Loops and black dots (points, not curves; :mod:`temtrack.tracker.loops`)::
+
+    linked = link_loops(detections, settings=LoopLinkSettings(search_range=6))   # trackpy
+    track_summary(linked, settings=...)      # lifetime, size, D_eff (2-D and 1-D) with intervals
 """
 
 __all__ = [
     "CurveLinker",
     "CurveLinkerSettings",
+    "LoopLinkSettings",
     "Linker",
     "PlotSettings",
     "SeriesBuilder",
@@ -30,8 +36,10 @@ __all__ = [
     "TrackingScores",
     "TrackpyLinker",
     "TrackpyLinkerSettings",
+    "diffusion",
     "link",
     "link_iter",
+    "link_loops",
     "linker_names",
     "make_linker",
     "pair_distances",
@@ -40,6 +48,8 @@ __all__ = [
     "plot_positions",
     "render_page",
     "series",
+    "size_over_time",
+    "track_summary",
     "tracking_scores",
     "write_plots",
 ]
@@ -64,6 +74,11 @@ _LAZY = {
     "plot_positions": "plots",
     "render_page": "plots",
     "write_plots": "plots",
+    "LoopLinkSettings": "loops",
+    "link_loops": "loops",
+    "diffusion": "loops",
+    "track_summary": "loops",
+    "size_over_time": "loops",
     "TrackingScores": "metrics",
     "tracking_scores": "metrics",
 }
