@@ -373,6 +373,8 @@ class _Stages:
             placement = self.placement_of(frames[0].image.shape)
             inputs = np.stack([f.image if placement is None else fit(f.image, placement) for f in frames])
             predict_packed = getattr(backend, "predict_packed", None)
+            if not fields and getattr(backend, "threshold", None) not in (None, options.threshold):
+                predict_packed = None  # its crops are cut at its own threshold, not the one asked for
             outputs = predict_packed(inputs) if predict_packed is not None else backend.predict(inputs)
             check_outputs(outputs, frames[0].index)
             for (frame, started), masks in zip(batch, outputs):

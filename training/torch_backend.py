@@ -459,8 +459,13 @@ def torch_backend(
     threshold: float = 0.5,
     batch_size: int = 8,
     output: str = "probabilities",
+    channels_last: bool | None = None,
+    compile: bool = False,
+    cuda_graphs: bool = False,
+    field_dtype: str = "float32",
 ) -> TorchBackend:
     """The SDK registry's ``"torch"`` backend (an entry point): :meth:`TorchBackend.from_checkpoint`."""
     return TorchBackend.from_checkpoint(
-        path, device=device, precision=precision, threshold=threshold, batch_size=batch_size, output=output
+        path, device=device, precision=precision, threshold=threshold, batch_size=batch_size, output=output,
+        channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs, field_dtype=field_dtype,
     )
