@@ -256,8 +256,13 @@ def worker_init(parent: int) -> None:
     traceback of its own), and the worker ends when its parent dies, even by ``kill -9``,
     so it is never orphaned. On Linux the kernel sees to that (``PR_SET_PDEATHSIG``; no
     thread is started in the worker); elsewhere a watcher thread polls the parent's PID."""
+    import gc
     import signal
 
+    # Objects inherited through fork are never collected here: the parent's garbage may
+    # hold a runtime (an onnxruntime session) whose destructor waits for threads that
+    # only exist in the parent, and would hang this process forever.
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "SIGHUP"):
@@ -317,7 +322,10 @@ class _Stages:
         self.pending: queue.Queue = queue.Queue(maxsize=2 * max(settings.processes, 1) + settings.batch_size)
         self.pool = None
         if settings.processes:
+            import gc
             from concurrent.futures import ProcessPoolExecutor
+
+            gc.collect()  # garbage is destroyed here, where its threads live, not in a forked worker
 
             self.pool = ProcessPoolExecutor(
                 settings.processes, mp_context=_context(), initializer=worker_init, initargs=(os.getpid(),)
