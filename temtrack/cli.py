@@ -507,11 +507,22 @@ def _loops(args: argparse.Namespace, out: Path | None) -> int:
     if out is None:
         video = Path(args.video)
         out = video.with_name(f"{video.stem if video.suffix else video.name}_loops.parquet")
+    if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
+        raise ValueError(f"--plots {args.plots} is a file; give a folder to write loops.png into")
     check_outputs(args.video, out, None, None, args.overwrite)
+    picture = None if args.plots is None else args.plots / "loops.png"
+    if picture is not None and picture.exists() and not args.overwrite:
+        raise FileExistsError(f"plot {picture} already exists; pass --overwrite to replace it")
     result = track_loops(args.video, out, start=args.start, end=args.end, every=args.every, overwrite=args.overwrite)
     frames = result.loops.frame.nunique() if len(result.loops) else 0
     print(f"{len(result.loops)} loops in {frames} frames with loops, {len(result.tracks)} tracks")
-    print(f"wrote {result.path}")
+    written = [str(result.path)]
+    if picture is not None:
+        from temtrack.tracker import plot_loops
+
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        written.append(str(plot_loops(result.loops, result.tracks, picture)))
+    print("wrote " + ", ".join(written))
     return 0
 
 
@@ -610,6 +621,8 @@ def _warnings_as_lines(prog: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)  # libraries' notes to developers, not to users
         warnings.showwarning = show
         yield
 

@@ -146,3 +146,22 @@ def test_command_line_finds_the_loops_of_a_synthetic_video(tmp_path, capsys):
     assert len(found) == len(pd.read_parquet(truth)) == 15  # every loop in every frame, despite the codec
     assert main([str(video), "--objects", "loops", "--out", str(video), "--overwrite"]) == 2
     assert "is the input" in capsys.readouterr().err
+    # With --plots: one picture of sizes, D_eff and trajectories, never over an earlier one.
+    plots = tmp_path / "plots"
+    assert main([str(video), "--objects", "loops", "--out", str(tmp_path / "m.parquet"), "--plots", str(plots)]) == 0
+    import cv2
+
+    picture = cv2.imread(str(plots / "loops.png"))
+    assert picture is not None and picture.shape[:2] == (460, 1500)
+    assert main([str(video), "--objects", "loops", "--out", str(tmp_path / "n.parquet"), "--plots", str(plots)]) == 2
+    assert "loops.png already exists" in capsys.readouterr().err
+
+
+def test_loop_plot_of_an_empty_run(tmp_path):
+    import pandas as pd
+
+    from temtrack.tracker import plot_loops, track_summary
+
+    empty = pd.DataFrame({"frame": [], "track_id": [], "x": [], "y": [], "major": []})
+    path = plot_loops(empty, track_summary(empty), tmp_path / "loops.png")
+    assert path.stat().st_size > 0 and not list(tmp_path.glob(".*"))  # written whole, no temporary left

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._settings import Settings, check_int, check_real, set_fields
 
-__all__ = ["LoopLinkSettings", "diffusion", "link_loops", "size_over_time", "track_summary"]
+__all__ = ["LoopLinkSettings", "diffusion", "link_loops", "plot_loops", "size_over_time", "track_summary"]
 
 
 @dataclass(frozen=True)
@@ -241,3 +241,62 @@ def size_over_time(linked):
     table["q1"] = grouped.quantile(0.25)
     table["q3"] = grouped.quantile(0.75)
     return table.reset_index()
+
+
+def plot_loops(linked, summary, path, *, min_length: int = 10):
+    """One PNG of a loop run: size against frame (median and quartiles), D_eff against
+    size (tracks of at least ``min_length`` detections, with 95 % intervals), and the
+    trajectories (tracks of at least ``min_length`` detections, one colour each).
+
+    Parameters
+    ----------
+    linked : pandas.DataFrame
+        Linked detections (``frame``, ``track_id``, ``x``, ``y``, ``major``).
+    summary : pandas.DataFrame
+        :func:`track_summary` of ``linked``.
+    path : str or Path
+        The PNG, written atomically; its folder must exist.
+
+    Returns
+    -------
+    Path
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .plots import _write_png
+
+    figure = Figure(figsize=(15, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    size_ax, d_ax, path_ax = figure.subplots(1, 3)
+    if len(linked):
+        sizes = size_over_time(linked)
+        size_ax.fill_between(sizes.index, sizes["q1"], sizes["q3"], color="#9ecae1", label="quartiles")
+        size_ax.plot(sizes.index, sizes["median"], color="#08519c", lw=1.2, label="median")
+        size_ax.legend(fontsize=8, loc="upper left")
+    size_ax.set(xlabel="frame", ylabel="size, major axis (px)", title=f"Size against frame ({len(linked)} detections)")
+    long = summary[(summary["detections"] >= min_length) & summary["D_2d"].notna()] if len(summary) else summary
+    if len(long):
+        low = (long["D_2d"] - long["D_2d_low"]).clip(lower=0)
+        high = (long["D_2d_high"] - long["D_2d"]).clip(lower=0)
+        d_ax.errorbar(long["median_major"], long["D_2d"], yerr=[low, high], fmt="o", ms=3, lw=0.6, alpha=0.7)
+        if (long["D_2d"] > 0).all():
+            d_ax.set_yscale("log")
+    d_ax.set(xlabel="median size (px)", ylabel="D_eff, 2-D (px² per frame)",
+             title=f"D_eff against size ({len(long)} tracks of ≥ {min_length} detections)")
+    shown = set(long["track_id"]) if len(long) else set()
+    for track, group in linked[linked["track_id"].isin(shown)].groupby("track_id") if len(linked) else []:
+        path_ax.plot(group["x"], group["y"], lw=0.8)
+    path_ax.invert_yaxis()
+    path_ax.set_aspect("equal", adjustable="datalim")
+    path_ax.set(xlabel="x (px)", ylabel="y (px)", title=f"Trajectories ({len(shown)} tracks)")
+    for ax in (size_ax, d_ax, path_ax):
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    if not len(linked):
+        size_ax.text(0.5, 0.5, "no loops found", transform=size_ax.transAxes, ha="center")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return _write_png(path, buffer.getvalue())
