@@ -285,13 +285,9 @@ class OverlayWriter:
             return self.path
         if self._state == "aborted":
             raise ValueError(f"overlay writer for {self.path} was aborted; nothing was saved")
-        if not self.frames_written:
-            self.abort()
-            raise ValueError(f"no frames were written to {self.path}; nothing was saved")
+        if self._state == "open":
+            self.stage()  # finish the video (or abort: no frames)
         try:
-            self._container.mux(self._stream.encode(None))  # flush the encoder's delayed frames
-            self._container.close()
-            self._container = None
             if self.path.exists() and not self.overwrite:
                 raise FileExistsError(f"output {self.path} already exists; pass overwrite=True to replace it")
             self._partial.publish()

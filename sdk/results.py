@@ -33,7 +33,7 @@ import numpy as np
 
 from .atomic import PendingFile, Transaction, stage_file, write_atomic
 
-__all__ = ["RunWriter", "SPLINES_COLUMNS", "check_replaceable", "output_paths", "read_metadata", "splines_frame", "splines_table"]
+__all__ = ["RunWriter", "SPLINES_COLUMNS", "check_replaceable", "output_paths", "summary_path", "read_metadata", "splines_frame", "splines_table"]
 
 METADATA_KEY = b"temtrack"
 # Column -> (pyarrow type name, description); the README's schema table is this.
@@ -72,11 +72,23 @@ def _types():
     return pa.schema([(name, named[kind]) for name, (kind, _) in SPLINES_COLUMNS.items()])
 
 
+def _stem(out: Path) -> str:
+    """``OUT``'s name without ``.parquet``: the start of every file written beside it."""
+    return out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+
+
+def summary_path(out: str | Path) -> Path:
+    """``OUT_summary.html`` beside the splines file ``out`` (``splines.parquet`` ->
+    ``splines_summary.html``)."""
+    out = Path(out)
+    return out.with_name(f"{_stem(out)}_summary.html")
+
+
 def output_paths(out: str | Path) -> dict[str, Path]:
     """The files of a run writing ``out``: ``splines``, ``tracks``, ``pairs`` and the
     hidden ``partial`` folder."""
     out = Path(out)
-    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    stem = _stem(out)
     return {
         "splines": out,
         "tracks": out.with_name(f"{stem}_tracks.parquet"),

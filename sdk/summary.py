@@ -39,6 +39,9 @@ import numpy as np
 
 from .atomic import write_atomic
 
+# Marks a page as tem-track's own: only such a page is replaced by --overwrite.
+GENERATOR_TAG = "<meta name='generator' content='tem-track'>"
+
 __all__ = ["write_summary"]
 
 _STILL_WIDTH = 800  # px, largest width of an embedded frame
@@ -178,7 +181,7 @@ def _html(facts, splines, tracks, pairs, metadata, source, stills: int) -> str:
     name = str(_get(input_, "name", default="unknown input"))
     n_frames = len(facts["frames"])
     counts = facts["counts"]
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='generator' content='tem-track'><title>tem-track summary: {e(Path(name).name)}</title>",
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{GENERATOR_TAG}<title>tem-track summary: {e(Path(name).name)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>tem-track summary: {e(Path(name).name)}</h1>",
              (f"<p class='sub'>{e(name)}; written {e(_created(metadata))} by tem-track "
