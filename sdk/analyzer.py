@@ -27,7 +27,7 @@ from .pipeline import FrameResult, PipelineSettings, cap_workers, iterate_result
 from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
 
-__all__ = ["Analyzer", "InputNotice", "RunResult", "check_outputs", "process_videos", "resolve_backend", "summary_path"]
+__all__ = ["Analyzer", "InputNotice", "RunResult", "check_outputs", "process_videos", "resolve_backend"]
 
 
 @dataclass
@@ -318,7 +318,7 @@ class Analyzer:
         file beside it holds the PID of the run.
         """
         from .atomic import OutputLock, Transaction
-        from .results import RunWriter
+        from .results import RunWriter, summary_path
         from .sources import open_source
 
         _check_range(start, end, every)
@@ -380,12 +380,13 @@ class Analyzer:
                         tables = writer.stage(staged)
                     if overlay_writer is not None:
                         staged.add(overlay_writer.stage(), overlay)
+                    table = _loaded(tables)  # plots and summary read each staged table once
                     if plots is not None:
                         unit = "nm" if frames.pixel_size_nm else "px"
-                        staged.add(_stage_plots(tables, plots, unit), plots)
+                        staged.add(_stage_plots(table, plots, unit), plots)
                     if summary_file is not None:
                         facts = {**metadata, "frames_processed": done}
-                        staged.add(_stage_summary(tables, facts, source, summary_file), summary_file)
+                        staged.add(_stage_summary(table, facts, source, summary_file), summary_file)
                     staged.commit()
                 except BaseException:
                     staged.discard()
@@ -559,14 +560,6 @@ class InputNotice(UserWarning):
     data; the run goes on."""
 
 
-def summary_path(out) -> Path:
-    """``OUT_summary.html`` beside the splines file ``out`` (``splines.parquet`` ->
-    ``splines_summary.html``)."""
-    out = Path(out)
-    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
-    return out.with_name(f"{stem}_summary.html")
-
-
 def check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool = False) -> tuple:
     """Refuse outputs that cannot be right, before any work: an output that is the input
     or another output, a folder given as a file (or a file as a folder), an ``out``
@@ -575,7 +568,7 @@ def check_outputs(source, out, overlay, plots, overwrite: bool, summary: bool = 
     import os
 
     from .overlay import is_overlay
-    from .results import check_replaceable, output_paths
+    from .results import check_replaceable, output_paths, summary_path
 
     if out is not None and str(out).endswith(("/", os.sep)):
         raise ValueError(f"out {out} ends in a path separator; give the splines file, e.g. {Path(out) / 'splines.parquet'}")
@@ -718,18 +711,32 @@ def _progress(total, initial, enabled, name):
 PLOTS_MARKER = "plots.json"
 
 
-def _stage_summary(tables: dict, metadata: dict, source, path: Path) -> Path:
-    """The run's ``summary.html`` (:mod:`temtrack.sdk.summary`) under a temporary name
-    beside ``path``, from its staged tables."""
-    import os
-
+def _loaded(tables: dict):
+    """``table(name)``: a run's table as a DataFrame (kept in memory, or a staged Parquet
+    file read on first use and then kept)."""
     import pandas as pd
+
+    cache: dict = {}
+
+    def table(name):
+        if name not in cache:
+            value = tables[name]
+            cache[name] = value if isinstance(value, pd.DataFrame) else pd.read_parquet(value)
+        return cache[name]
+
+    return table
+
+
+def _stage_summary(table, metadata: dict, source, path: Path) -> Path:
+    """The run's ``summary.html`` (:mod:`temtrack.sdk.summary`) under a temporary name
+    beside ``path``, from ``table(name)`` (:func:`_loaded`)."""
+    import os
 
     from .atomic import PendingFile
     from .summary import write_summary
 
     pending = PendingFile(path)
-    frames = {name: pd.read_parquet(tables[name]) for name in ("splines", "tracks", "pairs")}
+    frames = {name: table(name) for name in ("splines", "tracks", "pairs")}
     stills = source if isinstance(source, (str, os.PathLike)) else None
     try:
         write_summary(pending.tmp, **frames, metadata=metadata, source=stills)
@@ -741,28 +748,24 @@ def _stage_summary(tables: dict, metadata: dict, source, path: Path) -> Path:
 
 def is_summary(path: Path) -> bool:
     """Whether ``path`` is a summary page tem-track wrote (its generator tag says so)."""
+    from .summary import GENERATOR_TAG
+
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return "<meta name='generator' content='tem-track'>" in handle.read(4096)
+            return GENERATOR_TAG in handle.read(4096)
     except OSError:
         return False
 
 
-def _stage_plots(tables: dict, folder: Path, unit: str) -> Path:
-    """The plots of a run's tables (DataFrames, or staged Parquet files) in a new
-    temporary folder beside ``folder``, with the marker that makes it tem-track's own."""
+def _stage_plots(table, folder: Path, unit: str) -> Path:
+    """The plots of a run's tables (``table(name)``, :func:`_loaded`) in a new temporary
+    folder beside ``folder``, with the marker that makes it tem-track's own."""
     import json
-
-    import pandas as pd
 
     from temtrack import __version__
     from temtrack.tracker import write_plots
 
     from .atomic import new_partial_folder, write_atomic
-
-    def table(name):
-        value = tables[name]
-        return value if isinstance(value, pd.DataFrame) else pd.read_parquet(value)
 
     staged = new_partial_folder(folder)
     try:
@@ -830,6 +833,8 @@ def process_videos(videos: Iterable, out_dir, *, processes: int = 2, progress: b
 
     from tqdm import tqdm
 
+    from .pipeline import interrupts_ignored
+
     videos = [Path(v) for v in videos]
     stems = [v.stem for v in videos]
     if len(set(stems)) != len(stems):
@@ -853,7 +858,8 @@ def process_videos(videos: Iterable, out_dir, *, processes: int = 2, progress: b
                     index = waiting.pop(0)
                     receive, send = context.Pipe(duplex=False)
                     process = context.Process(target=_video_worker, args=(jobs[index], send), daemon=True)
-                    process.start()
+                    with interrupts_ignored():
+                        process.start()
                     send.close()  # the child holds the only writer: its death closes the pipe
                     running[receive] = (index, process, time.perf_counter())
                 for connection in wait(list(running)):

@@ -19,6 +19,7 @@ No torch here; the tracker is :mod:`temtrack.tracker`, which knows nothing of th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -41,8 +42,9 @@ __all__ = [
     "PackedMasks",
     "PipelineSettings",
     "cap_workers",
-    "check_outputs",
+    "check_finite",
     "frame_records",
+    "interrupts_ignored",
     "iterate_results",
     "line_records",
     "worker_init",
@@ -280,6 +282,25 @@ def worker_init(parent: int) -> None:
     threading.Thread(target=watch, name="temtrack-parent-watch", daemon=True).start()
 
 
+@contextlib.contextmanager
+def interrupts_ignored():
+    """Ignore SIGINT while worker processes are started, so that they are born ignoring
+    it (the setting is inherited through fork and exec): a Ctrl-C during their start-up,
+    before :func:`worker_init` runs, would print a traceback from each. The parent's
+    handler comes back at the end. Only the main thread can change handlers; elsewhere
+    this does nothing."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _die_with_parent() -> bool:
     """Ask Linux to SIGKILL this process when its parent ends; False where it cannot."""
     if not sys.platform.startswith("linux"):
@@ -294,7 +315,7 @@ def _die_with_parent() -> bool:
         return False
 
 
-def check_outputs(outputs, first_frame: int) -> None:
+def check_finite(outputs, first_frame: int) -> None:
     """Raise :class:`ValueError` when a backend's float outputs hold NaN or infinite
     values (a broken model or engine): its masks would silently be empty."""
     for offset, output in enumerate(outputs):
@@ -332,7 +353,8 @@ class _Stages:
             )
             # Start the workers now, before the stage threads, not when the first frame
             # is waiting for them.
-            list(self.pool.map(_ready, range(settings.processes)))
+            with interrupts_ignored():
+                list(self.pool.map(_ready, range(settings.processes)))
         self.threads = [
             threading.Thread(target=self._guard, args=(self._decode, frames, self.decoded), name="temtrack-decode", daemon=True),
             threading.Thread(target=self._guard, args=(self._infer, None, self.pending), name="temtrack-infer", daemon=True),
@@ -403,7 +425,7 @@ class _Stages:
             if not fields and getattr(backend, "threshold", None) not in (None, options.threshold):
                 predict_packed = None  # its crops are cut at its own threshold, not the one asked for
             outputs = predict_packed(inputs) if predict_packed is not None else backend.predict(inputs)
-            check_outputs(outputs, frames[0].index)
+            check_finite(outputs, frames[0].index)
             for (frame, started), masks in zip(batch, outputs):
                 if fields:  # a line-field model: its fields go to the workers as they are
                     work, payload = line_records, np.ascontiguousarray(masks)

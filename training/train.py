@@ -231,9 +231,11 @@ def validate(backend: TorchBackend, items: list[ValidationItem], *, workers: int
     if workers > 1:
         import multiprocessing
 
-        from temtrack.sdk.pipeline import worker_init
+        from temtrack.sdk.pipeline import interrupts_ignored, worker_init
 
-        with multiprocessing.get_context("fork").Pool(workers, worker_init, (os.getpid(),)) as pool:
+        with interrupts_ignored():
+            pool = multiprocessing.get_context("fork").Pool(workers, worker_init, (os.getpid(),))
+        with pool:
             scores = pool.map(score, jobs, chunksize=4)
     else:
         scores = [score(job) for job in jobs]

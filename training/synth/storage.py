@@ -326,10 +326,12 @@ def write_dataset(
             import multiprocessing
             import os
 
-            from temtrack.sdk.pipeline import worker_init
+            from temtrack.sdk.pipeline import interrupts_ignored, worker_init
 
             # Workers leave Ctrl-C to this process and end when it dies.
-            with multiprocessing.get_context("spawn").Pool(workers, worker_init, (os.getpid(),)) as pool:
+            with interrupts_ignored():
+                pool = multiprocessing.get_context("spawn").Pool(workers, worker_init, (os.getpid(),))
+            with pool:
                 for _ in pool.imap_unordered(job, todo, chunksize=4):
                     bar.update()
     except Exception:
