@@ -261,6 +261,7 @@ def score_image(
     min_dice: float = 0.1,
     multiple: str = "exclude",
     splines: bool = False,
+    pred_curves=None,
 ) -> ImageScore:
     """Score one image's predicted masks against its ground-truth masks.
 
@@ -316,6 +317,10 @@ def score_image(
     splines : bool
         Also match the predicted dislocations to the ground-truth ones line by line
         (:func:`score_splines`, for partially labelled frames) into ``.splines``.
+    pred_curves : sequence of (n, 2) array_like, optional
+        The predicted dislocations' ``(x, y)`` points for ``splines``, when the model
+        gave them itself (a line-field model's splines, whose masks are only drawn from
+        them); default: the dislocations post-processing finds in ``pred_masks``.
 
     Returns
     -------
@@ -412,7 +417,10 @@ def score_image(
         pixel_precision=_ratio(tp, n_pred_pixels, both_empty=no_pixels),
         pixel_recall=_ratio(tp, n_true_pixels, both_empty=no_pixels),
         matches=tuple(matches),
-        splines=score_splines([d.points for d in pred_frame.dislocations], [d.points for d in true_frame.dislocations])
+        splines=score_splines(
+            [d.points for d in pred_frame.dislocations] if pred_curves is None else pred_curves,
+            [d.points for d in true_frame.dislocations],
+        )
         if splines
         else None,
     )

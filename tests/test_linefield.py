@@ -173,6 +173,23 @@ def test_spline_matching_needs_coverage_and_nearness():
         score_splines([], [], min_coverage=0)
 
 
+def test_spline_recall_takes_a_models_own_curves():
+    """A line-field model's splines are matched as they are, not re-extracted from the
+    masks drawn along them: two neighbours 3 px apart drawn 3 px wide merge into one
+    band, which the mask route reads as one line; the curves are two."""
+    import cv2
+
+    first, second = _line((10, 40), (110, 40), 50), _line((10, 43), (110, 43), 50)
+    truth = np.zeros((2, 120, 120), np.uint8)
+    for mask, line in zip(truth, (first, second)):
+        cv2.polylines(mask, [np.round(line).astype(np.int32)], False, 1, 3)
+    drawn = truth.max(0, keepdims=True)  # both lines in one predicted mask
+    through_masks = score_image(drawn, truth, splines=True).splines
+    own = score_image(drawn, truth, splines=True, pred_curves=[first + [0, 0.5], second - [0, 0.5]]).splines
+    assert own.n_found == 2 and own.recall == 1.0
+    assert through_masks.n_found < 2
+
+
 # --- both families everywhere: the main job and eval with a perfect line-field backend ----
 
 
