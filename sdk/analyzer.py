@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .annotations import AnnotationSettings
 from .pipeline import FrameResult, PipelineSettings, cap_workers, iterate_results
 from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
@@ -130,6 +131,10 @@ class Analyzer:
         :class:`~temtrack.sdk.pipeline.PipelineSettings`.
     providers : list of str, optional
         onnxruntime execution providers (implies ``backend="onnxruntime"``).
+    annotations : bool or AnnotationSettings
+        Leave out dislocations lying mostly on burnt-in overlays (scale bars and their
+        labels, dose text, timestamps, cursors), found in every frame
+        (:mod:`temtrack.sdk.annotations`); on by default, ``False`` keeps every one.
 
     Attributes
     ----------
@@ -152,8 +157,16 @@ class Analyzer:
         workers: int | None = None,
         scale: float | None = None,
         providers: list | None = None,
+        annotations: bool | AnnotationSettings = True,
     ):
         from temtrack.tracker import linker_names
+
+        # --- burnt-in overlays (issue 17) ---
+        if isinstance(annotations, bool):
+            annotations = AnnotationSettings() if annotations else None
+        elif not isinstance(annotations, AnnotationSettings):
+            raise TypeError(f"annotations must be True, False or an AnnotationSettings, got {annotations!r}")
+        self.annotations = annotations
 
         if tracker not in linker_names():
             raise ValueError(f"unknown tracker {tracker!r}; valid trackers: {', '.join(linker_names())}")
@@ -187,6 +200,7 @@ class Analyzer:
             "postprocess": dataclasses.asdict(self.postprocess),
             "tracker": self._new_linker().describe(),
             "pipeline": {"batch_size": self.settings.batch_size, "scale": self.settings.scale},
+            "annotations": None if self.annotations is None else dataclasses.asdict(self.annotations),
         }
 
     def _series(self, pixel_size_nm):
@@ -229,6 +243,7 @@ class Analyzer:
                 postprocess=self.postprocess,
                 settings=self.settings,
                 keep_images=keep_images,
+                annotations=self.annotations,
             )
 
         if not isinstance(frames, (str, Path)) and not hasattr(frames, "shape"):
@@ -344,6 +359,7 @@ class Analyzer:
                 first = start
                 overlay_writer = self._overlay(overlay, frames, overwrite)
                 memory = _Memory() if writer is None else None
+                overlays = _OverlayCount()
                 staged = Transaction()
                 count = 0
                 try:
@@ -358,8 +374,10 @@ class Analyzer:
                             postprocess=self.postprocess,
                             settings=self.settings,
                             keep_images=overlay_writer is not None,
+                            annotations=self.annotations,
                         )
                         for result in results:
+                            overlays.add(result)
                             if writer is not None:
                                 writer.add(result)
                             else:
@@ -375,6 +393,8 @@ class Analyzer:
                             + (f" to {end}" if end is not None else "") + f" every {every}"
                         )
                     _warn_constant(frames, done)
+                    if self.annotations is not None:
+                        metadata["annotations"] = overlays.record()
                     tables = memory.tables(metadata) if memory is not None else {}
                     if writer is not None:
                         tables = writer.stage(staged)
@@ -461,6 +481,30 @@ class Analyzer:
             if images is not None:
                 overlay_writer.write(next(images).image, curves, ids)
         return writer.chunks[-1]["last_frame"] + every
+
+
+class _OverlayCount:
+    """What the overlay filter did in a run (issue 17), for its metadata."""
+
+    def __init__(self):
+        self.frames = self.frames_masked = self.pixels = self.most = self.dropped = 0
+
+    def add(self, result: FrameResult) -> None:
+        self.frames += 1
+        self.frames_masked += result.masked_pixels > 0
+        self.pixels += result.masked_pixels
+        self.most = max(self.most, result.masked_pixels)
+        self.dropped += len(result.dropped)
+
+    def record(self) -> dict:
+        """Counts over the frames processed by this call (not those taken over by resume)."""
+        return {
+            "frames": self.frames,
+            "frames_with_overlays": self.frames_masked,
+            "masked_pixels_per_frame": self.pixels / self.frames if self.frames else 0.0,
+            "masked_pixels_max": self.most,
+            "dislocations_dropped": self.dropped,
+        }
 
 
 class _Memory:

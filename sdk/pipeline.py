@@ -168,6 +168,10 @@ class FrameResult:
         The frame, when asked for (overlays).
     latency_s : float
         Seconds from the frame leaving the source to this result.
+    masked_pixels : int
+        Pixels of the frame found to be burnt-in overlays (0 when that is off).
+    dropped : tuple of DislocationRecord
+        Dislocations left out because they lie mostly on those overlays.
     """
 
     frame: int
@@ -178,6 +182,8 @@ class FrameResult:
     pairs: object = field(repr=False)
     image: np.ndarray | None = field(default=None, repr=False)
     latency_s: float = 0.0
+    masked_pixels: int = 0
+    dropped: tuple = field(default=(), repr=False)
 
 
 def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement) -> list:
@@ -334,8 +340,9 @@ class _Stop(Exception):
 class _Stages:
     """Decode and inference threads plus the post-processing pool of one run."""
 
-    def __init__(self, frames: Iterable, backend, postprocess, placement_of, settings, keep_images):
+    def __init__(self, frames: Iterable, backend, postprocess, placement_of, settings, keep_images, annotations=None):
         self.backend, self.postprocess, self.settings = backend, postprocess, settings
+        self.annotations = annotations
         self.placement_of, self.keep_images = placement_of, keep_images
         self.stop = threading.Event()
         self.decoded: queue.Queue = queue.Queue(maxsize=settings.read_ahead)
@@ -440,20 +447,26 @@ class _Stages:
                 else:
                     records = self.pool.submit(work, payload, options, placement)
                 image = frame.image if self.keep_images else None
-                self._put(self.pending, (frame.index, frame.time_s, records, image, started))
+                # --- burnt-in overlays (issue 17): found here, while the workers trace ---
+                overlays = None
+                if self.annotations is not None:
+                    from .annotations import annotation_mask
+
+                    overlays = annotation_mask(frame.image, grow=self.annotations.grow, level=self.annotations.level)
+                self._put(self.pending, (frame.index, frame.time_s, records, image, started, overlays))
 
     def results(self) -> Iterator[tuple]:
-        """(frame, time_s, records, image, started) in frame order."""
+        """(frame, time_s, records, image, started, overlay mask or None) in frame order."""
         while True:
             item = self._get(self.pending)
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
-            index, time_s, records, image, started = item
+            index, time_s, records, image, started, overlays = item
             if not isinstance(records, list):
                 records = records.result()
-            yield index, time_s, records, image, started
+            yield index, time_s, records, image, started, overlays
 
     def close(self) -> None:
         self.stop.set()
@@ -472,6 +485,7 @@ def iterate_results(
     postprocess: PostprocessSettings | LineFieldSettings,
     settings: PipelineSettings = PipelineSettings(),
     keep_images: bool = False,
+    annotations=None,
 ) -> Iterator[FrameResult]:
     """Run frames through backend, post-processing, tracker and series, in frame order.
 
@@ -491,6 +505,10 @@ def iterate_results(
     settings : PipelineSettings
     keep_images : bool
         Attach each frame's image to its result (for overlays).
+    annotations : AnnotationSettings, optional
+        Find burnt-in overlays (scale bars, labels, cursors) in each frame
+        (:func:`temtrack.sdk.annotations.annotation_mask`) and leave out the
+        dislocations lying mostly on them, before tracking; None keeps every one.
 
     Yields
     ------
@@ -509,9 +527,12 @@ def iterate_results(
             placements[shape] = placement_for(tuple(shape), size, scale=settings.scale)
         return placements[shape]
 
-    stages = _Stages(frames, backend, postprocess, placement_of, settings, keep_images)
+    stages = _Stages(frames, backend, postprocess, placement_of, settings, keep_images, annotations)
     try:
-        for index, time_s, records, image, started in stages.results():
+        for index, time_s, records, image, started, overlays in stages.results():
+            dropped: list = []
+            if overlays is not None:  # --- burnt-in overlays (issue 17) ---
+                records, dropped = _off_overlays(records, overlays, annotations.share)
             curves = [record.points for record in records]
             ids = np.asarray(linker.step(index, curves), dtype=np.int64)
             tracks, pairs = series.update(index, time_s, curves, ids)
@@ -524,6 +545,20 @@ def iterate_results(
                 pairs=pairs,
                 image=image,
                 latency_s=time.perf_counter() - started,
+                masked_pixels=0 if overlays is None else int(np.count_nonzero(overlays)),
+                dropped=tuple(dropped),
             )
     finally:
         stages.close()
+
+
+def _off_overlays(records: list, mask: np.ndarray, share: float) -> tuple[list, list]:
+    """``(kept, dropped)``: records split by whether ``share`` of their points lie on ``mask``."""
+    if not records or not mask.any():
+        return records, []
+    from .annotations import on_mask
+
+    kept, dropped = [], []
+    for record in records:
+        (dropped if on_mask(record.points, mask, share=share) else kept).append(record)
+    return kept, dropped

@@ -468,6 +468,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--objects", choices=("dislocations", "loops"), default="dislocations",
                         help="what to find: dislocation lines (default), or dislocation loops and black dots "
                         "(classical detector, ellipse fit, trackpy linking, D_eff; writes one loops table)")
+    parser.add_argument("--keep-overlays", action="store_true", help="keep dislocations found on burnt-in overlays "
+                        "(scale bars and their labels, dose text, timestamps, cursors: saturated, sharp-edged marks found "
+                        "in every frame); by default they are left out and counted in the metadata")
     parser.add_argument("--tracker", default="curve", help="linker: curve (default) or trackpy")
     parser.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a linker setting, e.g. max_cost=10 or memory=5 (repeatable)")
@@ -551,6 +554,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         scale=args.scale,
         providers=None if args.providers is None else [p.strip() for p in args.providers.split(",") if p.strip()],
+        annotations=not args.keep_overlays,
     )
     if analyzer.selection and not args.quiet:
         print(analyzer.selection, file=sys.stderr)

@@ -144,6 +144,16 @@ def test_tracker_options_reach_the_linker(tmp_path, video):
     assert tracker["method"] == "trackpy" and tracker["settings"]["search_range"] == 12 and tracker["settings"]["memory"] == 2
 
 
+def test_overlay_filter_is_on_by_default_and_keep_overlays_turns_it_off(tmp_path, video):
+    on, off = tmp_path / "on.parquet", tmp_path / "off.parquet"
+    assert _main(video, "--out", on, "--workers", 0, "--backend", "classical", "--quiet", "--no-summary") == 0
+    assert _main(video, "--out", off, "--workers", 0, "--backend", "classical", "--quiet", "--no-summary",
+                 "--keep-overlays") == 0
+    assert read_metadata(on)["settings"]["annotations"]["share"] == 0.5
+    assert read_metadata(off)["settings"]["annotations"] is None
+    assert read_metadata(on)["annotations"]["frames"] == FRAMES
+
+
 def test_help_names_the_main_job(capsys):
     assert _main() == 0
     assert "tem-track VIDEO --out splines.parquet" in capsys.readouterr().out
