@@ -16,7 +16,8 @@ dislocation, in this order:
    search from all segment ends at once, no per-pixel Python loop);
 4. **pairing at crossings and gaps**: segment ends closer than ``link_distance`` whose
    directions (the predicted field averaged over the last pixels) continue each other
-   within ``link_angle`` are joined, cheapest pair first, each end once. The two arms
+   within ``link_angle``, and whose lateral offset seen over the gap is within it too,
+   are joined, cheapest pair first, each end once. The two arms
    of a line through a crossing are joined; the other line's arms are joined to each
    other; a line ending on another (a T) stays separate;
 5. the existing spline fit (:func:`temtrack.sdk.geometry.fit_spline`), ``n_points``
@@ -246,6 +247,11 @@ def _angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip((a * b).sum(1) / norms, -1.0, 1.0)))
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """z components of the cross products of the rows of ``a`` and ``b`` ((n, 2) each)."""
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+
 def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[int, int, int, int]]:
     """Joins ``(segment a, end of a, segment b, end of b)``, cheapest first, each end once."""
     if len(segments) < 2 or settings.link_distance <= 0:
@@ -260,14 +266,17 @@ def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[
         return []
     i, j = pairs[:, 0], pairs[:, 1]
     gap = tips[j] - tips[i]
-    # Ends that touch join on their directions alone; otherwise the gap itself must
-    # continue both lines.
-    touching = np.hypot(gap[:, 0], gap[:, 1]) < 1.5
-    cost = np.where(
-        touching,
-        180.0 - _angles(out[i], out[j]),
-        np.maximum(_angles(out[i], gap), _angles(-out[j], gap)),
-    )
+    distance = np.hypot(gap[:, 0], gap[:, 1])
+    # How far the two ends are from pointing at each other, and how far the gap runs off
+    # their axes: the other end's mean lateral offset, as an angle over the gap. Not the
+    # gap's own direction, which between pixel ends a few px apart takes one of eight
+    # directions only (45 degrees apart).
+    bend = 180.0 - _angles(out[i], out[j])
+    lateral = 0.5 * (np.abs(_cross(out[i], gap)) + np.abs(_cross(out[j], gap)))
+    offset = np.degrees(np.arctan2(lateral, np.maximum(distance, 1.0)))
+    backwards = ((out[i] * gap).sum(1) < 0) | ((out[j] * gap).sum(1) > 0)
+    # Ends that touch join on their directions alone.
+    cost = np.where(distance < 1.5, bend, np.where(backwards, np.inf, np.maximum(bend, offset)))
     keep = cost <= settings.link_angle
     order = np.argsort(cost[keep], kind="stable")
     used, parent, joins = set(), list(range(len(segments))), []
