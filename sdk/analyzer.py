@@ -336,7 +336,7 @@ class Analyzer:
         from .results import RunWriter, summary_path
         from .sources import open_source
 
-        _check_range(start, end, every)
+        check_range(start, end, every)
         if resume and out is None:
             raise ValueError("resume needs out: the partial output to continue")
         began = time.perf_counter()
@@ -346,7 +346,7 @@ class Analyzer:
         with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm, **ranges) as frames:
             if getattr(frames, "range_note", None):
                 warnings.warn(frames.range_note, InputNotice, stacklevel=2)
-            _check_start(frames, start)
+            check_start(frames, start)
             metadata = self._metadata(frames, start, end, every)
             if out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -365,7 +365,7 @@ class Analyzer:
                 try:
                     if writer is not None and writer.chunks:
                         first = self._replay(writer, frames, linker, series, overlay_writer, start, every)
-                    with _progress(total, writer.resumed_frames if writer else 0, progress, frames.name) as bar:
+                    with progress_bar(total, writer.resumed_frames if writer else 0, progress, frames.name) as bar:
                         results = iterate_results(
                             frames.frames(start=first, end=end, every=every),
                             self.backend,
@@ -413,7 +413,7 @@ class Analyzer:
                     if overlay_writer is not None:
                         overlay_writer.abort()
                     if writer is not None:
-                        _keep_for_resume(writer)
+                        keep_for_resume(writer)
                     raise
             finally:
                 if lock is not None:
@@ -698,7 +698,7 @@ def _check_writable(folder: Path) -> None:
         raise PermissionError(errno.EACCES, "no permission to write in this folder", str(folder))
 
 
-def _check_start(frames, start: int) -> None:
+def check_start(frames, start: int) -> None:
     """Refuse a start past the end of a source whose length is known exactly."""
     n = frames.n_frames
     exact = frames.kind != "video" or frames.metadata.get("frames_exact", False)
@@ -720,7 +720,7 @@ def _warn_constant(frames, processed: int) -> None:
         )
 
 
-def _keep_for_resume(writer) -> None:
+def keep_for_resume(writer) -> None:
     """After a failure: store the frames done (for resume); drop a partial run that
     holds none, so the next run is not told to resume nothing."""
     import shutil
@@ -733,7 +733,8 @@ def _keep_for_resume(writer) -> None:
         shutil.rmtree(writer.paths["partial"], ignore_errors=True)
 
 
-def _check_range(start, end, every) -> None:
+def check_range(start, end, every) -> None:
+    """Refuse frame ranges that select nothing or are not integers (``start``, ``end``, ``every``)."""
     for name, value in (("start", start), ("every", every)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an integer, got {value!r}")
@@ -745,7 +746,8 @@ def _check_range(start, end, every) -> None:
         raise ValueError(f"end must be an integer > start ({start}), got {end!r}")
 
 
-def _progress(total, initial, enabled, name):
+def progress_bar(total, initial, enabled, name):
+    """A frames progress bar named after the input, shown only when ``enabled`` and on a terminal."""
     from tqdm import tqdm
 
     quiet = not (enabled and getattr(sys.stderr, "isatty", lambda: False)())

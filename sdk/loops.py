@@ -5,7 +5,7 @@ YOLO finds the boxes and a watershed plus ellipse fit measures them).
 
 Detection of one frame (:func:`detect_loops`):
 
-1. optional median filter (salt-and-pepper noise);
+1. a median filter (``median``; by default on frames with salt-and-pepper noise only);
 2. background flattening: ``residual = background - image`` where ``background`` is a
    grey closing (a max-then-min filter wider than the largest object, which removes the
    dark objects) smoothed by a Gaussian; dark objects are positive in ``residual``;
@@ -21,18 +21,27 @@ Detection of one frame (:func:`detect_loops`):
 5. rejected: sizes outside ``[min_size, max_size]``, aspect above ``max_aspect``,
    objects within ``overlay_margin`` px of burnt-in white (pixels >= ``overlay_white``:
    scale bars and white labels with dark outlines), and objects with overlay-sharp
-   edges (largest gradient per unit depth above ``max_steepness``: burnt-in black text
-   has 1-px edges, specimen contrast is blurred by the optics), and objects centred in
-   a hand-given ``exclude`` box (a burnt-in label the rules do not catch).
+   edges (largest gradient of the 3x3 median per unit depth above ``max_steepness``: burnt-in black text
+   has 1-px edges, specimen contrast is blurred by the optics), burnt-in black text
+   (at least 3 % of the object and its 2 px surround at most ``overlay_black`` gray
+   after a 3x3 median, with an edge of at least ``overlay_edge`` gray per px), objects
+   within ``overlay_margin`` px of a given annotation ``mask`` (from
+   :func:`temtrack.sdk.annotations.annotation_mask` in :func:`track_loops`), and
+   objects centred in a hand-given ``exclude`` box (a burnt-in label the rules miss).
 
 Per object: centre ``x``, ``y`` (column, row px; intensity-weighted centroid of the
 half-maximum region), ellipse ``major``, ``minor`` (full axes, px, second moments of the
 hull), ``angle`` (degrees from +x towards +y, [0, 180)), ``area`` (hull px),
 ``contrast`` (peak depth in image units) and ``snr`` (depth / noise).
 
-:func:`track_loops` streams a source, detects, links with
-:func:`temtrack.tracker.loops.link_loops` (trackpy) and writes ``loops.parquet``
-atomically with provenance metadata under :data:`~temtrack.sdk.results.METADATA_KEY`.
+:func:`track_loops` streams a source, detects (dropping objects on the burnt-in
+overlays that :func:`temtrack.sdk.annotations.annotation_mask` finds in frames sampled
+over the range, when that module is installed), links with
+:func:`temtrack.tracker.loops.link_loops` (trackpy) and writes ``loops.parquet`` and
+``loops_tracks.parquet`` (and optionally an overlay video) as the main job writes its
+outputs: chunks stored as it goes in ``.loops.parquet.partial/`` for ``resume``, a lock
+file, and the outputs swapped in together at the end, with provenance metadata under
+:data:`~temtrack.sdk.results.METADATA_KEY`.
 
 numpy, OpenCV, scipy, scikit-image, pandas; pyarrow when writing. Never torch, training
 or export.
@@ -47,7 +56,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LOOP_COLUMNS", "LoopResult", "LoopSettings", "detect_loops", "track_loops"]
+# An object is burnt-in text when at least this share of it and its 2 px surround is
+# burnt-in black (with a sharp edge): specimen contrast on fecral reaches that black in a
+# few pixels of the darkest dots only, and with blurred edges.
+_TEXT_BLACK_SHARE = 0.03
+# Impulse noise: a pixel this far from its 3x3 median is a spike; frames with more than
+# this share of spikes get the median filter (LoopSettings.median "auto").
+_IMPULSE_STEP = 0.25
+_IMPULSE_SHARE = 0.002
+
+__all__ = ["LOOP_COLUMNS", "LOOP_TRACK_COLUMNS", "LoopResult", "LoopSettings", "detect_loops", "ellipse_curve",
+           "loop_output_paths", "track_loops"]
 
 # Column -> (pyarrow type, description) of loops.parquet.
 LOOP_COLUMNS = {
@@ -76,7 +95,11 @@ class LoopSettings:
 
     min_size: float = 4.0
     max_size: float = 40.0
-    median: int = 0  # median filter width (0 = off; 3 for salt-and-pepper noise)
+    # Median filter width before flattening: 0 (off), 3, 5, or "auto": 3 on frames with
+    # impulse noise (salt and pepper: over 0.2 % of pixels 0.25 off their 3x3 median,
+    # spikes that would seed false objects), else off (a median shifts thin features,
+    # e.g. a coffee bean's gap, by up to a pixel).
+    median: int | str = "auto"
     smooth_sigma: float = 1.0
     threshold: float = 5.0  # seed level, in noise sigmas
     join: float = 0.3  # fraction of the peak that joins an object's parts
@@ -85,11 +108,15 @@ class LoopSettings:
     overlay_white: float = 0.94
     overlay_margin: int = 4
     max_steepness: float = 0.9  # largest |gradient| per unit depth, 1/px
+    overlay_black: float = 0.06  # burnt-in black: at most this gray (3x3 median) ...
+    overlay_edge: float = 0.19  # ... with an edge of at least this |gradient| (gray per px): text
     exclude: tuple = ()  # boxes (x0, y0, x1, y1) px, end exclusive, where no object is kept (burnt-in labels)
+    annotations: str = "auto"  # "auto": mask burnt-in overlays found from sampled frames (track_loops); "off"
     link: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("min_size", "max_size", "smooth_sigma", "threshold", "max_aspect", "max_steepness"):
+        for name in ("min_size", "max_size", "smooth_sigma", "threshold", "max_aspect", "max_steepness", "overlay_black",
+                     "overlay_edge"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"LoopSettings.{name} must be a positive number, got {value!r}")
@@ -97,12 +124,14 @@ class LoopSettings:
             raise ValueError(f"LoopSettings.min_size ({self.min_size}) must be below max_size ({self.max_size})")
         if not (0 < self.join < 0.5):
             raise ValueError(f"LoopSettings.join must be in (0, 0.5), got {self.join!r}")
-        if self.median not in (0, 3, 5):
-            raise ValueError(f"LoopSettings.median must be 0, 3 or 5, got {self.median!r}")
+        if isinstance(self.median, bool) or self.median not in (0, 3, 5, "auto"):
+            raise ValueError(f"LoopSettings.median must be 0, 3, 5 or 'auto', got {self.median!r}")
         boxes = tuple(tuple(int(v) for v in box) for box in self.exclude)
         if any(len(box) != 4 for box in boxes):
             raise ValueError(f"LoopSettings.exclude must hold (x0, y0, x1, y1) boxes, got {self.exclude!r}")
         object.__setattr__(self, "exclude", boxes)
+        if self.annotations not in ("auto", "off"):
+            raise ValueError(f"LoopSettings.annotations must be 'auto' or 'off', got {self.annotations!r}")
         if not isinstance(self.link, dict):
             raise TypeError(f"LoopSettings.link must be a dict of linking options, got {type(self.link).__name__}")
 
@@ -141,7 +170,54 @@ def flatten(image: np.ndarray, *, max_size: float, median: int = 0, smooth_sigma
     return background - smooth
 
 
-def detect_loops(image, *, settings: LoopSettings | None = None):
+def _hull_ellipse(region: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """Convex hull of a region and its second-moment ellipse.
+
+    The same as scikit-image's ``convex_hull_image`` (hull of the pixels' edge midpoints,
+    pixel centres inside or on it) and ``regionprops`` (``axis_major_length`` =
+    4 sqrt(largest eigenvalue of the pixel covariance)), which the generator's ground
+    truth uses, at a tenth of the cost: OpenCV's hull and a half-plane test on the
+    region's bounding box only.
+
+    Parameters
+    ----------
+    region : (H, W) ndarray of bool
+        At least one pixel.
+
+    Returns
+    -------
+    hull : (H, W) ndarray of bool
+    major, minor : float
+        Full axes, px.
+    angle : float
+        Major axis, degrees from +x towards +y, [0, 180).
+    """
+    import cv2
+
+    ys, xs = np.nonzero(region)
+    y0, x0 = int(ys.min()), int(xs.min())
+    points = np.column_stack([xs - x0, ys - y0]).astype(np.float32)
+    corners = cv2.convexHull(points).reshape(-1, 2)
+    diamond = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]], np.float32)
+    polygon = cv2.convexHull((corners[:, None, :] + diamond).reshape(-1, 2)).reshape(-1, 2).astype(np.float64)
+    height, width = int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1
+    gy, gx = np.mgrid[:height, :width]
+    edges = np.roll(polygon, -1, axis=0) - polygon
+    # cv2.convexHull returns the vertices clockwise in image coordinates (y down): the
+    # inside is where every edge's cross product has one sign; 1e-9 keeps points on edges.
+    cross = edges[:, 0, None, None] * (gy - polygon[:, 1, None, None]) - edges[:, 1, None, None] * (gx - polygon[:, 0, None, None])
+    inside = (cross >= -1e-9).all(axis=0) | (cross <= 1e-9).all(axis=0)
+    hull = np.zeros(region.shape, bool)
+    hull[y0:y0 + height, x0:x0 + width] = inside
+    hy, hx = np.nonzero(inside)
+    cov = np.cov(np.vstack([hx, hy]).astype(np.float64), bias=True) if len(hx) > 1 else np.zeros((2, 2))
+    values, vectors = np.linalg.eigh(cov)
+    major, minor = 4.0 * math.sqrt(max(values[1], 0.0)), 4.0 * math.sqrt(max(values[0], 0.0))
+    angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1])) % 180.0
+    return hull, major, minor, angle
+
+
+def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
     """Find dark loops and black dots in one frame and measure their ellipses.
 
     Parameters
@@ -149,6 +225,10 @@ def detect_loops(image, *, settings: LoopSettings | None = None):
     image : (H, W) array_like of float
         Gray frame, bright field (objects darker than the background), values in [0, 1].
     settings : LoopSettings, optional
+    mask : (H, W) array_like of bool, optional
+        Burnt-in annotation pixels (scale bar, labels, cursor; e.g. from
+        :func:`temtrack.sdk.annotations.annotation_mask`): an object within
+        ``settings.overlay_margin`` px of them is dropped.
 
     Returns
     -------
@@ -169,23 +249,31 @@ def detect_loops(image, *, settings: LoopSettings | None = None):
     import pandas as pd
     from scipy import ndimage
     from skimage.feature import peak_local_max
-    from skimage.measure import regionprops
-    from skimage.morphology import convex_hull_image
 
     s = settings or LoopSettings()
     if not isinstance(s, LoopSettings):
         raise TypeError(f"settings must be a LoopSettings, got {type(s).__name__}")
     image = _check_image(image)
-    residual = flatten(image, max_size=s.max_size, median=s.median, smooth_sigma=s.smooth_sigma)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != image.shape:
+            raise ValueError(f"mask must have the image's shape {image.shape}, got {mask.shape}")
+    cleaned = cv2.medianBlur(image, 3)
+    median = s.median
+    if median == "auto":
+        median = 3 if float(np.mean(np.abs(image - cleaned) > _IMPULSE_STEP)) > _IMPULSE_SHARE else 0
+    residual = flatten(image, max_size=s.max_size, median=median, smooth_sigma=s.smooth_sigma)
     centre = float(np.median(residual))
     sigma = max(1.4826 * float(np.median(np.abs(residual - centre))), 1e-4)
     peaks = peak_local_max(residual, min_distance=max(int(s.min_size // 2), 1), threshold_abs=centre + s.threshold * sigma,
                            exclude_border=False)
     grad = None
     white = None
-    if (image >= s.overlay_white).any():
+    if (image >= s.overlay_white).any() or (mask is not None and mask.any()):
         # Opening first: isolated bright pixels (salt noise, shot noise) are not overlays.
         solid = cv2.morphologyEx((image >= s.overlay_white).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        if mask is not None:
+            solid |= mask.astype(bool).astype(np.uint8)
         white = cv2.dilate(solid, np.ones((2 * s.overlay_margin + 1,) * 2, np.uint8)) > 0
     height, width = image.shape
     reach = int(math.ceil(s.max_size))
@@ -216,35 +304,98 @@ def detect_loops(image, *, settings: LoopSettings | None = None):
             core = part & (crop >= 0.5 * peak) & ~taken[y0:y1, x0:x1]
             if core.sum() < 3:
                 break
-            hull = convex_hull_image(core)
-            prop = regionprops(hull.astype(np.int32))[0]
-            major, minor = float(prop.axis_major_length), float(prop.axis_minor_length)
+            hull, major, minor, angle = _hull_ellipse(core)
             if s.min_size <= major <= s.max_size and minor > 0 and major / minor <= s.max_aspect:
-                measured = core, hull, prop, major, minor
+                measured = core, hull, major, minor, angle
                 break
         if measured is None:
             continue
-        core, hull, prop, major, minor = measured
+        core, hull, major, minor, angle = measured
         taken[y0:y1, x0:x1] |= hull
         if excluded is not None and excluded[r, c]:
             continue
         if white is not None and white[y0:y1, x0:x1][hull].any():
             continue
         if grad is None:
-            gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8
-            gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3) / 8
-            grad = np.hypot(gx, gy)
+            # Edges and burnt-in black are judged on a 3x3 median: isolated salt and
+            # pepper pixels (noise) are gone there, and overlay strokes (>= 2 px) stay.
+            grad = np.hypot(cv2.Sobel(cleaned, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(cleaned, cv2.CV_32F, 0, 1, ksize=3)) / 8
+            black = cleaned <= s.overlay_black
         ring = cv2.dilate(hull.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if float(grad[y0:y1, x0:x1][ring].max()) / peak > s.max_steepness:
+            continue
+        around = cv2.dilate(hull.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        if (black[y0:y1, x0:x1][around].mean() >= _TEXT_BLACK_SHARE
+                and float(grad[y0:y1, x0:x1][around].max()) >= s.overlay_edge):
             continue
         weight = np.where(core, crop, 0.0)
         total = float(weight.sum())
         ys, xs = np.nonzero(weight)
         cy = float((ys * weight[ys, xs]).sum() / total) + y0
         cx = float((xs * weight[ys, xs]).sum() / total) + x0
-        angle = math.degrees(math.pi / 2 - prop.orientation) % 180.0
-        rows.append((cx, cy, major, minor, angle, float(prop.area), peak, peak / sigma))
+        rows.append((cx, cy, major, minor, angle, float(hull.sum()), peak, peak / sigma))
     return pd.DataFrame(rows, columns=["x", "y", "major", "minor", "angle", "area", "contrast", "snr"])
+
+
+# Column -> (pyarrow type, description) of OUT_tracks.parquet, one row per track
+# (:func:`temtrack.tracker.loops.track_summary`).
+LOOP_TRACK_COLUMNS = {
+    "track_id": ("int64", "the track's id, as in loops.parquet"),
+    "first_frame": ("int64", "first frame with the loop"),
+    "last_frame": ("int64", "last frame with the loop"),
+    "lifetime": ("int64", "frames from first to last, inclusive"),
+    "detections": ("int64", "frames in which it was found"),
+    "x": ("float64", "mean centre, column px"),
+    "y": ("float64", "mean centre, row px"),
+    "median_major": ("float64", "median major axis, px"),
+    "size_slope": ("float64", "major axis trend, px per frame (least squares)"),
+    "D_2d": ("float64", "2-D diffusion coefficient, px² per frame (NaN below min_length detections)"),
+    "D_2d_low": ("float64", "95 % interval of D_2d, low end"),
+    "D_2d_high": ("float64", "95 % interval of D_2d, high end"),
+    "D_1d": ("float64", "1-D diffusion coefficient along the main direction, px² per frame"),
+    "D_1d_low": ("float64", "95 % interval of D_1d, low end"),
+    "D_1d_high": ("float64", "95 % interval of D_1d, high end"),
+    "direction": ("float64", "main direction of the steps, degrees from +x towards +y, [0, 180)"),
+    "anisotropy": ("float64", "step variance along / across the main direction"),
+}
+# Frames per stored chunk: what an interruption can lose at most (~4k rows at 80 loops
+# per frame, one small Parquet file).
+_CHUNK_FRAMES = 50
+_DETECTION_COLUMNS = ["frame", "time_s", "x", "y", "major", "minor", "angle", "area", "contrast", "snr"]
+
+
+def ellipse_curve(x: float, y: float, major: float, minor: float, angle: float, *, points: int = 24) -> np.ndarray:
+    """The outline of a loop's ellipse as a closed polyline.
+
+    Parameters
+    ----------
+    x, y : float
+        Centre, column and row px.
+    major, minor : float
+        Full axes, px.
+    angle : float
+        Major axis direction, degrees from +x towards +y.
+    points : int
+        Distinct points on the outline (>= 4); the first is repeated at the end.
+
+    Returns
+    -------
+    (points + 1, 2) ndarray of float64
+        ``(x, y)`` px, starting at the end of the major axis on the +x side.
+
+    Examples
+    --------
+    >>> ellipse_curve(10.0, 5.0, 8.0, 4.0, 90.0, points=4).round(6).tolist()
+    [[10.0, 9.0], [8.0, 5.0], [10.0, 1.0], [12.0, 5.0], [10.0, 9.0]]
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 4:
+        raise ValueError(f"points must be an integer >= 4, got {points!r}")
+    t = np.linspace(0.0, 2 * math.pi, points + 1)
+    t[-1] = 0.0  # exactly closed
+    theta = math.radians(angle)
+    u = np.array([math.cos(theta), math.sin(theta)])
+    v = np.array([-math.sin(theta), math.cos(theta)])
+    return np.array([x, y]) + np.outer(np.cos(t) * major / 2, u) + np.outer(np.sin(t) * minor / 2, v)
 
 
 @dataclass
@@ -256,94 +407,391 @@ class LoopResult:
     loops : pandas.DataFrame
         One row per loop per frame, columns :data:`LOOP_COLUMNS`.
     tracks : pandas.DataFrame
-        One row per track (:func:`temtrack.tracker.loops.track_summary`): lifetime, size,
-        D_eff in 2-D and 1-D with confidence intervals.
+        One row per track, columns :data:`LOOP_TRACK_COLUMNS`: lifetime, size, D_eff in
+        2-D and 1-D with confidence intervals.
     metadata : dict
-        Provenance written into the Parquet file.
-    path : Path or None
-        ``loops.parquet`` when written.
+        Provenance written into the Parquet files.
+    paths : dict of str to Path
+        ``loops`` and ``tracks`` (and ``overlay`` when asked); empty without ``out``.
+    frames : int
+        Frames detected by this call (not counting resumed ones).
+    resumed_frames : int
+        Frames taken over from an interrupted run.
+    seconds : float
+        Wall time of the call.
     """
 
     loops: object
     tracks: object
     metadata: dict
-    path: Path | None = None
+    paths: dict = field(default_factory=dict)
+    frames: int = 0
+    resumed_frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def path(self) -> Path | None:
+        """``loops.parquet`` when written."""
+        return self.paths.get("loops")
+
+    @property
+    def fps(self) -> float:
+        """Frames detected per second of wall time by this call."""
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+def loop_output_paths(out) -> dict[str, Path]:
+    """The files of a loop run writing ``out``: ``loops`` (``out``), ``tracks``
+    (``OUT_tracks.parquet`` beside it), the hidden ``partial`` folder of an unfinished run
+    and its ``lock`` file."""
+    from .results import output_paths
+
+    named = output_paths(out)  # one naming rule for the main job and the loop job
+    out = Path(out)
+    return {"loops": out, "tracks": named["tracks"], "partial": named["partial"], "lock": out.with_name(f".{out.name}.lock")}
+
+
+class _LoopStore:
+    """The detections of a loop run, stored in chunks in ``.OUT.partial/`` as it goes.
+
+    Each chunk is a Parquet file written atomically, then a JSON marker that makes it
+    count (as :class:`~temtrack.sdk.results.RunWriter` does for the main job): an
+    interrupted run keeps every complete chunk and ``resume`` continues after the last.
+    The folder records the run's settings and input; resuming with others is refused.
+    """
+
+    def __init__(self, out, *, metadata: dict, overwrite: bool, resume: bool, chunk_frames: int | None = None):
+        import shutil
+
+        from .atomic import write_atomic
+
+        self.paths = loop_output_paths(out)
+        self.metadata, self.chunk_frames = metadata, chunk_frames or _CHUNK_FRAMES
+        self.chunks: list[dict] = []
+        self._parts: list = []
+        self._frames: list[tuple[int, float]] = []
+        partial = self.paths["partial"]
+        if partial.exists() and resume:
+            self._open()
+            return
+        if partial.exists():
+            if not overwrite:
+                raise FileExistsError(f"an interrupted run left {partial}; pass --resume to continue it or --overwrite to start over")
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        write_atomic(partial / "run.json", json.dumps(metadata, indent=2, default=str))
+
+    def _open(self) -> None:
+        partial = self.paths["partial"]
+        try:
+            stored = json.loads((partial / "run.json").read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot resume: {partial}/run.json is unreadable ({error}); use --overwrite") from None
+        for key in ("kind", "settings", "input"):
+            was, now = (json.dumps(m.get(key), sort_keys=True, default=str) for m in (stored, self.metadata))
+            if was != now:
+                raise ValueError(f"cannot resume {partial}: it was started with another {key} ({was[:300]}); "
+                                 "use the same options, or --overwrite")
+        self.chunks = [json.loads(path.read_text()) for path in sorted(partial.glob("chunk-*.json"))]
+        known = {f"{chunk['name']}.parquet" for chunk in self.chunks}
+        for leftover in partial.glob("*.parquet*"):  # a chunk being written when the run stopped
+            if leftover.name not in known:
+                leftover.unlink()
+
+    @property
+    def resumed_frames(self) -> int:
+        return sum(chunk["n_frames"] for chunk in self.chunks)
+
+    def add(self, frame: int, time_s: float, found) -> None:
+        self._parts.append(found)
+        self._frames.append((frame, time_s))
+        if len(self._frames) >= self.chunk_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered frames as one complete chunk."""
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        from .atomic import write_atomic
+
+        if not self._frames:
+            return
+        partial = self.paths["partial"]
+        name = f"chunk-{len(self.chunks):06d}"
+        table = _arrow(pd.concat(self._parts, ignore_index=True), _detection_schema())
+        write_atomic(partial / f"{name}.parquet", lambda tmp: pq.write_table(table, tmp))
+        frames = [f for f, _ in self._frames]
+        marker = {"name": name, "n_frames": len(frames), "first_frame": frames[0], "last_frame": frames[-1]}
+        write_atomic(partial / f"{name}.json", json.dumps(marker))  # the chunk counts from here on
+        self.chunks.append(marker)
+        self._parts, self._frames = [], []
+
+    def detections(self):
+        """Every stored detection (after :meth:`flush`), one DataFrame."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.flush()
+        files = [self.paths["partial"] / f"{chunk['name']}.parquet" for chunk in self.chunks]
+        tables = [pq.read_table(file) for file in files]
+        return (pa.concat_tables(tables) if tables else _detection_schema().empty_table()).to_pandas()
+
+    def cleanup(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.paths["partial"], ignore_errors=True)
+
+
+def _detection_schema():
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.from_numpy_dtype(np.dtype(LOOP_COLUMNS[name][0]))) for name in _DETECTION_COLUMNS])
+
+
+def _schema(columns: dict):
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.from_numpy_dtype(np.dtype(kind))) for name, (kind, _) in columns.items()])
+
+
+def _arrow(table, schema, metadata: dict | None = None):
+    import pyarrow as pa
+
+    arrow = pa.Table.from_pandas(table[schema.names], schema=schema, preserve_index=False)
+    if metadata is not None:
+        from .results import METADATA_KEY
+
+        arrow = arrow.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    return arrow
+
+
+def _stage_table(table, columns: dict, metadata: dict, path: Path, staged) -> None:
+    """Write ``table`` under a temporary name beside ``path`` into the Transaction ``staged``."""
+    import pyarrow.parquet as pq
+
+    from .atomic import PendingFile, stage_file
+
+    arrow = _arrow(table, _schema(columns), metadata)
+    pending = PendingFile(path)
+    staged.add(pending.tmp, path)  # first, so that a failed write is discarded too
+    stage_file(pending.tmp, lambda tmp: pq.write_table(arrow, tmp))
+
+
+def _sampled_mask(opened, start: int, end: int | None, every: int, settings: "LoopSettings"):
+    """The burnt-in annotation mask of the frames to process, or None.
+
+    ``settings.annotations`` "auto": :func:`temtrack.sdk.annotations.annotation_mask` of up
+    to ``_MASK_SAMPLES`` frames spread over the range (static, saturated, sharp-edged
+    pixels: scale bars, labels, a cursor that stays put), as the main job samples frames
+    for the input range.
+    """
+    if settings.annotations != "auto":
+        return None
+    try:
+        from .annotations import annotation_mask
+    except ImportError:  # not in this install: the detector's own overlay rules still apply
+        return None
+    stop = end if end is not None else opened.n_frames
+    if stop is None or _read_once(opened):
+        return None  # a live stream is read once: nothing to sample ahead
+    wanted = list(range(start, stop, every))
+    if len(wanted) < 2:
+        return None
+    picks = sorted({wanted[int(i)] for i in np.linspace(0, len(wanted) - 1, min(_MASK_SAMPLES, len(wanted))).round()})
+    images = []
+    for index in picks:
+        for frame in opened.frames(start=index, end=index + 1):
+            images.append(frame.image)
+    if len(images) < 2:
+        return None
+    return np.asarray(annotation_mask(np.stack(images)), dtype=bool)
+
+
+_MASK_SAMPLES = 16
+
+
+def _read_once(opened) -> bool:
+    return opened.kind == "iterator" and not opened.metadata.get("reiterable", False)
 
 
 def track_loops(source, out=None, *, start: int = 0, end: int | None = None, every: int = 1,
-                settings: LoopSettings | dict | None = None, overwrite: bool = False) -> LoopResult:
-    """Detect, measure and link loops in a video; optionally write ``loops.parquet``.
+                settings: LoopSettings | dict | None = None, fps: float | None = None,
+                pixel_size_nm: float | None = None, overlay=None, resume: bool = False,
+                overwrite: bool = False, progress: bool = False) -> LoopResult:
+    """Detect, measure and link loops in a video; optionally write the tables and an overlay.
 
     Parameters
     ----------
     source : path, ndarray or iterable
         Anything :func:`temtrack.sdk.sources.open_source` opens.
     out : path, optional
-        Parquet file to write atomically (columns :data:`LOOP_COLUMNS`; provenance as
-        JSON under the key ``temtrack``). An existing file raises
-        :class:`FileExistsError` unless ``overwrite``.
+        ``loops.parquet`` (columns :data:`LOOP_COLUMNS`); ``OUT_tracks.parquet`` (columns
+        :data:`LOOP_TRACK_COLUMNS`) goes beside it. Both carry the provenance as JSON
+        under the key ``temtrack``.
     start, end, every : int
         Frames ``start, start + every, ... < end`` (``end`` None: to the last).
     settings : LoopSettings or dict, optional
+    fps, pixel_size_nm : float, optional
+        Override the source's frame rate and pixel size (nm / px).
+    overlay : path, optional
+        An mp4 of the frames with each loop's ellipse and track id drawn in its track's
+        colour (:class:`~temtrack.sdk.overlay.OverlayWriter`); a second pass over the
+        frames once the tracks are known, so the source must be readable twice.
+    resume : bool
+        Continue the interrupted run that wrote ``out`` after its last stored chunk.
+    overwrite : bool
+        Replace existing outputs (only tem-track's own, once the new ones are complete).
+    progress : bool
+        A progress bar when stderr is a terminal.
 
     Returns
     -------
     LoopResult
+
+    Raises
+    ------
+    FileExistsError
+        An output exists and not ``overwrite``; another process is writing ``out``; an
+        interrupted run exists and neither ``resume`` nor ``overwrite`` is given.
+    ValueError
+        Bad arguments; ``resume`` of a run made with other settings or input.
+
+    Notes
+    -----
+    As the main job (:meth:`temtrack.sdk.analyzer.Analyzer.run`): detections are stored in
+    chunks in ``.OUT.partial/`` beside ``out`` while the run goes, a lock file
+    ``.OUT.lock`` lets one run at a time write ``out``, and the tables and the overlay
+    are staged under temporary names and swapped in together at the end
+    (:class:`~temtrack.sdk.atomic.Transaction`). An interruption (Ctrl-C, a signal, a
+    full disk) keeps the frames done for ``resume``. Linking runs once over the whole
+    table at the end (trackpy), so a resumed run gives the same tracks as one that ran
+    through.
     """
+    import time
+
     import pandas as pd
 
     from temtrack import __version__
     from temtrack.tracker.loops import LoopLinkSettings, link_loops, track_summary
 
+    from .analyzer import check_range, check_start, keep_for_resume, progress_bar, check_outputs
+    from .atomic import OutputLock, Transaction
     from .sources import open_source
 
+    began = time.perf_counter()
     if isinstance(settings, dict) or settings is None:
         settings = LoopSettings.from_dict(settings)
     if not isinstance(settings, LoopSettings):
         raise TypeError(f"settings must be a LoopSettings, a dict or None, got {type(settings).__name__}")
     link = LoopLinkSettings.from_options("loop linking", settings.link)
-    for name, value in (("start", start), ("every", every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "start" else 1):
-            raise ValueError(f"{name} must be an integer >= {0 if name == 'start' else 1}, got {value!r}")
-    if out is not None:
-        out = Path(out)
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"output {out} exists; pass overwrite=True to replace it")
-    opened = open_source(source)
-    parts, frames = [], 0
-    for frame in opened.frames(start=start, end=end, every=every):
-        found = detect_loops(frame.image, settings=settings)
-        found.insert(0, "time_s", frame.time_s)
-        found.insert(0, "frame", frame.index)
-        parts.append(found)
-        frames += 1
-    detections = pd.concat(parts, ignore_index=True) if parts else detect_loops(np.zeros((8, 8), np.float32)).assign(frame=0, time_s=0.0)
-    linked = link_loops(detections, settings=link)
-    pixel = opened.pixel_size_nm
-    linked["major_nm"] = linked["major"] * pixel if pixel else np.nan
-    linked = linked[list(LOOP_COLUMNS)].astype({"frame": "int64", "track_id": "int64"})
-    metadata = {
-        "kind": "loops", "version": __version__, "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
-        "start": start, "end": end, "every": every, "frames_processed": frames,
-        "fps": opened.fps, "pixel_size_nm": pixel, "detector": "classical",
-        "settings": settings.to_dict(), "link_settings": link.to_dict(),
-    }
-    path = None
-    if out is not None:
-        path = _write(linked, out, metadata)
-    tracks = track_summary(linked, settings=link)
-    return LoopResult(loops=linked, tracks=tracks, metadata=metadata, path=path)
+    check_range(start, end, every)
+    if resume and out is None:
+        raise ValueError("resume needs out: the partial output to continue")
+    if overlay is not None and out is None:
+        raise ValueError("overlay needs out: the overlay is written with the tables")
+    out, overlay, _ = check_outputs(source, out, overlay, None, overwrite)
+    paths = None if out is None else loop_output_paths(out)
+    with open_source(source, fps=fps, pixel_size_nm=pixel_size_nm) as opened:
+        check_start(opened, start)
+        if overlay is not None and _read_once(opened):
+            raise ValueError("overlay needs a source that can be read twice (the overlay is drawn once the tracks are "
+                             "known); give a file, an array or a list, or no overlay")
+        pixel = opened.pixel_size_nm
+        metadata = {
+            "kind": "loops", "tem_track_version": __version__, "version": __version__, "created_unix_s": time.time(),
+            "source": str(source) if isinstance(source, (str, Path)) else type(source).__name__,
+            "input": {"name": opened.name, "kind": opened.kind, "n_frames": opened.n_frames,
+                      "shape": list(opened.shape) if opened.shape is not None else None},
+            "start": start, "end": end, "every": every, "fps": opened.fps, "pixel_size_nm": pixel,
+            "detector": "classical",
+            "settings": {**settings.to_dict(), "start": start, "end": end, "every": every, "fps": opened.fps,
+                         "pixel_size_nm": pixel},
+            "link_settings": link.to_dict(),
+        }
+        if paths is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        lock = None if paths is None else OutputLock(paths["lock"], str(out)).acquire()
+        try:
+            store = None if paths is None else _LoopStore(out, metadata=metadata, overwrite=overwrite, resume=resume)
+            first = start if store is None or not store.chunks else store.chunks[-1]["last_frame"] + every
+            stop = end if end is not None else opened.n_frames
+            total = None if stop is None else max(0, len(range(start, stop, every)))
+            parts, count, staged = [], 0, Transaction()
+            try:
+                mask = _sampled_mask(opened, start, end, every, settings)
+                resumed = store.resumed_frames if store is not None else 0
+                with progress_bar(total, resumed, progress, opened.name) as bar:
+                    for frame in opened.frames(start=first, end=end, every=every):
+                        found = detect_loops(frame.image, settings=settings, mask=mask)
+                        found.insert(0, "time_s", frame.time_s)
+                        found.insert(0, "frame", frame.index)
+                        if store is not None:
+                            store.add(frame.index, frame.time_s, found)
+                        else:
+                            parts.append(found)
+                        count += 1
+                        bar.update(1)
+                if not count + resumed:
+                    raise ValueError(f"no frames to process in {opened.name} from frame {start}"
+                                     + (f" to {end}" if end is not None else "") + f" every {every}")
+                if store is not None:
+                    detections = store.detections()
+                elif parts:
+                    detections = pd.concat(parts, ignore_index=True)
+                else:
+                    detections = pd.DataFrame({name: pd.Series(dtype=LOOP_COLUMNS[name][0]) for name in _DETECTION_COLUMNS})
+                linked = link_loops(detections, settings=link)
+                linked["major_nm"] = linked["major"] * pixel if pixel else np.nan
+                linked = linked[list(LOOP_COLUMNS)].astype({"frame": "int64", "track_id": "int64"})
+                tracks = track_summary(linked, settings=link)
+                if tracks.empty:
+                    tracks = pd.DataFrame({name: pd.Series(dtype=kind) for name, (kind, _) in LOOP_TRACK_COLUMNS.items()})
+                metadata["frames_processed"] = count + resumed
+                written = {}
+                if paths is not None:
+                    _stage_table(linked, LOOP_COLUMNS, metadata, paths["loops"], staged)
+                    _stage_table(tracks, LOOP_TRACK_COLUMNS, metadata, paths["tracks"], staged)
+                    written = {"loops": paths["loops"], "tracks": paths["tracks"]}
+                if overlay is not None:
+                    staged.add(_stage_overlay(opened, linked, overlay, start, end, every, overwrite, progress), overlay)
+                    written["overlay"] = overlay
+                staged.commit()
+            except BaseException:
+                staged.discard()
+                if store is not None:
+                    keep_for_resume(store)
+                raise
+        finally:
+            if lock is not None:
+                lock.release()
+        if store is not None:
+            store.cleanup()
+    return LoopResult(loops=linked, tracks=tracks, metadata=metadata, paths=written, frames=count,
+                      resumed_frames=resumed, seconds=time.perf_counter() - began)
 
 
-def _write(table, out: Path, metadata: dict) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _stage_overlay(opened, linked, overlay: Path, start, end, every, overwrite: bool, progress: bool) -> Path:
+    """Draw every processed frame with its loops' ellipses and ids into an mp4 under a
+    temporary name (:meth:`~temtrack.sdk.overlay.OverlayWriter.stage`); returns that name."""
+    from .analyzer import progress_bar
+    from .overlay import OverlayWriter
 
-    from .atomic import write_atomic
-    from .results import METADATA_KEY
-
-    schema = pa.schema([(name, pa.from_numpy_dtype(np.dtype(kind))) for name, (kind, _) in LOOP_COLUMNS.items()])
-    arrow = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(out, lambda tmp: pq.write_table(arrow, tmp))
+    by_frame = {frame: group for frame, group in linked.groupby("frame", sort=False)}
+    writer = OverlayWriter(overlay, fps=opened.fps or 15.0, shape=opened.shape, overwrite=overwrite)
+    try:
+        total = sum(1 for _ in range(start, end if end is not None else (opened.n_frames or start), every)) or None
+        with progress_bar(total, 0, progress, f"overlay {overlay.name}") as bar:
+            for frame in opened.frames(start=start, end=end, every=every):
+                rows = by_frame.get(frame.index)
+                curves, ids = [], []
+                if rows is not None:
+                    for x, y, major, minor, angle, track in zip(rows.x, rows.y, rows.major, rows.minor, rows.angle, rows.track_id):
+                        curves.append(ellipse_curve(x, y, major, minor, angle))
+                        ids.append(int(track))
+                writer.write(frame.image, curves, ids)
+                bar.update(1)
+        return writer.stage()
+    except BaseException:
+        writer.abort()
+        raise

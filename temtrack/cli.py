@@ -467,7 +467,12 @@ def _run_parser() -> argparse.ArgumentParser:
                         "(default: the model's)")
     parser.add_argument("--objects", choices=("dislocations", "loops"), default="dislocations",
                         help="what to find: dislocation lines (default), or dislocation loops and black dots "
-                        "(classical detector, ellipse fit, trackpy linking, D_eff; writes one loops table)")
+                        "(classical detector, ellipse fit, trackpy linking, D_eff; writes OUT and OUT_tracks.parquet; "
+                        "--overlay draws the ellipses and ids, --tracker-option sets the trackpy linking, e.g. "
+                        "search_range=6)")
+    parser.add_argument("--loop-exclude", action="append", default=[], type=int, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                        help="with --objects loops: a box (px, end exclusive) where no loop is kept, for a burnt-in "
+                        "label the automatic annotation mask misses (repeatable)")
     parser.add_argument("--keep-overlays", action="store_true", help="keep dislocations found on burnt-in overlays "
                         "(scale bars and their labels, dose text, timestamps, cursors: saturated, sharp-edged marks found "
                         "in every frame); by default they are left out and counted in the metadata")
@@ -503,8 +508,7 @@ def _key_values(items: list[str], option: str) -> dict:
 
 
 def _loops(args: argparse.Namespace, out: Path | None) -> int:
-    """``--objects loops``: loops and black dots, one table (``temtrack.sdk.loops``)."""
-    from temtrack.sdk.analyzer import check_outputs
+    """``--objects loops``: loops and black dots, two tables (``temtrack.sdk.loops``)."""
     from temtrack.sdk.loops import track_loops
 
     if out is None:
@@ -512,14 +516,26 @@ def _loops(args: argparse.Namespace, out: Path | None) -> int:
         out = video.with_name(f"{video.stem if video.suffix else video.name}_loops.parquet")
     if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
         raise ValueError(f"--plots {args.plots} is a file; give a folder to write loops.png into")
-    check_outputs(args.video, out, None, None, args.overwrite)
+    for flag, given in (("--model", args.model), ("--backend", args.backend), ("--providers", args.providers),
+                        ("--scale", args.scale), ("--threshold", args.threshold), ("--input-range", args.input_range)):
+        if given is not None:
+            raise ValueError(f"{flag} goes with dislocations; the loop detector is classical (no model)")
     picture = None if args.plots is None else args.plots / "loops.png"
     if picture is not None and picture.exists() and not args.overwrite:
         raise FileExistsError(f"plot {picture} already exists; pass --overwrite to replace it")
-    result = track_loops(args.video, out, start=args.start, end=args.end, every=args.every, overwrite=args.overwrite)
+    options = {"exclude": [tuple(box) for box in args.loop_exclude]} if args.loop_exclude else {}
+    if args.tracker_option:
+        options["link"] = _key_values(args.tracker_option, "--tracker-option")
+    if getattr(args, "keep_overlays", False):
+        options["annotations"] = "off"  # no mask from sampled frames (the detector's own text rules stay)
+    result = track_loops(args.video, out, start=args.start, end=args.end, every=args.every, settings=options,
+                         fps=args.fps, pixel_size_nm=args.pixel_size, overlay=args.overlay, resume=args.resume,
+                         overwrite=args.overwrite, progress=not args.quiet)
     frames = result.loops.frame.nunique() if len(result.loops) else 0
-    print(f"{len(result.loops)} loops in {frames} frames with loops, {len(result.tracks)} tracks")
-    written = [str(result.path)]
+    resumed = f" (+{result.resumed_frames} resumed)" if result.resumed_frames else ""
+    print(f"{result.frames} frames{resumed} in {result.seconds:.1f} s ({result.fps:.1f} frames/s): "
+          f"{len(result.loops)} loops in {frames} frames with loops, {len(result.tracks)} tracks")
+    written = [str(path) for path in result.paths.values()]
     if picture is not None:
         from temtrack.tracker import plot_loops
 
