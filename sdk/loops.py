@@ -14,10 +14,13 @@ Detection of one frame (:func:`detect_loops`):
 4. each seed, strongest first: the object is the connected region above
    ``join * peak`` around it, closed by a disk of radius ``bridge`` (joins a coffee bean's lobes and a ring's arcs), measured
    as the convex hull of its pixels above ``0.5 * peak`` (the half-maximum extent, the
-   ground-truth convention of :mod:`temtrack.training.synth.loops`); when that joined
-   object is too big or elongated (two touching loops), the half-maximum part around
-   the seed alone is used instead (a cheap stand-in for Shen's watershed split); seeds
-   inside an object already found are skipped;
+   ground-truth convention of :mod:`temtrack.training.synth.loops`); when the joined
+   object holds several seeds and is more elongated than ``split_aspect`` (loops that
+   touch side by side; one ring or coffee bean is rounder), Shen's split: a watershed of
+   the distance transform of its closed half-maximum region from the maxima standing
+   ``neck`` px above their neck (:func:`_split_touching`), the seed's piece kept when it
+   is rounder; when the object is still too big or elongated, the half-maximum part
+   around the seed alone; seeds inside an object already found are skipped;
 5. rejected: sizes outside ``[min_size, max_size]``, aspect above ``max_aspect``,
    objects within ``overlay_margin`` px of burnt-in white (pixels >= ``overlay_white``:
    scale bars and white labels with dark outlines), and objects with overlay-sharp
@@ -104,6 +107,8 @@ class LoopSettings:
     threshold: float = 5.0  # seed level, in noise sigmas
     join: float = 0.3  # fraction of the peak that joins an object's parts
     bridge: int = 2  # px: parts closer than twice this are one object
+    neck: float = 1.0  # px: a joined object with distance maxima this far above the neck between them is split there
+    split_aspect: float = 1.9  # joined objects more elongated than this are tried for a split
     max_aspect: float = 3.0
     overlay_white: float = 0.94
     overlay_margin: int = 4
@@ -115,8 +120,8 @@ class LoopSettings:
     link: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("min_size", "max_size", "smooth_sigma", "threshold", "max_aspect", "max_steepness", "overlay_black",
-                     "overlay_edge"):
+        for name in ("min_size", "max_size", "smooth_sigma", "threshold", "neck", "split_aspect", "max_aspect", "max_steepness",
+                     "overlay_black", "overlay_edge"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"LoopSettings.{name} must be a positive number, got {value!r}")
@@ -217,6 +222,51 @@ def _hull_ellipse(region: np.ndarray) -> tuple[np.ndarray, float, float, float]:
     return hull, major, minor, angle
 
 
+def _split_touching(part: np.ndarray, seed: tuple[int, int], *, neck: float) -> np.ndarray:
+    """The piece of ``part`` that holds ``seed`` when ``part`` is several touching objects.
+
+    Shen's split: a watershed of the distance transform of ``part`` (holes filled, so a
+    ring or a coffee bean is one solid shape with one deepest point) from its maxima that
+    stand at least ``neck`` px above the neck joining them to a deeper one (h-maxima);
+    touching loops meet at a neck and fall apart there, a lone ellipse has one maximum.
+
+    Parameters
+    ----------
+    part : (H, W) ndarray of bool
+        One connected object (the joined region around a seed).
+    seed : (int, int)
+        Row and column of the seed, inside ``part``.
+    neck : float
+        Least depth of a distance maximum below which it is not a separate object, px.
+
+    Returns
+    -------
+    (H, W) ndarray of bool
+        The watershed basin of ``seed`` (all of the filled ``part`` when there is no neck).
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:20, :40]
+    >>> two = (np.hypot(xx - 10, yy - 10) <= 6) | (np.hypot(xx - 22, yy - 10) <= 7)  # overlapping discs
+    >>> piece = _split_touching(two, (10, 10), neck=1.5)
+    >>> int(piece[10, 10]), int(piece[10, 22]), int(piece.sum()) < int(two.sum()) // 2
+    (1, 0, True)
+    """
+    import cv2
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    filled = ndimage.binary_fill_holes(part)
+    # Padded by one pixel: OpenCV counts beyond the border as inside.
+    dist = cv2.distanceTransform(np.pad(filled, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    markers, count = ndimage.label(h_maxima(dist, neck))
+    if count < 2:
+        return filled
+    basins = watershed(-dist, markers, mask=filled)
+    return basins == basins[seed]
+
+
 def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
     """Find dark loops and black dots in one frame and measure their ellipses.
 
@@ -276,6 +326,8 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
             solid |= mask.astype(bool).astype(np.uint8)
         white = cv2.dilate(solid, np.ones((2 * s.overlay_margin + 1,) * 2, np.uint8)) > 0
     height, width = image.shape
+    seeds = np.zeros(image.shape, bool)
+    seeds[peaks[:, 0], peaks[:, 1]] = True
     reach = int(math.ceil(s.max_size))
     taken = np.zeros(image.shape, bool)
     excluded = None
@@ -301,7 +353,21 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
                 mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, bridge)
             labels, _ = ndimage.label(mask > 0)
             part = labels == labels[r - y0, c - x0]
-            core = part & (crop >= 0.5 * peak) & ~taken[y0:y1, x0:x1]
+            core = part & (crop >= 0.5 * peak)
+            if close and np.count_nonzero(seeds[y0:y1, x0:x1] & part) > 1:
+                # Several seeds: one ring or bean, or touching loops. Those joined side by side
+                # are more elongated than one loop; Shen's watershed split, kept when the
+                # seed's piece is rounder. Judged with the pieces already taken included, so
+                # the second loop of a pair is split off the same way as the first.
+                _, major, minor, _ = _hull_ellipse(core)
+                if minor > 0 and major / minor > s.split_aspect:
+                    closed = cv2.morphologyEx(core.astype(np.uint8), cv2.MORPH_CLOSE, bridge) > 0
+                    piece = core & _split_touching(closed, (r - y0, c - x0), neck=s.neck)
+                    if 3 <= piece.sum() < core.sum():
+                        _, p_major, p_minor, _ = _hull_ellipse(piece)
+                        if p_minor > 0 and p_major / p_minor < major / minor:
+                            core = piece
+            core &= ~taken[y0:y1, x0:x1]
             if core.sum() < 3:
                 break
             hull, major, minor, angle = _hull_ellipse(core)

@@ -53,6 +53,23 @@ def test_several_objects_all_found():
     assert (dist.min(axis=0) < 1.0).all()
 
 
+@pytest.mark.parametrize("gap", [1.0, 2.0, 3.0])
+def test_touching_loops_are_split_in_two(gap):
+    """Two black dots whose half-maximum ellipses are ``gap`` px apart are one joined
+    object at the join level (30 % of the peak, closed by 2 px); the watershed split
+    gives two, each with its own size within 1 px. Without the split (``split_aspect``
+    out of reach) they come out as one object about twice as long."""
+    objects = _with_truth([_isolated("dot", 70.3, 60.6, 12.0), _isolated("dot", 0.0, 60.6, 12.0, loop_id=1)], QUIET)
+    objects[1] = objects[1].model_copy(update={"x": 70.3 + (objects[0].major + objects[1].major) / 2 + gap})
+    frame = next(iter_loop_video(QUIET, 0, objects=objects))
+    found = detect_loops(frame.image).sort_values("x", ignore_index=True)
+    assert len(found) == 2
+    np.testing.assert_allclose(found.major, frame.truth["major"], atol=1.0)  # px
+    np.testing.assert_allclose(found.x, frame.truth["x"], atol=0.5)  # px
+    joined = detect_loops(frame.image, settings=LoopSettings(split_aspect=100.0))
+    assert len(joined) == 1 and joined.major[0] > 1.8 * frame.truth["major"].max()
+
+
 def test_white_overlay_and_excluded_box_are_ignored():
     objects = _with_truth([_isolated("dot", 40.0, 40.0, 12.0), _isolated("dot", 140.0, 80.0, 12.0, loop_id=1)], QUIET)
     image = next(iter_loop_video(QUIET, 0, objects=objects)).image.copy()
