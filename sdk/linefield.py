@@ -277,6 +277,12 @@ def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[
     backwards = ((out[i] * gap).sum(1) < 0) | ((out[j] * gap).sum(1) > 0)
     # Ends that touch join on their directions alone.
     cost = np.where(distance < 1.5, bend, np.where(backwards, np.inf, np.maximum(bend, offset)))
+    return _join_cheapest(segments, i, j, cost, settings)
+
+
+def _join_cheapest(segments, i, j, cost, settings) -> list[tuple[int, int, int, int]]:
+    """Joins of the end pairs ``(i, j)`` (indices ``2 * segment + end``) costing at most
+    ``link_angle``, cheapest first, each end once, never closing a ring."""
     keep = cost <= settings.link_angle
     order = np.argsort(cost[keep], kind="stable")
     used, parent, joins = set(), list(range(len(segments))), []

@@ -1,0 +1,217 @@
+"""Where a line-field model loses the labelled lines of real frames, and what the tracing can do about it.
+
+On every other labelled TWIP frame (``../shared/data/real/twip-8.4um/labeled``; skipped
+when absent) the model's fields are computed once; then:
+
+1. **coverage**: how much of each labelled line the thinned ridges pass within 3 px of,
+   and, for the lines not found although the ridges cover at least 90 % of them, whether
+   they were cut into pieces (no single spline covers half of the line) or covered by a
+   spline that runs on beyond the label (its mean distance to the line over 5 px);
+2. **tracing variants** (spline recall as ``tem-track eval`` computes it, the length score
+   of the found lines, and lines per frame): the defaults, other thresholds and cuts, the
+   previous join rule (judged by the gap's own direction), ridges from a thresholded and
+   skeletonised centre map instead of non-maximum suppression, fields averaged over four
+   flips of the frame, and the frame scaled before the model.
+
+    python benchmarks/bench_tracing_real.py                      # the bundled model
+    python benchmarks/bench_tracing_real.py --model more.onnx --quick
+
+Needs the real data and the runtime (onnxruntime); no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+LABELLED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "twip-8.4um" / "labeled"
+
+
+def load_frames(model: str, folder: Path, step: int):
+    """``(image, labelled curves)`` of every ``step``-th labelled frame, and a fields function."""
+    from temtrack.sdk.backends import get_backend
+    from temtrack.sdk.groundtruth import iter_ground_truth
+    from temtrack.sdk.models import resolve_model
+    from temtrack.sdk.postprocess import PostprocessSettings, extract_dislocations
+
+    backend = get_backend(str(resolve_model(model)) if not Path(model).exists() else model)
+    frames = []
+    for k, truth in enumerate(iter_ground_truth(folder)):
+        if k % step == 0:
+            curves = [d.points for d in extract_dislocations(truth.masks, settings=PostprocessSettings()).dislocations]
+            frames.append((truth.image, curves))
+    return frames, backend
+
+
+def fields_of(backend, image: np.ndarray, *, scale: float = 1.0, flips: bool = False) -> np.ndarray:
+    """The model's fields at the frame's size: plain, with the frame scaled, or averaged over four flips."""
+    import cv2
+
+    def predict(frame):
+        return np.asarray(backend.predict(frame[None])[0], np.float32)
+
+    if flips:
+        total = predict(image)
+        for axes, flip_sin in (((1,), True), ((0,), True), ((0, 1), False)):
+            fields = np.flip(predict(np.ascontiguousarray(np.flip(image, axes))), tuple(a + 1 for a in axes)).copy()
+            if flip_sin:  # a mirror turns theta into -theta: sin 2 theta changes sign
+                fields[2] *= -1
+            total += fields
+        return total / 4
+    if scale == 1.0:
+        return predict(image)
+    height, width = image.shape
+    small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in predict(small)])
+
+
+def gap_direction_links(segments, settings):
+    """The previous join rule: the gap's own direction must continue both ends."""
+    from scipy.spatial import cKDTree
+
+    from temtrack.sdk import linefield
+
+    if len(segments) < 2 or settings.link_distance <= 0:
+        return []
+    tips = np.array([s.ends[k] for s in segments for k in (0, 1)])
+    out = np.array([s.out[k] for s in segments for k in (0, 1)])
+    pairs = cKDTree(tips).query_pairs(settings.link_distance, output_type="ndarray")
+    pairs = pairs[pairs[:, 0] // 2 != pairs[:, 1] // 2] if len(pairs) else pairs
+    if not len(pairs):
+        return []
+    i, j = pairs[:, 0], pairs[:, 1]
+    gap = tips[j] - tips[i]
+    touching = np.hypot(gap[:, 0], gap[:, 1]) < 1.5
+    cost = np.where(touching, 180.0 - linefield._angles(out[i], out[j]),
+                    np.maximum(linefield._angles(out[i], gap), linefield._angles(-out[j], gap)))
+    return linefield._join_cheapest(segments, i, j, cost, settings)
+
+
+def thresholded_ridges(centre, direction, *, high=0.5, low=0.25):
+    """Ridges as the skeleton of the hysteresis mask of the centre map (no suppression)."""
+    import cv2
+    from skimage.morphology import skeletonize
+
+    count, labels = cv2.connectedComponents((centre > low).view(np.uint8), connectivity=8)
+    strong = np.zeros(count, bool)
+    strong[np.unique(labels[(centre > high) & (labels > 0)])] = True
+    return skeletonize(strong[labels])
+
+
+def score(cases, settings) -> dict:
+    from temtrack.sdk.linefield import extract_lines
+    from temtrack.sdk.splinematch import score_splines, summarize_splines
+
+    scores, lines = [], 0
+    for fields, curves in cases:
+        found = extract_lines(fields, settings=settings)
+        lines += len(found.dislocations)
+        scores.append(score_splines([d.points for d in found.dislocations], curves))
+    summary = summarize_splines(scores)
+    return {"spline recall": summary["spline_recall"], "length score, found": summary["matched_length_score"],
+            "lines per frame": lines / len(cases)}
+
+
+def coverage(cases, settings) -> dict:
+    """How much of the labelled lines the ridges cover, and why covered lines are missed."""
+    from scipy.ndimage import distance_transform_edt
+
+    from temtrack.sdk.geometry import distance_to_curve
+    from temtrack.sdk.linefield import extract_lines, ridges, split_fields
+    from temtrack.sdk.splinematch import score_splines
+
+    shares, pieces, runs_on, best_shares, near_shares = [], 0, 0, [], []
+    for fields, curves in cases:
+        centre, direction = split_fields(fields)
+        away = distance_transform_edt(~ridges(centre, direction, high=settings.high, low=settings.low))
+        preds = [d.points for d in extract_lines(fields, settings=settings).dislocations]
+        found = {i for i, _ in score_splines(preds, curves).pairs}
+        height, width = centre.shape
+        for i, curve in enumerate(curves):
+            pts = np.clip(np.round(curve).astype(int), 0, [width - 1, height - 1])
+            share = float((away[pts[:, 1], pts[:, 0]] <= 3).mean())
+            shares.append(share)
+            if i in found or share < 0.9:
+                continue
+            best, best_near = 0.0, 0.0
+            for p in preds:
+                covered = float((distance_to_curve(curve, p) <= 5).mean())
+                if covered > best:
+                    best, best_near = covered, float((distance_to_curve(p, curve) <= 5).mean())
+            if best >= 0.5:
+                runs_on += 1
+                near_shares.append(best_near)
+            else:
+                pieces += 1
+                best_shares.append(best)
+    shares = np.array(shares)
+    return {
+        "labelled lines": len(shares),
+        "ridge coverage, mean": float(shares.mean()),
+        "lines covered >= 90 %": float((shares >= 0.9).mean()),
+        "lines covered >= 70 %": float((shares >= 0.7).mean()),
+        "missed though covered >= 90 %: in pieces": pieces,
+        "  their best piece covers (median)": float(np.median(best_shares)) if best_shares else float("nan"),
+        "missed though covered >= 90 %: run on beyond the label": runs_on,
+        "  share of that spline near the label (median)": float(np.median(near_shares)) if near_shares else float("nan"),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="a line-field model (default: the bundled one)")
+    parser.add_argument("--data", type=Path, default=LABELLED, help="folder of labelled frames")
+    parser.add_argument("--step", type=int, default=2, help="every STEP-th labelled frame (default 2: 30 of 59)")
+    parser.add_argument("--quick", action="store_true", help="defaults and coverage only")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"skipped: {args.data} is absent (the real data lives in ../shared/data/real)")
+        return 0
+
+    from temtrack.sdk import linefield
+    from temtrack.sdk.linefield import LineFieldSettings
+
+    tic = time.perf_counter()
+    frames, backend = load_frames(args.model, args.data, args.step)
+    plain = [(fields_of(backend, image), curves) for image, curves in frames]
+    print(f"{len(frames)} frames, fields in {time.perf_counter() - tic:.1f} s", file=sys.stderr)
+    defaults = LineFieldSettings()
+    for name, value in coverage(plain, defaults).items():
+        print(f"{name:58s} {value:.3f}" if isinstance(value, float) else f"{name:58s} {value}")
+    variants = [("defaults", plain, {}, None)]
+    if not args.quick:
+        variants += [
+            ("high 0.5", plain, {"high": 0.5}, None),
+            ("high 0.5, max_turn 40", plain, {"high": 0.5, "max_turn": 40.0}, None),
+            ("max_turn 70", plain, {"max_turn": 70.0}, None),
+            ("max_turn 180 (no cuts)", plain, {"max_turn": 180.0}, None),
+            ("link_distance 16", plain, {"link_distance": 16.0}, None),
+            ("link_distance 24", plain, {"link_distance": 24.0}, None),
+            ("min_length 20", plain, {"min_length": 20.0}, None),
+            ("joins by the gap's direction (previous rule)", plain, {}, ("_links", gap_direction_links)),
+            ("ridges: thresholded + skeletonised, no NMS", plain, {}, ("ridges", thresholded_ridges)),
+            ("fields averaged over 4 flips", [(fields_of(backend, i, flips=True), c) for i, c in frames], {}, None),
+            ("frame scaled 0.75", [(fields_of(backend, i, scale=0.75), c) for i, c in frames], {}, None),
+            ("frame scaled 1.5", [(fields_of(backend, i, scale=1.5), c) for i, c in frames], {}, None),
+        ]
+    print(f"\n{'tracing':48s} {'spline recall':>14s} {'length, found':>14s} {'lines/frame':>12s}")
+    for name, cases, options, patch in variants:
+        saved = None
+        if patch is not None:
+            saved = getattr(linefield, patch[0])
+            setattr(linefield, patch[0], patch[1])
+        try:
+            result = score(cases, LineFieldSettings(**options))
+        finally:
+            if saved is not None:
+                setattr(linefield, patch[0], saved)
+        print(f"{name:48s} {result['spline recall']:14.3f} {result['length score, found']:14.3f} {result['lines per frame']:12.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
