@@ -272,17 +272,25 @@ class CurveLinker(Linker):
             group = np.flatnonzero(beside[k])
             if len(group) < 2:
                 continue
-            columns = np.flatnonzero(measured[group].any(axis=0))
-            if not len(columns):
+            # Only measured (track, curve) pairs can cost less than max_cost: work on
+            # those pairs alone, not on the dense group x curves block (on a dense
+            # frame, most of it unmeasured).
+            member, curve = np.nonzero(measured[group])  # sorted by member
+            if not len(member):
                 continue
-            sub = np.ix_(group, columns)
-            along = (geometry.offset[group][:, columns] * normal[k]).sum(axis=2)  # (G, J), NaN if not measured
-            lateral2 = np.maximum(geometry.distance[sub] ** 2 - along**2, 0.0)
-            candidates = np.unique(np.round(np.concatenate([[0.0], along[measured[sub]]]), 1))
-            off = along[None] - candidates[:, None, None]  # (C, G, J)
-            cost = np.sqrt(lateral2[None] + off**2) + cost0[sub][None]
-            cost = np.where(measured[sub][None], cost, np.inf)
-            score = np.minimum(cost.min(axis=2), s.max_cost).sum(axis=1) + np.minimum(cost.min(axis=1), s.max_cost).sum(axis=1)
+            rows = group[member]
+            along = (geometry.offset[rows, curve] * normal[k]).sum(axis=1)  # (P,)
+            lateral2 = np.maximum(geometry.distance[rows, curve] ** 2 - along**2, 0.0)
+            candidates = np.unique(np.round(np.concatenate([[0.0], along]), 1))
+            cost = np.sqrt(lateral2[None] + (along[None] - candidates[:, None]) ** 2) + cost0[rows, curve][None]  # (C, P)
+            # Each track its best curve, each curve its best track (max_cost when none).
+            by_member = np.flatnonzero(np.r_[True, member[1:] != member[:-1]])
+            per_track = np.minimum(np.minimum.reduceat(cost, by_member, axis=1), s.max_cost).sum(axis=1)
+            per_track += s.max_cost * (len(group) - len(by_member))
+            order = np.argsort(curve, kind="stable")
+            by_curve = np.flatnonzero(np.r_[True, curve[order][1:] != curve[order][:-1]])
+            per_curve = np.minimum(np.minimum.reduceat(cost[:, order], by_curve, axis=1), s.max_cost).sum(axis=1)
+            score = per_track + per_curve
             # Ties go to the smaller jump.
             best = np.argmin(score + 1e-3 * np.abs(candidates))
             shift[k] = candidates[best] * normal[k]
