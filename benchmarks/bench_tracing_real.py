@@ -69,26 +69,13 @@ def fields_of(backend, image: np.ndarray, *, scale: float = 1.0, flips: bool = F
     return np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in predict(small)])
 
 
-def gap_direction_links(segments, settings):
+def gap_direction_cost(out_a, out_b, gap):
     """The previous join rule: the gap's own direction must continue both ends."""
-    from scipy.spatial import cKDTree
-
     from temtrack.sdk import linefield
 
-    if len(segments) < 2 or settings.link_distance <= 0:
-        return []
-    tips = np.array([s.ends[k] for s in segments for k in (0, 1)])
-    out = np.array([s.out[k] for s in segments for k in (0, 1)])
-    pairs = cKDTree(tips).query_pairs(settings.link_distance, output_type="ndarray")
-    pairs = pairs[pairs[:, 0] // 2 != pairs[:, 1] // 2] if len(pairs) else pairs
-    if not len(pairs):
-        return []
-    i, j = pairs[:, 0], pairs[:, 1]
-    gap = tips[j] - tips[i]
     touching = np.hypot(gap[:, 0], gap[:, 1]) < 1.5
-    cost = np.where(touching, 180.0 - linefield._angles(out[i], out[j]),
-                    np.maximum(linefield._angles(out[i], gap), linefield._angles(-out[j], gap)))
-    return linefield._join_cheapest(segments, i, j, cost, settings)
+    return np.where(touching, 180.0 - linefield._angles(out_a, out_b),
+                    np.maximum(linefield._angles(out_a, gap), linefield._angles(-out_b, gap)))
 
 
 def thresholded_ridges(centre, direction, *, high=0.5, low=0.25):
@@ -192,7 +179,7 @@ def main(argv=None) -> int:
             ("link_distance 16", plain, {"link_distance": 16.0}, None),
             ("link_distance 24", plain, {"link_distance": 24.0}, None),
             ("min_length 20", plain, {"min_length": 20.0}, None),
-            ("joins by the gap's direction (previous rule)", plain, {}, ("_links", gap_direction_links)),
+            ("joins by the gap's direction (previous rule)", plain, {}, ("_join_cost", gap_direction_cost)),
             ("ridges: thresholded + skeletonised, no NMS", plain, {}, ("ridges", thresholded_ridges)),
             ("fields averaged over 4 flips", [(fields_of(backend, i, flips=True), c) for i, c in frames], {}, None),
             ("frame scaled 0.75", [(fields_of(backend, i, scale=0.75), c) for i, c in frames], {}, None),

@@ -252,8 +252,26 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
 
 
+def _join_cost(out_a: np.ndarray, out_b: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """Cost (degrees) of joining segment ends across ``gap`` (b's tip - a's tip), given
+    their outward directions ``out_a`` and ``out_b`` ((n, 2) each); inf when an end points away.
+
+    How far the two ends are from pointing at each other, and how far the gap runs off
+    their axes: the other end's mean lateral offset, as an angle over the gap. Not the
+    gap's own direction, which between pixel ends a few px apart takes one of eight
+    directions only (45 degrees apart). Ends that touch join on their directions alone.
+    """
+    distance = np.hypot(gap[:, 0], gap[:, 1])
+    bend = 180.0 - _angles(out_a, out_b)
+    lateral = 0.5 * (np.abs(_cross(out_a, gap)) + np.abs(_cross(out_b, gap)))
+    offset = np.degrees(np.arctan2(lateral, np.maximum(distance, 1.0)))
+    backwards = ((out_a * gap).sum(1) < 0) | ((out_b * gap).sum(1) > 0)
+    return np.where(distance < 1.5, bend, np.where(backwards, np.inf, np.maximum(bend, offset)))
+
+
 def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[int, int, int, int]]:
-    """Joins ``(segment a, end of a, segment b, end of b)``, cheapest first, each end once."""
+    """Joins ``(segment a, end of a, segment b, end of b)`` costing at most ``link_angle``
+    (:func:`_join_cost`), cheapest first, each end once, never closing a ring."""
     if len(segments) < 2 or settings.link_distance <= 0:
         return []
     from scipy.spatial import cKDTree
@@ -265,24 +283,7 @@ def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[
     if not len(pairs):
         return []
     i, j = pairs[:, 0], pairs[:, 1]
-    gap = tips[j] - tips[i]
-    distance = np.hypot(gap[:, 0], gap[:, 1])
-    # How far the two ends are from pointing at each other, and how far the gap runs off
-    # their axes: the other end's mean lateral offset, as an angle over the gap. Not the
-    # gap's own direction, which between pixel ends a few px apart takes one of eight
-    # directions only (45 degrees apart).
-    bend = 180.0 - _angles(out[i], out[j])
-    lateral = 0.5 * (np.abs(_cross(out[i], gap)) + np.abs(_cross(out[j], gap)))
-    offset = np.degrees(np.arctan2(lateral, np.maximum(distance, 1.0)))
-    backwards = ((out[i] * gap).sum(1) < 0) | ((out[j] * gap).sum(1) > 0)
-    # Ends that touch join on their directions alone.
-    cost = np.where(distance < 1.5, bend, np.where(backwards, np.inf, np.maximum(bend, offset)))
-    return _join_cheapest(segments, i, j, cost, settings)
-
-
-def _join_cheapest(segments, i, j, cost, settings) -> list[tuple[int, int, int, int]]:
-    """Joins of the end pairs ``(i, j)`` (indices ``2 * segment + end``) costing at most
-    ``link_angle``, cheapest first, each end once, never closing a ring."""
+    cost = _join_cost(out[i], out[j], tips[j] - tips[i])
     keep = cost <= settings.link_angle
     order = np.argsort(cost[keep], kind="stable")
     used, parent, joins = set(), list(range(len(segments))), []
