@@ -345,3 +345,86 @@ class OutputLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+class ChunkFolder:
+    """A long run's results stored in chunks, as it goes, in a hidden folder beside its output.
+
+    The folder holds ``run.json`` (the run's metadata) and, per chunk, its files and a
+    JSON marker written last: a chunk counts once its marker exists, so an interrupted
+    run keeps every complete chunk and ``resume`` continues after the last. The files
+    of a chunk are named ``NAME.*`` or ``NAME_*`` after its marker ``NAME.json``.
+
+    Parameters
+    ----------
+    folder : path
+    metadata : dict
+        Written to ``run.json``; on resume, its values under ``keys`` must equal the
+        stored ones.
+    overwrite, resume : bool
+        What to do with a folder left by an interrupted run: continue it (``resume``),
+        start over (``overwrite``), or refuse (neither).
+    keys : tuple of str
+        Metadata that must match for a resume.
+
+    Raises
+    ------
+    FileExistsError
+        A folder exists and neither ``resume`` nor ``overwrite`` is given.
+    ValueError
+        ``resume`` with an unreadable ``run.json`` or other values under ``keys``.
+    """
+
+    def __init__(self, folder, metadata: dict, *, overwrite: bool, resume: bool, keys=("settings", "input")):
+        import json
+
+        self.folder = Path(folder)
+        self.chunks: list[dict] = []
+        if self.folder.exists() and resume:
+            self._open(metadata, keys)
+            return
+        if self.folder.exists():
+            if not overwrite:
+                raise FileExistsError(
+                    f"an interrupted run left {self.folder}; pass --resume to continue it or --overwrite to start over"
+                )
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        write_atomic(self.folder / "run.json", json.dumps(metadata, indent=2, default=str))
+
+    def _open(self, metadata: dict, keys) -> None:
+        import json
+
+        try:
+            stored = json.loads((self.folder / "run.json").read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot resume: {self.folder}/run.json is unreadable ({error}); use --overwrite") from None
+        for key in keys:
+            was, now = (json.dumps(m.get(key), sort_keys=True, default=str) for m in (stored, metadata))
+            if was != now:
+                raise ValueError(
+                    f"cannot resume {self.folder}: it was started with another {key} "
+                    f"({json.dumps(stored.get(key), default=str)[:300]}); use the same options, or --overwrite"
+                )
+        self.chunks = [json.loads(path.read_text()) for path in sorted(self.folder.glob("chunk-*.json"))]
+        # Leftovers of a chunk that was being written when the run stopped (its files
+        # without a marker, and the hidden temporary files of write_atomic).
+        known = {chunk["name"] for chunk in self.chunks}
+        for leftover in self.folder.glob("*.parquet*"):
+            if leftover.name.split(".")[0].split("_")[0] not in known:
+                leftover.unlink()
+
+    @property
+    def next_name(self) -> str:
+        """The name of the chunk to write next."""
+        return f"chunk-{len(self.chunks):06d}"
+
+    def commit(self, marker: dict) -> None:
+        """Make the chunk ``marker["name"]`` count, once its files are written."""
+        import json
+
+        write_atomic(self.folder / f"{marker['name']}.json", json.dumps(marker))
+        self.chunks.append(marker)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

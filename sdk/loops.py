@@ -527,42 +527,15 @@ class _LoopStore:
     """
 
     def __init__(self, out, *, metadata: dict, overwrite: bool, resume: bool, chunk_frames: int | None = None):
-        import shutil
-
-        from .atomic import write_atomic
+        from .atomic import ChunkFolder
 
         self.paths = loop_output_paths(out)
         self.metadata, self.chunk_frames = metadata, chunk_frames or _CHUNK_FRAMES
-        self.chunks: list[dict] = []
+        self._folder = ChunkFolder(self.paths["partial"], metadata, overwrite=overwrite, resume=resume,
+                                   keys=("kind", "settings", "input"))
+        self.chunks = self._folder.chunks
         self._parts: list = []
         self._frames: list[tuple[int, float]] = []
-        partial = self.paths["partial"]
-        if partial.exists() and resume:
-            self._open()
-            return
-        if partial.exists():
-            if not overwrite:
-                raise FileExistsError(f"an interrupted run left {partial}; pass --resume to continue it or --overwrite to start over")
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-        write_atomic(partial / "run.json", json.dumps(metadata, indent=2, default=str))
-
-    def _open(self) -> None:
-        partial = self.paths["partial"]
-        try:
-            stored = json.loads((partial / "run.json").read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot resume: {partial}/run.json is unreadable ({error}); use --overwrite") from None
-        for key in ("kind", "settings", "input"):
-            was, now = (json.dumps(m.get(key), sort_keys=True, default=str) for m in (stored, self.metadata))
-            if was != now:
-                raise ValueError(f"cannot resume {partial}: it was started with another {key} ({was[:300]}); "
-                                 "use the same options, or --overwrite")
-        self.chunks = [json.loads(path.read_text()) for path in sorted(partial.glob("chunk-*.json"))]
-        known = {f"{chunk['name']}.parquet" for chunk in self.chunks}
-        for leftover in partial.glob("*.parquet*"):  # a chunk being written when the run stopped
-            if leftover.name not in known:
-                leftover.unlink()
 
     @property
     def resumed_frames(self) -> int:
@@ -583,14 +556,11 @@ class _LoopStore:
 
         if not self._frames:
             return
-        partial = self.paths["partial"]
-        name = f"chunk-{len(self.chunks):06d}"
+        name = self._folder.next_name
         table = _arrow(pd.concat(self._parts, ignore_index=True), _detection_schema())
-        write_atomic(partial / f"{name}.parquet", lambda tmp: pq.write_table(table, tmp))
+        write_atomic(self.paths["partial"] / f"{name}.parquet", lambda tmp: pq.write_table(table, tmp))
         frames = [f for f, _ in self._frames]
-        marker = {"name": name, "n_frames": len(frames), "first_frame": frames[0], "last_frame": frames[-1]}
-        write_atomic(partial / f"{name}.json", json.dumps(marker))  # the chunk counts from here on
-        self.chunks.append(marker)
+        self._folder.commit({"name": name, "n_frames": len(frames), "first_frame": frames[0], "last_frame": frames[-1]})  # counts from here on
         self._parts, self._frames = [], []
 
     def detections(self):
@@ -604,9 +574,7 @@ class _LoopStore:
         return (pa.concat_tables(tables) if tables else _detection_schema().empty_table()).to_pandas()
 
     def cleanup(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.paths["partial"], ignore_errors=True)
+        self._folder.remove()
 
 
 def _detection_schema():

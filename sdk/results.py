@@ -25,13 +25,12 @@ pyarrow is imported lazily. No torch.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .atomic import PendingFile, Transaction, stage_file, write_atomic
+from .atomic import ChunkFolder, PendingFile, Transaction, stage_file, write_atomic
 
 __all__ = ["RunWriter", "SPLINES_COLUMNS", "check_replaceable", "output_paths", "summary_path", "read_metadata", "splines_frame", "splines_table"]
 
@@ -181,43 +180,10 @@ class RunWriter:
             raise FileExistsError(f"output {', '.join(map(str, existing))} already exists; pass --overwrite to replace it")
         for path in existing:
             check_replaceable(path, "output")
-        self.chunks: list[dict] = []
-        if partial.exists() and resume:
-            self._open_partial()
-        else:
-            if partial.exists():
-                if not overwrite:
-                    raise FileExistsError(
-                        f"an interrupted run left {partial}; pass --resume to continue it or --overwrite to start over"
-                    )
-                shutil.rmtree(partial)
-            partial.mkdir(parents=True)
-            write_atomic(partial / "run.json", json.dumps(metadata, indent=2, default=str))
+        self._folder = ChunkFolder(partial, metadata, overwrite=overwrite, resume=resume)
+        self.chunks = self._folder.chunks
         self._rows: dict[str, list] = {"splines": [], "tracks": [], "pairs": []}
         self._frames: list[tuple[int, float]] = []  # (frame, time_s) buffered for the next chunk
-
-    def _open_partial(self) -> None:
-        partial = self.paths["partial"]
-        try:
-            stored = json.loads((partial / "run.json").read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot resume: {partial}/run.json is unreadable ({error}); use --overwrite") from None
-        for key in ("settings", "input"):
-            if json.dumps(stored.get(key), sort_keys=True, default=str) != json.dumps(
-                self.metadata.get(key), sort_keys=True, default=str
-            ):
-                raise ValueError(
-                    f"cannot resume {partial}: it was started with another {key} "
-                    f"({json.dumps(stored.get(key), default=str)[:300]}); use the same options, or --overwrite"
-                )
-        markers = sorted(partial.glob("chunk-*.json"))
-        self.chunks = [json.loads(path.read_text()) for path in markers]
-        # Leftovers of a chunk that was being written when the run stopped (its files
-        # without a marker, and the hidden temporary files of write_atomic).
-        known = {chunk["name"] for chunk in self.chunks}
-        for leftover in partial.glob("*.parquet*"):
-            if leftover.name.split(".")[0].split("_")[0] not in known:
-                leftover.unlink()
 
     @property
     def resumed_frames(self) -> int:
@@ -270,7 +236,7 @@ class RunWriter:
         if not frames:
             return
         partial = self.paths["partial"]
-        name = f"chunk-{len(self.chunks):06d}"
+        name = self._folder.next_name
         for table_name in ("tracks", "pairs"):
             parts = self._rows[table_name]
             if parts:
@@ -285,8 +251,7 @@ class RunWriter:
             "frames": [f for f, _ in frames],
             "times": [None if t is None or t != t else t for _, t in frames],
         }
-        write_atomic(partial / f"{name}.json", json.dumps(marker))  # the chunk counts from here on
-        self.chunks.append(marker)
+        self._folder.commit(marker)  # the chunk counts from here on
         self._rows = {"splines": [], "tracks": [], "pairs": []}
         self._frames = []
 
@@ -343,7 +308,7 @@ class RunWriter:
 
     def cleanup(self) -> dict[str, Path]:
         """Remove the partial folder (after the outputs were committed); the output paths."""
-        shutil.rmtree(self.paths["partial"], ignore_errors=True)
+        self._folder.remove()
         return {k: v for k, v in self.paths.items() if k != "partial"}
 
 
