@@ -320,3 +320,38 @@ def test_a_sharp_turn_is_cut_and_a_gentle_one_is_not():
 def test_max_turn_is_validated():
     with pytest.raises(ValueError, match="max_turn"):
         LineFieldSettings(max_turn=0)
+
+
+def test_a_line_running_into_a_weaker_ridge_is_trimmed_where_it_fades():
+    # A line of strength 0.95 over x = 10..70 whose ridge runs on at 0.4 (above ``low``,
+    # so the same traced path) to x = 110: trimmed to the strong part within the
+    # averaging window; kept whole with trim = 0.
+    fields = _fields([_line((10, 40), (110, 40))], (80, 128))
+    fields[0, :, 71:] *= 0.4 / 0.95
+    fields[0] *= 0.95
+    trimmed = extract_lines(fields)
+    assert len(trimmed.dislocations) == 1
+    assert trimmed.dislocations[0].points[:, 0].max() == pytest.approx(70, abs=4)
+    whole = extract_lines(fields, settings=LineFieldSettings(trim=0))
+    assert whole.dislocations[0].points[:, 0].max() == pytest.approx(110, abs=2)
+    # A line of even strength loses nothing.
+    even = extract_lines(_fields([_line((10, 40), (110, 40))], (80, 128)))
+    assert even.dislocations[0].length == pytest.approx(100, abs=3)
+
+
+def test_pieces_cut_at_a_crossing_join_on_their_traced_direction_not_the_mixed_field():
+    # A horizontal line with a 6 px hole where, as at a crossing, the direction field
+    # near the hole points 60 degrees off the line: the ends' directions come from the
+    # traced pixels, so the two pieces are joined into one line.
+    fields = _fields([_line((10, 40), (110, 40))], (80, 128))
+    fields[0, :, 57:63] = 0.0
+    angle = np.radians(2 * 60)
+    fields[1, 30:50, 50:70], fields[2, 30:50, 50:70] = np.cos(angle), np.sin(angle)
+    frame = extract_lines(fields)
+    assert len(frame.dislocations) == 1
+    assert frame.dislocations[0].length == pytest.approx(100, abs=4)
+
+
+def test_trim_is_validated():
+    with pytest.raises(ValueError, match="trim"):
+        LineFieldSettings(trim=1.0)
