@@ -133,8 +133,9 @@ class Analyzer:
         onnxruntime execution providers (implies ``backend="onnxruntime"``).
     annotations : bool or AnnotationSettings
         Leave out dislocations lying mostly on burnt-in overlays (scale bars and their
-        labels, dose text, timestamps, cursors), found in every frame
-        (:mod:`temtrack.sdk.annotations`); on by default, ``False`` keeps every one.
+        labels, dose text, timestamps, cursors), found in every frame with the help of
+        its neighbours (:mod:`temtrack.sdk.annotations`; results then come
+        ``window`` frames later, 4 by default); on by default, ``False`` keeps every one.
 
     Attributes
     ----------
@@ -228,7 +229,9 @@ class Analyzer:
         ------
         FrameResult
             One per frame, in order, as soon as it is done: frames are batched only when
-            several are waiting, so at ``batch_size=1`` the latency is one frame's work.
+            several are waiting, so at ``batch_size=1`` the latency is one frame's work,
+            plus ``annotations.window`` frames (4 by default) while burnt-in overlays
+            are looked for (each frame is judged with the frames after it too).
         """
         import itertools
 
@@ -363,8 +366,14 @@ class Analyzer:
                 staged = Transaction()
                 count = 0
                 try:
+                    context = ()
                     if writer is not None and writer.chunks:
                         first = self._replay(writer, frames, linker, series, overlay_writer, start, every)
+                        # --- burnt-in overlays (issue 17): the frames before the first
+                        # one left judge its overlays as in an uninterrupted run ---
+                        if self.annotations is not None and self.annotations.window:
+                            context = frames.frames(start=max(start, first - self.annotations.window * every),
+                                                    end=first, every=every)
                     with progress_bar(total, writer.resumed_frames if writer else 0, progress, frames.name) as bar:
                         results = iterate_results(
                             frames.frames(start=first, end=end, every=every),
@@ -375,6 +384,7 @@ class Analyzer:
                             settings=self.settings,
                             keep_images=overlay_writer is not None,
                             annotations=self.annotations,
+                            context=context,
                         )
                         for result in results:
                             overlays.add(result)

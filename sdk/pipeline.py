@@ -14,6 +14,11 @@ threads from overlapping the skeleton work); the caller's thread takes the resul
 frame order, links them into tracks and derives the time series. Any stage's error
 stops the others and is raised in the caller's thread.
 
+The inference thread also finds each frame's burnt-in overlays, judged with the
+frames around it (:class:`temtrack.sdk.annotations.OverlayWindow`): a frame goes on
+once the ``window`` frames after it have been read (all remaining ones when the stream
+ends), and the caller drops the dislocations lying on them before tracking.
+
 No torch here; the tracker is :mod:`temtrack.tracker`, which knows nothing of the SDK.
 """
 
@@ -340,9 +345,10 @@ class _Stop(Exception):
 class _Stages:
     """Decode and inference threads plus the post-processing pool of one run."""
 
-    def __init__(self, frames: Iterable, backend, postprocess, placement_of, settings, keep_images, annotations=None):
+    def __init__(self, frames: Iterable, backend, postprocess, placement_of, settings, keep_images, annotations=None,
+                 context=()):
         self.backend, self.postprocess, self.settings = backend, postprocess, settings
-        self.annotations = annotations
+        self.annotations, self.context = annotations, context
         self.placement_of, self.keep_images = placement_of, keep_images
         self.stop = threading.Event()
         self.decoded: queue.Queue = queue.Queue(maxsize=settings.read_ahead)
@@ -409,6 +415,18 @@ class _Stages:
 
         backend, options = self.backend, self.postprocess
         fields = isinstance(options, LineFieldSettings)
+        # --- burnt-in overlays (issue 17): found here, while the workers trace. Each
+        # frame's mask is judged with its neighbours, so a frame goes on once the
+        # window has seen the frames after it; context frames (those before a resumed
+        # run's first) only fill the window. ---
+        overlays = None
+        if self.annotations is not None:
+            from .annotations import OverlayWindow
+
+            overlays = OverlayWindow(self.annotations)
+            for image in self.context:
+                self._send(overlays.push(image))
+            self.context = ()  # the window keeps its own copies
         ended = False
         while not ended:
             batch = [self._get(self.decoded)]
@@ -447,13 +465,19 @@ class _Stages:
                 else:
                     records = self.pool.submit(work, payload, options, placement)
                 image = frame.image if self.keep_images else None
-                # --- burnt-in overlays (issue 17): found here, while the workers trace ---
-                overlays = None
-                if self.annotations is not None:
-                    from .annotations import annotation_mask
+                item = (frame.index, frame.time_s, records, image, started)
+                if overlays is None:
+                    self._put(self.pending, (*item, None))
+                else:
+                    self._send(overlays.push(frame.image, item))
+        if overlays is not None:
+            self._send(overlays.flush())
 
-                    overlays = annotation_mask(frame.image, grow=self.annotations.grow, level=self.annotations.level)
-                self._put(self.pending, (frame.index, frame.time_s, records, image, started, overlays))
+    def _send(self, judged) -> None:
+        """Pass on the frames whose overlay masks the window gave (context frames have no item)."""
+        for item, mask in judged:
+            if item is not None:
+                self._put(self.pending, (*item, mask))
 
     def results(self) -> Iterator[tuple]:
         """(frame, time_s, records, image, started, overlay mask or None) in frame order."""
@@ -486,6 +510,7 @@ def iterate_results(
     settings: PipelineSettings = PipelineSettings(),
     keep_images: bool = False,
     annotations=None,
+    context: Iterable = (),
 ) -> Iterator[FrameResult]:
     """Run frames through backend, post-processing, tracker and series, in frame order.
 
@@ -507,8 +532,14 @@ def iterate_results(
         Attach each frame's image to its result (for overlays).
     annotations : AnnotationSettings, optional
         Find burnt-in overlays (scale bars, labels, cursors) in each frame
-        (:func:`temtrack.sdk.annotations.annotation_mask`) and leave out the
-        dislocations lying mostly on them, before tracking; None keeps every one.
+        (:class:`temtrack.sdk.annotations.OverlayWindow`: each frame judged with the
+        ``annotations.window`` frames before and after it, so results come that many
+        frames later) and leave out the dislocations lying mostly on them, before
+        tracking; None keeps every one.
+    context : iterable of Frame
+        The frames just before ``frames`` (as many as ``annotations.window``), only to
+        judge the first frames' overlays as a run from further back would: a resumed
+        run's. Not segmented, tracked or yielded; read before the stages start.
 
     Yields
     ------
@@ -527,7 +558,8 @@ def iterate_results(
             placements[shape] = placement_for(tuple(shape), size, scale=settings.scale)
         return placements[shape]
 
-    stages = _Stages(frames, backend, postprocess, placement_of, settings, keep_images, annotations)
+    context = [] if annotations is None else [frame.image for frame in context]
+    stages = _Stages(frames, backend, postprocess, placement_of, settings, keep_images, annotations, context)
     try:
         for index, time_s, records, image, started, overlays in stages.results():
             dropped: list = []
