@@ -9,12 +9,14 @@ when absent) the model's fields are computed once; then:
    spline that runs on beyond the label (its mean distance to the line over 5 px);
 2. **tracing variants** (spline recall as ``tem-track eval`` computes it, the length score
    of the found lines, and lines per frame): the defaults, other thresholds and cuts, the
-   previous join rule (judged by the gap's own direction), ridges from a thresholded and
+   previous join rule (judged by the gap's own direction), the previous end directions
+   (the field's axis instead of the traced chord) and no end trimming, ridges from a thresholded and
    skeletonised centre map instead of non-maximum suppression, fields averaged over four
    flips of the frame, and the frame scaled before the model.
 
     python benchmarks/bench_tracing_real.py                      # the bundled model
     python benchmarks/bench_tracing_real.py --model more.onnx --quick
+    python benchmarks/bench_tracing_real.py --step 1                # all 59 frames
 
 Needs the real data and the runtime (onnxruntime); no torch.
 """
@@ -76,6 +78,23 @@ def gap_direction_cost(out_a, out_b, gap):
     touching = np.hypot(gap[:, 0], gap[:, 1]) < 1.5
     return np.where(touching, 180.0 - linefield._angles(out_a, out_b),
                     np.maximum(linefield._angles(out_a, gap), linefield._angles(-out_b, gap)))
+
+
+def field_end_segment(path, direction, reach=6):
+    """The previous end directions: the predicted field's axis over the last ``reach``
+    pixels, its sense from the path (instead of the chord of the traced path)."""
+    from temtrack.sdk import linefield
+
+    xy = path[:, ::-1].astype(float)
+    ends, out = np.empty((2, 2)), np.empty((2, 2))
+    for k, (tip, inner, piece) in enumerate(
+        ((xy[0], xy[min(reach, len(xy) - 1)], path[:reach]), (xy[-1], xy[max(len(xy) - 1 - reach, 0)], path[-reach:]))
+    ):
+        axis = linefield._axis(direction, piece)
+        if np.hypot(*(tip - inner)) > 0:
+            axis = axis if axis @ (tip - inner) >= 0 else -axis
+        ends[k], out[k] = tip, axis
+    return linefield._Segment(path, ends, out)
 
 
 def thresholded_ridges(centre, direction, *, high=0.5, low=0.25):
@@ -180,6 +199,9 @@ def main(argv=None) -> int:
             ("link_distance 24", plain, {"link_distance": 24.0}, None),
             ("min_length 20", plain, {"min_length": 20.0}, None),
             ("joins by the gap's direction (previous rule)", plain, {}, ("_join_cost", gap_direction_cost)),
+            ("end directions from the field (previous rule)", plain, {}, ("_segment", field_end_segment)),
+            ("no end trimming (trim 0)", plain, {"trim": 0.0}, None),
+            ("both previous rules (stop 25's tracing)", plain, {"trim": 0.0}, ("_segment", field_end_segment)),
             ("ridges: thresholded + skeletonised, no NMS", plain, {}, ("ridges", thresholded_ridges)),
             ("fields averaged over 4 flips", [(fields_of(backend, i, flips=True), c) for i, c in frames], {}, None),
             ("frame scaled 0.75", [(fields_of(backend, i, scale=0.75), c) for i, c in frames], {}, None),

@@ -99,8 +99,8 @@ class LineFieldSettings:
     mask_width: int = 3
     border: float = 5.0
     # Chosen with the end directions (END_REACH) on 40 synthetic images per preset (seed
-    # 777001, not the held-out sets) and the 59 labelled TWIP frames: 0.55 raises every
-    # one (docs/model-card.md); 0.7 loses TWIP lines.
+    # 777001, not the held-out sets) and the 59 labelled TWIP frames; 0.7 loses TWIP
+    # lines (docs/model-card.md, *End directions and trimming*).
     trim: float = 0.55
     # Chosen on the 47 TWIP frames a fine-tuning run trains on (never its held-out
     # frames) and 40 synthetic images per preset: at 50 degrees spline recall on those
@@ -250,8 +250,8 @@ def _segment(path: np.ndarray, direction: np.ndarray) -> _Segment:
     An end's direction is the chord of the last ``END_REACH`` px of the traced path, not
     the predicted direction field there: where the segment was cut at a crossing, the
     field near the cut mixes both lines' directions, and on the real TWIP frames the
-    chord joins more of a line's pieces (0.370 -> 0.386 spline recall, the synthetic
-    presets +0.004 to +0.013; docs/model-card.md). A one-pixel segment (a bridge left
+    chord joins more of a line's pieces (docs/model-card.md, *End directions and
+    trimming*). A one-pixel segment (a bridge left
     between two junctions) has no chord and takes the field's axis, both ways.
     """
     xy = path[:, ::-1].astype(float)

@@ -94,7 +94,10 @@ class ParityCase:
     def test_batch_of_one_equals_batch_of_three(self, exported, checkpoint, frames):
         together = self.masks(exported, checkpoint, frames)
         alone = np.concatenate([self.masks(exported, checkpoint, frames[i : i + 1]) for i in range(len(frames))])
-        np.testing.assert_allclose(alone.astype(np.float32), together.astype(np.float32), rtol=0, atol=1e-5)
+        # float32 sums in another order per batch size (torch 2.14's CPU convolutions
+        # differ by up to 1.3e-5); a frame leaking into its batch neighbours differs by
+        # orders of magnitude more.
+        np.testing.assert_allclose(alone.astype(np.float32), together.astype(np.float32), rtol=0, atol=1e-4)
 
 
 class OnnxRuntimeCase(ParityCase):
