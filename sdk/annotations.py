@@ -319,8 +319,13 @@ def annotation_mask(frames, *, grow: int = 3, level: float = 0.08) -> np.ndarray
     mask = np.zeros(stack.shape[1:], bool)
     for image in stack:
         mask |= _frame_mask(image, level)
+    return _grown(mask, grow)
+
+
+def _grown(mask: np.ndarray, grow: int) -> np.ndarray:
+    """``mask`` grown by a disk of ``grow`` px (itself when there is nothing to grow)."""
     if grow and mask.any():
-        mask = cv2.dilate(mask.view(np.uint8), _disk(grow)).astype(bool)
+        return cv2.dilate(mask.view(np.uint8), _disk(grow)).astype(bool)
     return mask
 
 
@@ -540,9 +545,7 @@ class OverlayWindow:
                 other.clusters = _clusters(other.image, other.own)
             neighbours.append(other.clusters)
         mask = _carried(entry.image, entry.own, neighbours, settings.shift, settings.level) if neighbours else entry.own
-        if settings.grow and mask.any():
-            mask = cv2.dilate(mask.view(np.uint8), _disk(settings.grow)).astype(bool)
-        return entry.payload, mask
+        return entry.payload, _grown(mask, settings.grow)
 
 
 def annotation_masks(frames, *, window: int = 4, shift: int = 32, grow: int = 3, level: float = 0.08) -> np.ndarray:
