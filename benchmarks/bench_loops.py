@@ -6,7 +6,7 @@ frames, IDF1, and F1 under Poisson, salt-and-pepper and Gaussian noise. Real par
 (``../shared/data/real/fecral-loops/video.mp4``, skipped when absent): loops per frame,
 tracks, lifetimes, size trend, D_eff against size, and a picture with the ellipses.
 
-    python benchmarks/bench_loops.py --synthetic --seeds 3
+    python benchmarks/bench_loops.py --synthetic --seeds 20
     python benchmarks/bench_loops.py --fecral --picture /tmp/loops/fecral.png     # frames 461-805 + speed
     python benchmarks/bench_loops.py --fecral --all --speed-frames 0             # all 1176 frames: memory
 """
@@ -95,7 +95,7 @@ def run_synthetic(seed: int, vs: LoopVideoSettings, settings: LoopSettings, nois
         dets.append(det)
         truths.append(pd.DataFrame({k: frame.truth[k] for k in ("frame", "loop_id", "D", "motion")}))
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return dict(f1=f1, precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
+    return dict(f1=f1, tp=tp, fp=fp, fn=fn, precision=tp / max(tp + fp, 1), recall=tp / max(tp + fn, 1),
                 median_size_error_px=float(np.median(size_err)) if size_err else float("nan"),
                 ms_per_frame=1000 * t_detect / vs.frames), pd.concat(dets, ignore_index=True), pd.concat(truths, ignore_index=True)
 
@@ -151,7 +151,8 @@ def synthetic(seeds: int, frames: int):
         clean, dets, truth = run_synthetic(seed, vs, settings)
         idf1, scores, d = tracking(dets, truth, link)
         all_d.append(d)
-        report[f"seed{seed}"] = {**clean, "idf1_all_gt": idf1, "idf1_detected": scores.idf1, "id_switches": scores.id_switches}
+        report[f"seed{seed}"] = {**clean, "idf1_all_gt": idf1, "idf1_detected": scores.idf1, "id_switches": scores.id_switches,
+                                 "idtp": scores.idtp, "gt": len(truth), "predicted": scores.predicted_detections}
         short = LoopVideoSettings(frames=20)
         for median in ("auto",):  # the default: a median filter on frames with impulse noise
             base, _, _ = run_synthetic(seed, short, LoopSettings(median=median))
@@ -163,6 +164,11 @@ def synthetic(seeds: int, frames: int):
                 report[f"seed{seed}"][f"drop_{noise}_median{median}"] = round(1 - res["f1"] / base["f1"], 3)
         print(json.dumps(report[f"seed{seed}"], indent=1), flush=True)
     d_report(pd.concat(all_d, ignore_index=True))
+    total = {k: sum(r[k] for r in report.values()) for k in ("tp", "fp", "fn", "idtp", "gt", "predicted")}
+    idf1 = [report[s]["idf1_all_gt"] for s in report]
+    print(f"pooled over {len(report)} videos: F1 {2 * total['tp'] / (2 * total['tp'] + total['fp'] + total['fn']):.3f}, "
+          f"IDF1 {2 * total['idtp'] / (total['gt'] + total['predicted']):.3f}; IDF1 per video: min {min(idf1):.3f}, "
+          f"median {np.median(idf1):.3f}, {sum(v >= 0.95 for v in idf1)} of {len(idf1)} at least 0.95")
     keys = [k for k in report["seed0"] if k.startswith(("f1_", "drop_"))]
     print("mean over seeds: " + ", ".join(f"{k} {np.mean([report[s][k] for s in report]):.3f}"
                                          for k in ["f1", "median_size_error_px", "idf1_all_gt", *keys]))
@@ -269,11 +275,42 @@ def fecral(start, end, every, picture, speed_frames):
         print(table.round(4).to_string())
         rho = good[["median_major", "D_2d"]].corr(method="spearman").iloc[0, 1]
         print(f"  Spearman correlation of D_eff with size: {rho:+.2f} over {len(good)} tracks")
+    hits = annotation_hits(loops)
+    print(f"  loops on the burnt-in annotations (at least half of the ellipse on their saturated pixels, "
+          f"real_data_report.py's rule): {sum(hits.values())} in {len(per)} frames ({hits})")
     if picture:
         middle = start + ((end or 1176) - start) // 2 // every * every
         draw(loops, picture, sorted({start, middle}))
     if speed_frames:
         speed_against_main_job(start, speed_frames)
+
+
+def annotation_hits(loops) -> dict:
+    """Loops on fecral's burnt-in scale bar, label, dose text or cursor, per annotation:
+    at least half of the ellipse's points on the annotations' saturated pixels
+    (``real_data_report.annotation_mask`` / ``on_annotation``, the rule the dislocation
+    benchmarks count splines by), frame by frame."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from real_data_report import ANNOTATIONS, annotation_mask, on_annotation
+
+    from temtrack.sdk.loops import ellipse_curve
+    from temtrack.sdk.sources import open_source
+
+    hits = {name: 0 for name in [*ANNOTATIONS, "other"]}
+    by_frame = dict(tuple(loops.groupby("frame")))
+    with open_source(FECRAL) as source:
+        for frame in source.frames(start=int(loops.frame.min()), end=int(loops.frame.max()) + 1):
+            rows = by_frame.get(frame.index)
+            if rows is None:
+                continue
+            mask = annotation_mask(frame.image)
+            for r in rows.itertuples():
+                name = on_annotation(ellipse_curve(r.x, r.y, r.major, r.minor, r.angle), mask)
+                if name:
+                    hits[name] += 1
+    return hits
 
 
 def draw(loops, path, frames):

@@ -30,7 +30,10 @@ Detection of one frame (:func:`detect_loops`):
    after a 3x3 median, with an edge of at least ``overlay_edge`` gray per px), objects
    within ``overlay_margin`` px of a given annotation ``mask`` (from
    :func:`temtrack.sdk.annotations.annotation_mask` in :func:`track_loops`), and
-   objects centred in a hand-given ``exclude`` box (a burnt-in label the rules miss).
+   objects centred in a hand-given ``exclude`` box (a burnt-in label the rules miss);
+6. coffee beans found as their two lobes (a line of no contrast wider than the
+   bridges) are joined (``pair_lobes``, :func:`_pair_lobes`): two elongated, parallel,
+   alike objects facing each other across a gap of at most ``pair_gap`` px.
 
 Per object: centre ``x``, ``y`` (column, row px; intensity-weighted centroid of the
 half-maximum region), ellipse ``major``, ``minor`` (full axes, px, second moments of the
@@ -66,6 +69,13 @@ _TEXT_BLACK_SHARE = 0.03
 # Impulse noise: a pixel this far from its 3x3 median is a spike; frames with more than
 # this share of spikes get the median filter (LoopSettings.median "auto").
 _IMPULSE_STEP = 0.25
+# Coffee-bean lobes (_pair_lobes): each lobe at least this elongated, axes parallel and
+# facing each other within _LOBE_ANGLE degrees, lengths and depths within _LOBE_LIKE;
+# the joined bean no more elongated than _LOBE_BEAN_ASPECT.
+_LOBE_ASPECT = 1.15
+_LOBE_ANGLE = 25.0
+_LOBE_LIKE = 1.5
+_LOBE_BEAN_ASPECT = 2.5
 _IMPULSE_SHARE = 0.002
 
 __all__ = ["LOOP_COLUMNS", "LOOP_TRACK_COLUMNS", "LoopResult", "LoopSettings", "detect_loops", "ellipse_curve",
@@ -116,11 +126,13 @@ class LoopSettings:
     overlay_black: float = 0.06  # burnt-in black: at most this gray (3x3 median) ...
     overlay_edge: float = 0.19  # ... with an edge of at least this |gradient| (gray per px): text
     exclude: tuple = ()  # boxes (x0, y0, x1, y1) px, end exclusive, where no object is kept (burnt-in labels)
+    pair_lobes: bool = True  # join a coffee bean found as its two lobes (_pair_lobes)
+    pair_gap: float = 6.0  # px: widest line of no contrast between a bean's lobes
     annotations: str = "auto"  # "auto": mask burnt-in overlays found from sampled frames (track_loops); "off"
     link: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("min_size", "max_size", "smooth_sigma", "threshold", "neck", "split_aspect", "max_aspect", "max_steepness",
+        for name in ("min_size", "max_size", "smooth_sigma", "threshold", "neck", "pair_gap", "split_aspect", "max_aspect", "max_steepness",
                      "overlay_black", "overlay_edge"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -135,6 +147,8 @@ class LoopSettings:
         if any(len(box) != 4 for box in boxes):
             raise ValueError(f"LoopSettings.exclude must hold (x0, y0, x1, y1) boxes, got {self.exclude!r}")
         object.__setattr__(self, "exclude", boxes)
+        if not isinstance(self.pair_lobes, bool):
+            raise TypeError(f"LoopSettings.pair_lobes must be True or False, got {self.pair_lobes!r}")
         if self.annotations not in ("auto", "off"):
             raise ValueError(f"LoopSettings.annotations must be 'auto' or 'off', got {self.annotations!r}")
         if not isinstance(self.link, dict):
@@ -394,13 +408,94 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
         if (black[y0:y1, x0:x1][around].mean() >= _TEXT_BLACK_SHARE
                 and float(grad[y0:y1, x0:x1][around].max()) >= s.overlay_edge):
             continue
-        weight = np.where(core, crop, 0.0)
-        total = float(weight.sum())
-        ys, xs = np.nonzero(weight)
-        cy = float((ys * weight[ys, xs]).sum() / total) + y0
-        cx = float((xs * weight[ys, xs]).sum() / total) + x0
-        rows.append((cx, cy, major, minor, angle, float(hull.sum()), peak, peak / sigma))
-    return pd.DataFrame(rows, columns=["x", "y", "major", "minor", "angle", "area", "contrast", "snr"])
+        ys, xs = np.nonzero(core)
+        rows.append(_Found(ys + y0, xs + x0, crop[ys, xs], major, minor, angle, float(hull.sum()), peak))
+    if s.pair_lobes:
+        rows = _pair_lobes(rows, s.pair_gap, image.shape)
+    return pd.DataFrame([found.row(sigma) for found in rows],
+                        columns=["x", "y", "major", "minor", "angle", "area", "contrast", "snr"])
+
+
+@dataclass
+class _Found:
+    """One object of :func:`detect_loops`: its half-maximum pixels (frame coordinates)
+    with their depths, and its hull ellipse."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    depth: np.ndarray
+    major: float
+    minor: float
+    angle: float
+    area: float
+    peak: float
+
+    def row(self, sigma: float) -> tuple:
+        total = float(self.depth.sum())
+        cx = float((self.xs * self.depth).sum() / total)
+        cy = float((self.ys * self.depth).sum() / total)
+        return (cx, cy, self.major, self.minor, self.angle, self.area, self.peak, self.peak / sigma)
+
+
+def _angle_between(a: float, b: float) -> float:
+    """Difference of two axis directions in degrees, [0, 90]."""
+    d = abs(a - b) % 180.0
+    return min(d, 180.0 - d)
+
+
+def _pair_lobes(found: list, gap: float, shape) -> list:
+    """Coffee beans found as their two lobes, joined into one object.
+
+    A coffee bean is two dark lobes split by a line of no contrast across its major
+    axis; where that line is wider than the closing bridges, each lobe is found alone.
+    Two objects are a bean's lobes when they are elongated (aspect at least
+    ``_LOBE_ASPECT``) and parallel (major axes within ``_LOBE_ANGLE`` degrees), face each
+    other across their minor axes (the line between their centres within
+    ``_LOBE_ANGLE`` degrees of square to both), are alike (lengths and depths within a
+    factor ``_LOBE_LIKE``), and their half-maximum regions come within ``gap`` px. Two
+    round dots or rings side by side are never joined, and neither is one loop with a
+    lobe. The pair is measured again as one object (the hull of both, which holds the
+    line between them, as the ground truth does). Pairs are joined best first (closest
+    in length and direction), each object once.
+    """
+    from scipy.spatial import cKDTree
+
+    lobes = [k for k, f in enumerate(found) if f.minor > 0 and f.major / f.minor >= _LOBE_ASPECT]
+    if len(lobes) < 2:
+        return found
+    centres = np.array([(found[k].xs.mean(), found[k].ys.mean()) for k in lobes])
+    reach = max(found[k].major for k in lobes) + gap
+    candidates = []
+    for a, b in cKDTree(centres).query_pairs(reach):
+        fa, fb = found[lobes[a]], found[lobes[b]]
+        if _angle_between(fa.angle, fb.angle) > _LOBE_ANGLE:
+            continue
+        if max(fa.major, fb.major) > _LOBE_LIKE * min(fa.major, fb.major) or max(fa.peak, fb.peak) > _LOBE_LIKE * min(fa.peak, fb.peak):
+            continue
+        dx, dy = centres[b] - centres[a]
+        across = math.degrees(math.atan2(dy, dx)) % 180.0
+        if min(_angle_between(across, fa.angle), _angle_between(across, fb.angle)) < 90.0 - _LOBE_ANGLE:
+            continue
+        pa, pb = np.column_stack([fa.xs, fa.ys]), np.column_stack([fb.xs, fb.ys])
+        if cKDTree(pa).query(pb, distance_upper_bound=gap + 1.0)[0].min() > gap + 1.0:
+            continue  # the regions do not come within gap px (+1: pixel centres)
+        badness = _angle_between(fa.angle, fb.angle) / _LOBE_ANGLE + abs(math.log(fa.major / fb.major))
+        candidates.append((badness, lobes[a], lobes[b]))
+    used, joined = set(), []
+    for _, a, b in sorted(candidates):
+        if a in used or b in used:
+            continue
+        fa, fb = found[a], found[b]
+        ys, xs = np.concatenate([fa.ys, fb.ys]), np.concatenate([fa.xs, fb.xs])
+        region = np.zeros(shape, bool)
+        region[ys, xs] = True
+        hull, major, minor, angle = _hull_ellipse(region)
+        if minor <= 0 or major / minor > _LOBE_BEAN_ASPECT:
+            continue
+        used.update((a, b))
+        joined.append(_Found(ys, xs, np.concatenate([fa.depth, fb.depth]), major, minor, angle, float(hull.sum()),
+                             max(fa.peak, fb.peak)))
+    return [f for k, f in enumerate(found) if k not in used] + joined
 
 
 # Column -> (pyarrow type, description) of OUT_tracks.parquet, one row per track

@@ -70,6 +70,38 @@ def test_touching_loops_are_split_in_two(gap):
     assert len(joined) == 1 and joined.major[0] > 1.8 * frame.truth["major"].max()
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_coffee_bean_with_a_wide_line_of_no_contrast_is_one_object(seed):
+    """A large, faint bean (17.8 px, the one that generator seed 3 splits) on the
+    default textured, noisy background: its line of no contrast is wider than the
+    closing bridges, so its two lobes are found alone (checked with the pairing off);
+    they are parallel, alike and face each other, and are joined into one object whose
+    centre is the bean's within 0.5 px and whose axes are within 1 px."""
+    settings = LoopVideoSettings(size=(128, 192), frames=1)
+    bean = _isolated("bean", 90.3, 60.6, 17.8, 0.65, 110.4).model_copy(update={"contrast": 0.29})
+    frame = next(iter_loop_video(settings, seed, objects=_with_truth([bean], settings)))
+    apart = detect_loops(frame.image, settings=LoopSettings(pair_lobes=False))
+    assert len(apart) == 2 and (apart.major < 0.7 * frame.truth["major"][0]).all()
+    found = detect_loops(frame.image)
+    assert len(found) == 1
+    np.testing.assert_allclose([found.x[0], found.y[0]], [frame.truth["x"][0], frame.truth["y"][0]], atol=0.5)  # px
+    np.testing.assert_allclose([found.major[0], found.minor[0]], [frame.truth["major"][0], frame.truth["minor"][0]], atol=1.0)
+
+
+def test_lobe_pairing_leaves_round_and_unlike_neighbours_apart():
+    """Two dots side by side (round: no lobe axis) and a ring beside a bean stay
+    separate objects: the pairing changes nothing."""
+    objects = _with_truth([_isolated("dot", 50.3, 60.6, 12.0), _isolated("dot", 64.3, 60.6, 12.0, loop_id=1),
+                           _isolated("ring", 120.0, 60.0, 16.0, 0.7, 90.0, loop_id=2),
+                           _isolated("bean", 140.0, 60.0, 16.0, 0.7, 90.0, loop_id=3)], QUIET)
+    frame = next(iter_loop_video(QUIET, 0, objects=objects))
+    found = detect_loops(frame.image).sort_values("x", ignore_index=True)
+    assert len(found) == 4
+    np.testing.assert_allclose(found.x, np.sort(frame.truth["x"]), atol=1.0)  # px
+    pd.testing.assert_frame_equal(found, detect_loops(frame.image, settings=LoopSettings(pair_lobes=False))
+                                  .sort_values("x", ignore_index=True))
+
+
 def test_white_overlay_and_excluded_box_are_ignored():
     objects = _with_truth([_isolated("dot", 40.0, 40.0, 12.0), _isolated("dot", 140.0, 80.0, 12.0, loop_id=1)], QUIET)
     image = next(iter_loop_video(QUIET, 0, objects=objects)).image.copy()
@@ -89,6 +121,10 @@ def test_input_not_modified_and_validation():
         detect_loops(np.zeros((2, 8, 8)))
     with pytest.raises(TypeError, match="unknown loop option"):
         LoopSettings.from_dict({"threshhold": 3})
+    with pytest.raises(ValueError, match="pair_gap"):
+        LoopSettings(pair_gap=0)
+    with pytest.raises(TypeError, match="pair_lobes"):
+        LoopSettings(pair_lobes="yes")
 
 
 def test_diffusion_recovery_of_a_random_walk():
