@@ -80,6 +80,12 @@ class LineFieldSettings:
         ``TRIM_WINDOW`` px along it, first reaches ``trim`` times the line's own upper
         quartile: a ridge that runs from a line into a weaker ridge beside its end
         (texture, another line's faint tail) stops where the line does. 0 keeps the ends.
+    end_cut : float
+        For a model that also predicts a line-end map (``extras = ["ends"]``, channel
+        3): a traced line is cut where that map peaks above ``end_cut`` at least
+        ``END_MARGIN`` px inside it, i.e. where the model sees a dislocation end on a
+        ridge that runs on (into a slip trace, texture or a neighbour's end). 0, or a
+        model without the map, cuts nothing.
     border : float
         A traced line with 80 % of its pixels within this distance (px) of the image's
         edge (of ``valid``, when given) runs along the edge of the field of view or of
@@ -107,6 +113,8 @@ class LineFieldSettings:
     # frames rises from 0.31 to about 0.35 while sd1/sd3 length scores move by < 0.02
     # (sd3's sharp-turn shapes are the cost). 180 turns the cutting off.
     max_turn: float = 50.0
+    # Only for models with a line-end map (extras "ends", channel 3); 0 turns it off.
+    end_cut: float = 0.0
 
     def __post_init__(self):
         problems = {
@@ -121,6 +129,7 @@ class LineFieldSettings:
             "border": (self.border >= 0, ">= 0 px"),
             "trim": (0.0 <= self.trim < 1.0, "in [0, 1)"),
             "max_turn": (0.0 < self.max_turn <= 180.0, "in (0, 180] degrees"),
+            "end_cut": (0.0 <= self.end_cut < 1.0, "in [0, 1)"),
         }
         for name, (ok, allowed) in problems.items():
             if not ok:
@@ -379,6 +388,28 @@ def _split_at_turns(path: np.ndarray, max_turn: float) -> list[np.ndarray]:
     return [path[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= 2]
 
 
+#: A line-end peak closer than this (px along the path) to a traced line's own end does
+#: not cut it (see ``end_cut``): that end is already where it should be.
+END_MARGIN = 8
+#: Pixels dropped on each side of an end cut (the end spot's core).
+END_GAP = 2
+
+
+def _split_at_ends(path: np.ndarray, ends: np.ndarray | None, level: float) -> list[np.ndarray]:
+    """``path`` cut where the line-end map ``ends`` peaks above ``level`` inside it."""
+    from scipy.signal import find_peaks
+
+    if ends is None or level <= 0 or len(path) < 2 * END_MARGIN + 1:
+        return [path]
+    values = ends[path[:, 0], path[:, 1]].astype(float)
+    peaks, _ = find_peaks(values, height=level, distance=END_MARGIN)
+    peaks = peaks[(peaks >= END_MARGIN) & (peaks < len(path) - END_MARGIN)]
+    if not len(peaks):
+        return [path]
+    bounds = [0, *[v for p in peaks for v in (p - END_GAP, p + END_GAP + 1)], len(path)]
+    return [path[a:b] for a, b in zip(bounds[::2], bounds[1::2]) if b - a >= 2]
+
+
 #: Window (px) of the running mean of the centreline map along a line (see ``trim``).
 TRIM_WINDOW = 7
 
@@ -406,7 +437,8 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
     ----------
     fields : (C >= 3, H, W) ndarray of float
         Channel 0 the centreline map in [0, 1], channels 1-2 ``cos 2θ`` and ``sin 2θ``
-        in [-1, 1]; further channels (e.g. line ends) are not used here. Not modified.
+        in [-1, 1]; channel 3, when there, the line-end map in [0, 1] (used by
+        ``end_cut``); further channels are not used. Not modified.
     settings : LineFieldSettings, optional
     valid : (y0, y1, x0, x1), optional
         The part of the frame that holds image (e.g. without letterbox padding);
@@ -441,10 +473,12 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
         centre = cropped
     skeleton = ridges(centre, direction, high=settings.high, low=settings.low)
     segments = [_segment(p, direction) for p in _segments(skeleton)]
+    ends = np.asarray(fields[3], np.float32) if fields.shape[0] > 3 else None
     chains = [
         _trim_ends(piece, centre, settings.trim)
         for chain in _chains(segments, _links(segments, settings))
-        for piece in _split_at_turns(chain, settings.max_turn)
+        for part in _split_at_ends(chain, ends, settings.end_cut)
+        for piece in _split_at_turns(part, settings.max_turn)
     ]
     dislocations, summaries = [], []
     edge = settings.border

@@ -355,3 +355,23 @@ def test_pieces_cut_at_a_crossing_join_on_their_traced_direction_not_the_mixed_f
 def test_trim_is_validated():
     with pytest.raises(ValueError, match="trim"):
         LineFieldSettings(trim=1.0)
+
+
+def test_a_line_is_cut_where_the_line_end_map_sees_two_ends_meet():
+    # Two dislocations end to end along one ridge (x = 10..60 and 60..110): the ridge
+    # alone is one line. The generator's end map (``ends=True``: a spot at each of the
+    # four ends) as a fourth channel cuts it at x = 60 with ``end_cut``; the spots at
+    # the outer ends cut nothing (they are where the line ends anyway).
+    shape = (80, 128)
+    ridge = _fields([_line((10, 40), (110, 40))], shape)
+    ends = line_targets([_line((10, 40), (60, 40)), _line((60, 40), (110, 40))], shape, ends=True).ends
+    fields = np.concatenate([ridge, ends[None]])
+    assert len(extract_lines(fields).dislocations) == 1  # end_cut is off by default
+    cut = extract_lines(fields, settings=LineFieldSettings(end_cut=0.5)).dislocations
+    assert len(cut) == 2
+    spans = sorted((d.points[:, 0].min(), d.points[:, 0].max()) for d in cut)
+    np.testing.assert_allclose(spans, [(10, 60), (60, 110)], atol=4)  # px
+    # Without the fourth channel the setting has nothing to cut with.
+    assert len(extract_lines(ridge, settings=LineFieldSettings(end_cut=0.5)).dislocations) == 1
+    with pytest.raises(ValueError, match="end_cut"):
+        LineFieldSettings(end_cut=1.0)
