@@ -299,6 +299,7 @@ def annotation_hits(loops) -> dict:
     from temtrack.sdk.sources import open_source
 
     hits = {name: 0 for name in [*ANNOTATIONS, "other"]}
+    where = []
     by_frame = dict(tuple(loops.groupby("frame")))
     with open_source(FECRAL) as source:
         for frame in source.frames(start=int(loops.frame.min()), end=int(loops.frame.max()) + 1):
@@ -310,6 +311,9 @@ def annotation_hits(loops) -> dict:
                 name = on_annotation(ellipse_curve(r.x, r.y, r.major, r.minor, r.angle), mask)
                 if name:
                     hits[name] += 1
+                    where.append(f"frame {frame.index} at ({r.x:.0f}, {r.y:.0f}), {r.major:.1f} px")
+    if where:
+        print(f"  loops on the annotations: {'; '.join(where[:10])}{' ...' if len(where) > 10 else ''}")
     return hits
 
 
