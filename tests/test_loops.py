@@ -173,6 +173,39 @@ def test_covariance_estimator_is_unbiased_under_localisation_noise():
     assert cve(frames, walk[frames])[2] == 399 - 5
 
 
+def test_pooled_noise_estimator_is_tighter_than_the_covariance_one():
+    """120 tracks of 120 frames, D log-uniform over 0.01-1 px² per frame, all seen with
+    the same 0.06 px localisation noise (the detector's jitter on the synthetic videos):
+    the noise pooled over tracks comes out within 50 % of sigma² (3.6e-3 px²); with it the
+    per-track relative error of D has a median at least a quarter below the covariance
+    estimator's (whose spread is about sqrt(3) times the ideal when the noise is small)
+    and its median ratio is within 5 % of 1; its 95 % interval covers D in 85-100 % of
+    tracks. Without the pooled noise the estimator refuses to run."""
+    from temtrack.tracker.loops import pooled_noise
+
+    rng = np.random.default_rng(5)
+    sigma, n = 0.06, 120
+    tracks = []
+    for _ in range(120):
+        D = 10 ** rng.uniform(-2, 0)
+        tracks.append((np.arange(n), np.cumsum(rng.normal(0, np.sqrt(2 * D), (n, 2)), axis=0) + rng.normal(0, sigma, (n, 2)), D))
+    noise = pooled_noise((frames, points) for frames, points, _ in tracks)
+    assert noise == pytest.approx(sigma**2, rel=0.5)
+    pooled = [diffusion(f, p, estimator="pooled", noise=noise, bootstrap=0) for f, p, _ in tracks]
+    ratio = np.array([out["D_2d"] / D for out, (_, _, D) in zip(pooled, tracks)])
+    ratio_cve = np.array([diffusion(f, p)["D_2d"] / D for f, p, D in tracks])
+    assert np.median(np.abs(ratio - 1)) < 0.75 * np.median(np.abs(ratio_cve - 1))
+    assert abs(np.median(ratio) - 1) < 0.05
+    covered = [out["D_2d_low"] <= D <= out["D_2d_high"] for out, (_, _, D) in zip(pooled, tracks)]
+    assert 0.85 <= np.mean(covered) <= 1.0
+    with pytest.raises(ValueError, match="pooled"):
+        diffusion(np.arange(n), tracks[0][1], estimator="pooled")
+    # track_summary pools the noise over the tracks it is given.
+    linked = pd.concat([pd.DataFrame({"frame": f, "track_id": k, "x": p[:, 0], "y": p[:, 1]}) for k, (f, p, _) in enumerate(tracks)])
+    summary = track_summary(linked, settings=LoopLinkSettings(estimator="pooled", bootstrap=0))
+    np.testing.assert_allclose(summary.D_2d, [out["D_2d"] for out in pooled], rtol=1e-9)
+
+
 def test_linking_keeps_identities_on_a_short_video():
     settings = LoopVideoSettings(size=(160, 160), frames=30, count=6, birth_rate=0.0, lifetime=(100, 100), d_range=(0.05, 0.5))
     rows = []
