@@ -7,6 +7,7 @@ frames, IDF1, and F1 under Poisson, salt-and-pepper and Gaussian noise. Real par
 tracks, lifetimes, size trend, D_eff against size, and a picture with the ellipses.
 
     python benchmarks/bench_loops.py --synthetic --seeds 20
+    python benchmarks/bench_loops.py --synthetic --seeds 20 --option pair_lobes=false   # the detector before issue 21's lobe pairing
     python benchmarks/bench_loops.py --fecral --picture /tmp/loops/fecral.png     # frames 461-805 + speed
     python benchmarks/bench_loops.py --fecral --all --speed-frames 0             # all 1176 frames: memory
 """
@@ -143,8 +144,9 @@ def d_report(d: pd.DataFrame):
           f"{2 * __import__('scipy.stats').stats.norm.cdf(0.1 / np.sqrt(1 / (2 * (d.n.median() - 1)))) - 1:.2f}")
 
 
-def synthetic(seeds: int, frames: int):
-    settings, link = LoopSettings(), LoopLinkSettings()
+def synthetic(seeds: int, frames: int, options: dict | None = None):
+    options = options or {}
+    settings, link = LoopSettings.from_dict(options), LoopLinkSettings()
     vs = LoopVideoSettings(frames=frames)
     report, all_d = {}, []
     for seed in range(seeds):
@@ -155,10 +157,10 @@ def synthetic(seeds: int, frames: int):
                                  "idtp": scores.idtp, "gt": len(truth), "predicted": scores.predicted_detections}
         short = LoopVideoSettings(frames=20)
         for median in ("auto",):  # the default: a median filter on frames with impulse noise
-            base, _, _ = run_synthetic(seed, short, LoopSettings(median=median))
+            base, _, _ = run_synthetic(seed, short, LoopSettings.from_dict({**options, "median": median}))
             report[f"seed{seed}"][f"f1_clean_median{median}"] = round(base["f1"], 3)
             for noise in NOISES:
-                res, _, _ = run_synthetic(seed, short, LoopSettings(median=median), noise=noise)
+                res, _, _ = run_synthetic(seed, short, LoopSettings.from_dict({**options, "median": median}), noise=noise)
                 report[f"seed{seed}"][f"f1_{noise}_median{median}"] = round(res["f1"], 3)
                 # The drop against the same frames without noise, same settings.
                 report[f"seed{seed}"][f"drop_{noise}_median{median}"] = round(1 - res["f1"] / base["f1"], 3)
@@ -342,6 +344,8 @@ def main():
     parser.add_argument("--synthetic", action="store_true")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --synthetic: a LoopSettings option (JSON value), e.g. pair_lobes=false; repeatable")
     parser.add_argument("--fecral", action="store_true")
     parser.add_argument("--start", type=int, default=461)
     parser.add_argument("--end", type=int, default=806)
@@ -352,7 +356,7 @@ def main():
                         help="with --fecral: frames timed for loops and the dislocation main job side by side (0: none)")
     args = parser.parse_args()
     if args.synthetic:
-        synthetic(args.seeds, args.frames)
+        synthetic(args.seeds, args.frames, {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
     if args.fecral:
         start, end = (0, None) if args.all else (args.start, args.end)
         fecral(start, end, args.every, args.picture, args.speed_frames)
