@@ -411,7 +411,7 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
         ys, xs = np.nonzero(core)
         rows.append(_Found(ys + y0, xs + x0, crop[ys, xs], major, minor, angle, float(hull.sum()), peak))
     if s.pair_lobes:
-        rows = _pair_lobes(rows, s.pair_gap, image.shape)
+        rows = _pair_lobes(rows, s.pair_gap)
     return pd.DataFrame([found.row(sigma) for found in rows],
                         columns=["x", "y", "major", "minor", "angle", "area", "contrast", "snr"])
 
@@ -443,7 +443,7 @@ def _angle_between(a: float, b: float) -> float:
     return min(d, 180.0 - d)
 
 
-def _pair_lobes(found: list, gap: float, shape) -> list:
+def _pair_lobes(found: list, gap: float) -> list:
     """Coffee beans found as their two lobes, joined into one object.
 
     A coffee bean is two dark lobes split by a line of no contrast across its major
@@ -487,8 +487,9 @@ def _pair_lobes(found: list, gap: float, shape) -> list:
             continue
         fa, fb = found[a], found[b]
         ys, xs = np.concatenate([fa.ys, fb.ys]), np.concatenate([fa.xs, fb.xs])
-        region = np.zeros(shape, bool)
-        region[ys, xs] = True
+        y0, x0 = int(ys.min()), int(xs.min())
+        region = np.zeros((int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1), bool)  # the pair's box, not the frame
+        region[ys - y0, xs - x0] = True
         hull, major, minor, angle = _hull_ellipse(region)
         if minor <= 0 or major / minor > _LOBE_BEAN_ASPECT:
             continue

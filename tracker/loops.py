@@ -158,6 +158,15 @@ def _fit(lags: np.ndarray, msd: np.ndarray, dims: int) -> float:
     return float(slope / (2 * dims))
 
 
+def _unit_steps(frames, values):
+    """``(unit, steps, n, mean_square)`` of one axis: which steps join consecutive frames,
+    all steps, their number, and the mean squared unit step (NaN with none)."""
+    unit = np.diff(np.asarray(frames, dtype=np.int64)) == 1
+    steps = np.diff(np.asarray(values, dtype=float))
+    n = int(unit.sum())
+    return unit, steps, n, float(np.mean(steps[unit] ** 2)) if n else float("nan")
+
+
 def cve(frames, values) -> tuple[float, float, int]:
     """Covariance-based estimate of D along one axis (Vestergaard et al. 2014).
 
@@ -190,14 +199,9 @@ def cve(frames, values) -> tuple[float, float, int]:
     >>> round(cve(np.arange(20000), noisy)[0], 1)
     0.5
     """
-    frames = np.asarray(frames, dtype=np.int64)
-    values = np.asarray(values, dtype=float)
-    unit = np.diff(frames) == 1
-    steps = np.diff(values)
-    n = int(unit.sum())
+    unit, steps, n, mean_square = _unit_steps(frames, values)
     if n < 2:
         return float("nan"), float("nan"), n
-    mean_square = float(np.mean(steps[unit] ** 2))
     pairs = unit[1:] & unit[:-1]
     covariance = float(np.mean(steps[1:][pairs] * steps[:-1][pairs])) if pairs.any() else 0.0
     d = mean_square / 2 + covariance
@@ -241,12 +245,10 @@ def _pooled(frames, values, noise: float) -> tuple[float, float, int]:
     """D along one axis as the mean squared unit step / 2 less ``noise`` (sigma²), its SD
     (``sqrt((2 (D + sigma²)² + sigma⁴) / N)``: squared steps of Gaussian steps, neighbours
     correlated through the shared position) and ``N``."""
-    frames, values = np.asarray(frames, np.int64), np.asarray(values, float)
-    unit = np.diff(frames) == 1
-    n = int(unit.sum())
+    _, _, n, mean_square = _unit_steps(frames, values)
     if n < 2:
         return float("nan"), float("nan"), n
-    d = float(np.mean(np.diff(values)[unit] ** 2)) / 2 - noise
+    d = mean_square / 2 - noise
     return d, math.sqrt((2 * (max(d, 0.0) + noise) ** 2 + noise**2) / n), n
 
 
