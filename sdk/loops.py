@@ -266,14 +266,16 @@ def _split_touching(part: np.ndarray, seed: tuple[int, int], *, neck: float) -> 
     >>> int(piece[10, 10]), int(piece[10, 22]), int(piece.sum()) < int(two.sum()) // 2
     (1, 0, True)
     """
-    import cv2
     from scipy import ndimage
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     filled = ndimage.binary_fill_holes(part)
-    # Padded by one pixel: OpenCV counts beyond the border as inside.
-    dist = cv2.distanceTransform(np.pad(filled, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    # The exact distance of scipy, not OpenCV's DIST_MASK_PRECISE: that one differs in
+    # the last float32 bit from call to call (with the arrays' memory layout), and the
+    # watershed's near-ties then split the same object differently in two runs.
+    # Padded by one pixel: beyond the border is outside.
+    dist = ndimage.distance_transform_edt(np.pad(filled, 1))[1:-1, 1:-1]
     markers, count = ndimage.label(h_maxima(dist, neck))
     if count < 2:
         return filled

@@ -488,8 +488,11 @@ def _band_width(n_pixels: int, length: float, shape: tuple[int, int], half_width
 
 def _half_width(component: np.ndarray) -> float:
     """Largest distance (px) from a pixel of the (padded, bool) component to the background."""
-    distance = cv2.distanceTransform(component.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return float(distance.max())
+    from scipy.ndimage import distance_transform_edt
+
+    # scipy's exact distance: OpenCV's DIST_MASK_PRECISE can differ in the last bit
+    # between calls, which moves a ceil() on an integer distance (sdk/loops.py's note).
+    return float(distance_transform_edt(component).max())
 
 
 def _path_length(path: np.ndarray) -> float:

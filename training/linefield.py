@@ -241,8 +241,10 @@ def known_pixels(curves, shape: tuple[int, int], *, rule: str = "near_labels", n
             cv2.polylines(free, [np.round(curve * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
     if free.all():
         return np.zeros((height, width), np.float32)
-    distance = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return (distance <= near).astype(np.float32)
+    from scipy.ndimage import distance_transform_edt
+
+    # scipy's exact distance, the same in every run (OpenCV's precise mask is not: sdk/loops.py).
+    return (distance_transform_edt(free) <= near).astype(np.float32)
 
 
 class LabelledLineDataset(IterableDataset):
