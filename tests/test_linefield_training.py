@@ -173,6 +173,29 @@ def test_a_checkpoint_of_the_other_family_is_refused_naming_both(tmp_path):
         load_model(run / "last.pt", expected=ModelConfig(encoder="resnet18", decoder_channels=[32, 16, 16, 8, 8], n_masks=8))
 
 
+def test_an_end_map_can_be_added_to_a_trained_model(linefield_checkpoint, tmp_path):
+    """init from a model without extras into one with the end map: the centre and
+    direction outputs are the checkpoint's exactly (same weights), the end map is new;
+    any other difference is still refused, naming the setting."""
+    from temtrack.training.checkpoint import CheckpointError, init_weights
+
+    source, _, _ = load_model(linefield_checkpoint)
+    grown_config = ModelConfig(**LINEFIELD, extras=["ends"])
+    grown = build_model(grown_config).eval()
+    init_weights(grown, linefield_checkpoint, grown_config)
+    x = torch.from_numpy(np.random.default_rng(1).random((1, 1, 64, 96), dtype=np.float32))
+    with torch.no_grad():
+        before, after = source(x), grown(x)
+    assert after.shape[1] == 4
+    torch.testing.assert_close(after[:, :3], before, rtol=0, atol=0)
+    run = train(tiny_linefield(steps=2, model={**LINEFIELD, "extras": ["ends"]}, init=str(linefield_checkpoint)),
+                tmp_path / "ends", progress=False)
+    assert run.step == 2
+    other = ModelConfig(**{**LINEFIELD, "decoder_channels": [32, 16, 16, 16, 8]}, extras=["ends"])
+    with pytest.raises(CheckpointError, match="decoder_channels"):
+        init_weights(build_model(other), linefield_checkpoint, other)
+
+
 # --- export and the ONNX backend ---------------------------------------------------------
 
 

@@ -395,6 +395,24 @@ def test_burnt_in_text_and_scale_bar_give_no_loops(annotations):
     assert all(found.get(i, 0) >= int(c.sum()) for i, c in enumerate(clear))  # the loops well away from the labels
 
 
+def test_glyphs_on_a_blended_status_bar_give_no_loops(real_data, monkeypatch):
+    """Fecral frame 987 scrolls between clips: the white status bar with the dose text is
+    two copies blended, so its glyphs are gray (no burnt-in black) and the white between
+    them is too patchy for the white-mark rule. Without any annotation mask, no object is
+    found on the bar (rows 655-712); without the white-surround rule there are 9."""
+    import temtrack.sdk.loops as loops
+    from temtrack.sdk.sources import open_source
+
+    with open_source(real_data / "fecral-loops" / "video.mp4") as source:
+        image = next(source.frames(start=987, end=988)).image
+    on_bar = lambda found: found[(found.y > 655) & (found.y < 712)]  # noqa: E731
+    assert on_bar(detect_loops(image)).empty
+    specimen = (detect_loops(image).y < 640).sum()
+    monkeypatch.setattr(loops, "_WHITE_SHARE", 1.01)
+    assert len(on_bar(detect_loops(image))) >= 5
+    assert (detect_loops(image).y < 640).sum() == specimen  # the rule touches no specimen loop
+
+
 def test_salt_and_pepper_noise_is_filtered_automatically():
     """5 % of the pixels salt or pepper (skimage's default amount): the default median
     "auto" finds the frame's impulse noise and filters it, so every loop is found and

@@ -28,7 +28,7 @@ from temtrack.sdk.atomic import write_atomic
 
 from .model import ModelConfig, build_model
 
-__all__ = ["CheckpointError", "load_model", "read_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "init_weights", "load_model", "read_checkpoint", "save_checkpoint"]
 
 FORMAT = "tem-track-checkpoint"
 FORMAT_VERSION = 1
@@ -157,3 +157,41 @@ def load_model(path: str | os.PathLike, *, expected: ModelConfig | None = None) 
         raise CheckpointError(f"{path}: its weights do not fit its own model configuration ({exc})") from None
     model.eval()
     return model, config, state
+
+
+def init_weights(model: torch.nn.Module, path: str | os.PathLike, config: ModelConfig) -> None:
+    """Start ``model`` (built from ``config``) from the weights of the checkpoint at ``path``.
+
+    The checkpoint must be of the same model, except that a line-field ``config`` may
+    add extras after the checkpoint's (``extras = ["ends"]`` on a model trained
+    without): the output head's existing channels keep their weights and the added
+    ones start from ``model``'s own initialisation. Anything else that differs is an
+    error naming it (:func:`load_model`).
+    """
+    state = read_checkpoint(path)
+    source = model_config_of(state, path)
+    grows = (
+        source.family == config.family == "linefield"
+        and len(config.extras) > len(source.extras)
+        and tuple(config.extras[: len(source.extras)]) == tuple(source.extras)
+        and source.model_copy(update={"extras": config.extras}) == config
+    )
+    if not grows:
+        start, _, _ = load_model(path, expected=config)
+        model.load_state_dict(start.state_dict())
+        return
+    own = model.state_dict()
+    weights = {}
+    for key, value in state["model"].items():
+        target = own.get(key)
+        if target is None:
+            raise CheckpointError(f"{path}: weight {key!r} has no place in the {config.family!r} model")
+        if value.shape == target.shape:
+            weights[key] = value
+        elif value.shape[1:] == target.shape[1:] and value.shape[0] == source.out_channels:
+            grown = target.clone()  # the output head: the checkpoint's channels first
+            grown[: value.shape[0]] = value
+            weights[key] = grown
+        else:
+            raise CheckpointError(f"{path}: weight {key!r} is {tuple(value.shape)}, the model needs {tuple(target.shape)}")
+    model.load_state_dict(weights)

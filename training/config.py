@@ -198,7 +198,8 @@ class TrainConfig(_Strict):
     checkpoint_every, log_every : int
         Steps between checkpoints (``last.pt``) and log lines.
     init : path, optional
-        A checkpoint to start from (fine-tuning); its model must equal ``model``.
+        A checkpoint to start from (fine-tuning); its model must equal ``model``, except
+        that a line-field model may add extras (the new outputs start untrained).
     threads : int, optional
         torch CPU threads (None: torch's default).
     """

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from temtrack.sdk.atomic import write_atomic
 
 from .augment import AugmentedDataset
-from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .checkpoint import init_weights, read_checkpoint, save_checkpoint
 from .config import TrainConfig, validate_train_config
 from .datasets import SyntheticDataset, worker_items
 from .torch_backend import TorchBackend, autocast, autocast_dtype, resolve_device
@@ -459,8 +459,7 @@ def train(
 
     model = build_model(config.model)
     if config.init is not None and state is None:
-        start_from, _, _ = load_model(config.init, expected=config.model)
-        model.load_state_dict(start_from.state_dict())
+        init_weights(model, config.init, config.model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
