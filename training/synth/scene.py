@@ -451,8 +451,11 @@ def _claim(occupancy: np.ndarray, candidate: list[DislocationSpec], gap: float) 
     for index, spec in enumerate(candidate):
         radius = spec.thickness / 2.0 + spec.thickness_variation + gap / 2.0
         step = _direction(spec.angle)
+        # A push moves the origin only: the line rotated once, then shifted to each
+        # origin, is spec.curve() bit for bit (place() rotates, then adds the origin).
+        rotated = place(dense_curve(np.asarray(spec.support), scale=spec.slip_width), angle=spec.angle, origin=(0.0, 0.0))
         for _push in range(13):
-            curve = spec.curve()
+            curve = rotated + np.asarray(spec.origin, dtype=float)
             box = bounding_box(curve, radius + 1, height, width)
             y0, y1, x0, x1 = box
             layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
