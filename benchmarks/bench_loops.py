@@ -120,7 +120,8 @@ def tracking(dets: pd.DataFrame, truth: pd.DataFrame, link: LoopLinkSettings):
             est, low, high = tr[f"D_{axis}"], tr[f"D_{axis}_low"], tr[f"D_{axis}_high"]
             steps = tr.detections - 1
             rows.append(dict(estimator=estimator, D=k.D, motion=k.motion, est=est, ratio=est / k.D, covered=low <= k.D <= high,
-                             n=tr.detections, floor=np.sqrt(1 / ((2 if axis == "2d" else 1) * steps))))
+                             n=tr.detections, floor=np.sqrt(1 / ((2 if axis == "2d" else 1) * steps)),
+                             clean=bool((ids == top).all())))
     return idf1, scores, pd.DataFrame(rows)
 
 
@@ -138,6 +139,10 @@ def d_report(d: pd.DataFrame):
         print(part.groupby(["decade", "motion"]).agg(count=("ratio", "size"), median_ratio=("ratio", "median"),
                                                       median_error=("error", "median"),
                                                       within_10=("error", lambda e: np.mean(e <= 0.1))).round(3).to_string())
+        # Tracks that carry a detection of another loop (up to 10 % allowed above) against clean ones.
+        print(part.groupby(["clean", "motion"]).agg(count=("ratio", "size"), median_ratio=("ratio", "median"),
+                                                     median_error=("error", "median"),
+                                                     interval_covers=("covered", "mean")).round(3).to_string())
     print(f"  statistical floor for the median track ({int(d.n.median())} detections): "
           f"{100 * np.sqrt(1 / (2 * (d.n.median() - 1))):.0f} % in 2-D, {100 * np.sqrt(1 / (d.n.median() - 1)):.0f} % in 1-D; "
           f"share within 10 % expected from the floor alone (2-D, Gaussian): "

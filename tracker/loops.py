@@ -159,10 +159,11 @@ def _fit(lags: np.ndarray, msd: np.ndarray, dims: int) -> float:
 
 
 def _unit_steps(frames, values):
-    """``(unit, steps, n, mean_square)`` of one axis: which steps join consecutive frames,
-    all steps, their number, and the mean squared unit step (NaN with none)."""
+    """``(unit, steps, n, mean_square)`` of positions along one axis (``(n,)``) or several
+    (``(n, d)``): which steps join consecutive frames, all steps, their number, and the
+    mean squared unit step per axis (NaN with none)."""
     unit = np.diff(np.asarray(frames, dtype=np.int64)) == 1
-    steps = np.diff(np.asarray(values, dtype=float))
+    steps = np.diff(np.asarray(values, dtype=float), axis=0)
     n = int(unit.sum())
     return unit, steps, n, float(np.mean(steps[unit] ** 2)) if n else float("nan")
 
@@ -227,12 +228,10 @@ def pooled_noise(tracks) -> float:
         frames, points = np.asarray(frames, np.int64), np.asarray(points, float)
         if len(frames) < 3:
             continue
-        unit = np.diff(frames) == 1
-        steps = np.diff(points, axis=0)
+        unit, steps, _, mean_square = _unit_steps(frames, points)
         pairs = unit[1:] & unit[:-1]
         if not pairs.any():
             continue
-        mean_square = float(np.mean(steps[unit] ** 2))
         if mean_square <= 0:
             continue
         weight = 2 * int(pairs.sum()) / mean_square**2
