@@ -343,12 +343,10 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
     grad = None
     white = None
     bright = image >= s.overlay_white
-    if not bright.any():
-        bright = None
-    if bright is not None or (mask is not None and mask.any()):
+    any_bright = bool(bright.any())
+    if any_bright or (mask is not None and mask.any()):
         # Opening first: isolated bright pixels (salt noise, shot noise) are not overlays.
-        solid = cv2.morphologyEx(bright.astype(np.uint8) if bright is not None else np.zeros(image.shape, np.uint8),
-                                 cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        solid = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         if mask is not None:
             solid |= mask.astype(bool).astype(np.uint8)
         white = cv2.dilate(solid, np.ones((2 * s.overlay_margin + 1,) * 2, np.uint8)) > 0
@@ -409,10 +407,9 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
             continue
         if white is not None and white[y0:y1, x0:x1][hull].any():
             continue
-        if bright is not None:
-            band = (cv2.dilate(hull.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~hull
-            if bright[y0:y1, x0:x1][band].mean() >= _WHITE_SHARE:
-                continue
+        around = cv2.dilate(hull.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the hull and 2 px around it
+        if any_bright and bright[y0:y1, x0:x1][around & ~hull].mean() >= _WHITE_SHARE:
+            continue
         if grad is None:
             # Edges and burnt-in black are judged on a 3x3 median: isolated salt and
             # pepper pixels (noise) are gone there, and overlay strokes (>= 2 px) stay.
@@ -421,7 +418,6 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
         ring = cv2.dilate(hull.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if float(grad[y0:y1, x0:x1][ring].max()) / peak > s.max_steepness:
             continue
-        around = cv2.dilate(hull.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         if (black[y0:y1, x0:x1][around].mean() >= _TEXT_BLACK_SHARE
                 and float(grad[y0:y1, x0:x1][around].max()) >= s.overlay_edge):
             continue

@@ -225,14 +225,11 @@ def pooled_noise(tracks) -> float:
     """
     total, weights = 0.0, 0.0
     for frames, points in tracks:
-        frames, points = np.asarray(frames, np.int64), np.asarray(points, float)
         if len(frames) < 3:
             continue
         unit, steps, _, mean_square = _unit_steps(frames, points)
         pairs = unit[1:] & unit[:-1]
-        if not pairs.any():
-            continue
-        if mean_square <= 0:
+        if not pairs.any() or mean_square <= 0:
             continue
         weight = 2 * int(pairs.sum()) / mean_square**2
         total += weight * float(np.mean(steps[1:][pairs] * steps[:-1][pairs]))

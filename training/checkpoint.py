@@ -137,12 +137,22 @@ def load_model(path: str | os.PathLike, *, expected: ModelConfig | None = None) 
     """
     state = read_checkpoint(path)
     config = model_config_of(state, path)
-    if expected is not None and expected.family != config.family:
+    if expected is not None:
+        _check_same_model(config, expected, path)
+    model = build_model(config)
+    _load_weights(model, state["model"], path)
+    model.eval()
+    return model, config, state
+
+
+def _check_same_model(config: ModelConfig, expected: ModelConfig, path) -> None:
+    """A checkpoint's model ``config`` must be ``expected``; the error names the difference."""
+    if expected.family != config.family:
         raise CheckpointError(
             f"{path} is a checkpoint of the {config.family!r} model family, but a {expected.family!r} model is "
             f"expected here; use a {expected.family!r} checkpoint or set model.family = {config.family!r}"
         )
-    if expected is not None and expected != config:
+    if expected != config:
         diff = {
             k: (getattr(config, k), getattr(expected, k))
             for k in ModelConfig.model_fields
@@ -150,13 +160,13 @@ def load_model(path: str | os.PathLike, *, expected: ModelConfig | None = None) 
         }
         described = "; ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in diff.items())
         raise CheckpointError(f"{path} is a checkpoint of another model ({described})")
-    model = build_model(config)
+
+
+def _load_weights(model: torch.nn.Module, weights: dict, path) -> None:
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its weights do not fit its own model configuration ({exc})") from None
-    model.eval()
-    return model, config, state
 
 
 def init_weights(model: torch.nn.Module, path: str | os.PathLike, config: ModelConfig) -> None:
@@ -166,7 +176,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, config: ModelC
     add extras after the checkpoint's (``extras = ["ends"]`` on a model trained
     without): the output head's existing channels keep their weights and the added
     ones start from ``model``'s own initialisation. Anything else that differs is an
-    error naming it (:func:`load_model`).
+    error naming it, as in :func:`load_model`.
     """
     state = read_checkpoint(path)
     source = model_config_of(state, path)
@@ -177,8 +187,8 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike, config: ModelC
         and source.model_copy(update={"extras": config.extras}) == config
     )
     if not grows:
-        start, _, _ = load_model(path, expected=config)
-        model.load_state_dict(start.state_dict())
+        _check_same_model(source, config, path)
+        _load_weights(model, state["model"], path)
         return
     own = model.state_dict()
     weights = {}

@@ -79,9 +79,11 @@ class DislocationSpec(_Spec):
     seed: int
     softness: float = 0.0  # Gaussian sigma (px) of the drawn line alone; 0 = crisp
 
-    def curve(self) -> np.ndarray:
-        """The dislocation line in image pixels, ``(n, 2)``, about 0.4 px between points."""
-        return place(dense_curve(np.asarray(self.support), scale=self.slip_width), angle=self.angle, origin=self.origin)
+    def curve(self, origin: Point | None = None) -> np.ndarray:
+        """The dislocation line in image pixels, ``(n, 2)``, about 0.4 px between points;
+        placed at ``origin`` instead of its own when given."""
+        at = self.origin if origin is None else origin
+        return place(dense_curve(np.asarray(self.support), scale=self.slip_width), angle=self.angle, origin=at)
 
 
 class PileupSpec(_Spec):
@@ -451,9 +453,9 @@ def _claim(occupancy: np.ndarray, candidate: list[DislocationSpec], gap: float) 
     for index, spec in enumerate(candidate):
         radius = spec.thickness / 2.0 + spec.thickness_variation + gap / 2.0
         step = _direction(spec.angle)
-        # A push moves the origin only: the line rotated once, then shifted to each
-        # origin, is spec.curve() bit for bit (place() rotates, then adds the origin).
-        rotated = place(dense_curve(np.asarray(spec.support), scale=spec.slip_width), angle=spec.angle, origin=(0.0, 0.0))
+        # A push moves the origin only: the line placed at (0, 0) once, then shifted to
+        # each origin, is spec.curve() bit for bit (place() rotates, then adds the origin).
+        rotated = spec.curve(origin=(0.0, 0.0))
         for _push in range(13):
             curve = rotated + np.asarray(spec.origin, dtype=float)
             box = bounding_box(curve, radius + 1, height, width)
