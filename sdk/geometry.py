@@ -76,9 +76,14 @@ class Spline:
 
 def _dedupe(points: np.ndarray) -> np.ndarray:
     """Drop points that repeat their predecessor (zero-length chords break the fit)."""
-    keep = np.ones(len(points), bool)
-    keep[1:] = np.any(np.diff(points, axis=0) != 0, axis=1)
-    return points[keep]
+    repeats = (points[1:] == points[:-1]).all(axis=1)
+    return points[np.insert(~repeats, 0, True)] if repeats.any() else points
+
+
+def _steps(points: np.ndarray) -> np.ndarray:
+    """Lengths of the ``n - 1`` steps along ``points`` ((n, 2) float)."""
+    step = points[1:] - points[:-1]
+    return np.hypot(step[:, 0], step[:, 1])
 
 
 def fit_spline(
@@ -119,13 +124,12 @@ def fit_spline(
         return Spline(np.repeat(points[:1], n_points, axis=0), 0.0, 0.0, 0.0, closed)
     if len(points) > 16:
         # Pixel paths step 1-1.4 px; every other point carries the same line at half the
-        # fitting cost (the fit dominates post-processing time).
-        keep = np.arange(0, len(points), 2)
-        points = _dedupe(points[np.append(keep, len(points) - 1) if keep[-1] != len(points) - 1 else keep])
+        # fitting cost (the fit dominates post-processing time). The last point stays.
+        every_other = points[::2]
+        points = _dedupe(every_other if len(points) % 2 else np.vstack([every_other, points[-1:]]))
     if closed:
         points = np.vstack([points, points[:1]])
-    chord = np.hypot(*np.diff(points, axis=0).T)
-    u = np.concatenate([[0.0], np.cumsum(chord)])
+    u = np.concatenate([[0.0], np.cumsum(_steps(points))])
     degree = min(3, len(points) - 1 - int(closed))
     if degree < 1 or (closed and len(points) < 5):
         dense = points
@@ -133,14 +137,14 @@ def fit_spline(
     else:
         smoothing = len(points) * sigma**2
         (knots, coefficients, _), _ = interpolate.splprep(points.T, u=u, k=degree, s=smoothing, per=int(closed), quiet=2)
-        tck = interpolate.BSpline(knots, np.column_stack(coefficients), degree)
+        # FITPACK's knots and coefficients are valid as they are: skip BSpline's checks.
+        tck = interpolate.BSpline.construct_fast(knots, np.column_stack(coefficients), degree)
         # 2 samples per pixel: the polyline length is then within 1e-4 of the spline's
         # for curvature radii above 5 px.
         count = max(int(2 * u[-1]), 16)
         t = np.linspace(u[0], u[-1], count)
         dense = tck(t)
-    segment = np.hypot(*np.diff(dense, axis=0).T)
-    length = float(segment.sum())
+    length = float(_steps(dense).sum())
     if tck is not None and degree >= 2:
         dx, dy = tck(t, nu=1).T
         ddx, ddy = tck(t, nu=2).T

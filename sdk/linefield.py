@@ -149,10 +149,12 @@ def check_fields(fields, name: str = "fields") -> np.ndarray:
     if not np.issubdtype(fields.dtype, np.floating):
         raise TypeError(f"{name} must be floating point, got dtype {fields.dtype}")
     if fields.size:
-        low, high = float(fields.min()), float(fields.max())
-        if math.isnan(low) or math.isnan(high):
-            raise ValueError(f"{name} holds {int(np.isnan(fields).sum())} NaN values")
+        # One pass over each channel: the centre's range and the others'.
         c_low, c_high = float(fields[0].min()), float(fields[0].max())
+        o_low, o_high = float(fields[1:].min()), float(fields[1:].max())
+        if any(math.isnan(v) for v in (c_low, c_high, o_low, o_high)):
+            raise ValueError(f"{name} holds {int(np.isnan(fields).sum())} NaN values")
+        low, high = min(c_low, o_low), max(c_high, o_high)
         if c_low < 0.0 or c_high > 1.0 or low < -1.0 or high > 1.0:
             raise ValueError(
                 f"{name}: the centre map must lie in [0, 1] and the direction in [-1, 1]; "
@@ -183,9 +185,10 @@ def ridges(centre: np.ndarray, direction: np.ndarray, *, high: float = 0.5, low:
     from scipy.ndimage import map_coordinates
     from skimage.morphology import skeletonize
 
-    # Only pixels above ``low`` can stay (a few percent of a frame): the suppression
-    # samples the map at those alone.
-    rows, cols = np.nonzero(centre > low)
+    # Only pixels above ``low`` can stay (a few percent of a frame): the suppression,
+    # the hysteresis and the thinning's crop work on those alone. (A 2-D np.nonzero is
+    # several times slower than flatnonzero.)
+    rows, cols = np.divmod(np.flatnonzero(centre > low), centre.shape[1])
     keep = np.zeros(centre.shape, bool)
     if not len(rows):
         return keep
@@ -196,16 +199,21 @@ def ridges(centre: np.ndarray, direction: np.ndarray, *, high: float = 0.5, low:
     backward = map_coordinates(centre, [rows - normal_r, cols - normal_c], order=1, mode="constant", cval=0.0)
     # Strict on one side: a flat two-pixel top keeps one of its pixels, not both.
     top = (value > forward) & (value >= backward)
-    keep[rows[top], cols[top]] = True
+    rows, cols, value = rows[top], cols[top], value[top]
+    keep[rows, cols] = True
     count, labels = cv2.connectedComponents(keep.view(np.uint8), connectivity=8)
+    component = labels[rows, cols]
     strong = np.zeros(count, bool)
-    strong[np.unique(labels[keep & (centre > high)])] = True
-    strong[0] = False
-    kept = strong[labels]
+    strong[component[value > high]] = True
+    rows, cols = rows[strong[component]], cols[strong[component]]
+    kept = np.zeros(centre.shape, bool)
+    if not len(rows):
+        return kept
+    kept[rows, cols] = True
     # Zhang-Suen thinning within the ridges' bounding box: NMS leaves them mostly one
     # pixel wide already, this removes the rest (a few times faster than thin()).
-    x, y, w, h = cv2.boundingRect(kept.view(np.uint8))
-    kept[y : y + h, x : x + w] = skeletonize(np.pad(kept[y : y + h, x : x + w], 1))[1:-1, 1:-1]
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    kept[y0:y1, x0:x1] = skeletonize(np.pad(kept[y0:y1, x0:x1], 1))[1:-1, 1:-1]
     return kept
 
 
@@ -219,8 +227,9 @@ class _Segment:
 def _segments(skeleton: np.ndarray) -> list[np.ndarray]:
     """Ordered (row, col) paths of the skeleton cut at its junction pixels."""
     padded = np.pad(skeleton, 1)
-    neighbours = cv2.filter2D(padded.view(np.uint8), -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT)
-    simple = padded & (neighbours.astype(np.int16) - 1 <= 2)
+    # A pixel with three or more neighbours (four or more in its 3 x 3 window) is a junction.
+    window = cv2.boxFilter(padded.view(np.uint8), -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    simple = padded & (window <= 3)
     coords, graph, degree, _ = pixel_graph(simple)
     if len(coords) == 0:
         return []
@@ -237,7 +246,7 @@ def _segments(skeleton: np.ndarray) -> list[np.ndarray]:
     distance = csgraph.dijkstra(graph, directed=False, indices=starts, min_only=True)
     order = np.lexsort((distance, labels))
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    return [coords[chunk] - 1 for chunk in np.split(order, bounds)]
+    return np.split(coords[order] - 1, bounds)
 
 
 #: Arc (px) over which a segment end's outward direction is measured: the chord from the
@@ -263,15 +272,14 @@ def _segment(path: np.ndarray, direction: np.ndarray) -> _Segment:
     trimming*). A one-pixel segment (a bridge left
     between two junctions) has no chord and takes the field's axis, both ways.
     """
-    xy = path[:, ::-1].astype(float)
-    reach = min(END_REACH, len(xy) - 1)
-    ends = np.array([xy[0], xy[-1]])
-    out = np.zeros((2, 2))
-    for k, (tip, inner) in enumerate(((xy[0], xy[reach]), (xy[-1], xy[-1 - reach]))):
-        chord = tip - inner
-        norm = math.hypot(*chord)
-        out[k] = chord / norm if norm > 0 else _axis(direction, path) * (1 if k == 0 else -1)
-    return _Segment(path, ends, out)
+    reach = min(END_REACH, len(path) - 1)
+    # Four pixels as Python numbers: numpy calls on 2-vectors cost more than the arithmetic.
+    (y0, x0), (y1, x1), (v0, u0), (v1, u1) = path[[0, -1, reach, -1 - reach]].tolist()
+    out = []
+    for k, (dx, dy) in enumerate(((x0 - u0, y0 - v0), (x1 - u1, y1 - v1))):
+        norm = math.hypot(dx, dy)
+        out.append((dx / norm, dy / norm) if norm > 0 else _axis(direction, path) * (1 if k == 0 else -1))
+    return _Segment(path, np.array([(x0, y0), (x1, y1)], float), np.array(out))
 
 
 def _angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -367,15 +375,36 @@ def _chains(segments: list[_Segment], joins) -> list[np.ndarray]:
 TURN_REACH = 6
 
 
-def _split_at_turns(path: np.ndarray, max_turn: float) -> list[np.ndarray]:
-    """``path`` ((n, 2) pixels, 8-connected) cut at its turns sharper than ``max_turn``."""
+def _split_at_turns(paths: list[np.ndarray], max_turn: float) -> list[np.ndarray]:
+    """The ``paths`` ((n, 2) pixels, 8-connected) cut at their turns sharper than
+    ``max_turn``: the pieces, path after path.
+
+    The turns of all paths are measured at once; only paths with a sharp turn are
+    then cut one by one (:func:`_cut_at_turns`).
+    """
     reach = TURN_REACH
-    if max_turn >= 180.0 or len(path) < 2 * reach + 3:
-        return [path]
-    xy = path.astype(float)
-    before = xy[reach:-reach] - xy[: -2 * reach]
-    after = xy[2 * reach :] - xy[reach:-reach]
-    turn = _angles(before, after)
+    long = [k for k, path in enumerate(paths) if len(path) >= 2 * reach + 3]
+    if max_turn >= 180.0 or not long:
+        return list(paths)
+    pixels, counts, starts = _packed([paths[k] for k in long])
+    xy = pixels.astype(float)
+    # turn[i]: at packed pixel i + reach, within its path for the path's first n - 2 reach
+    # pixels (the others' windows span two paths).
+    turn = _angles(xy[reach:-reach] - xy[: -2 * reach], xy[2 * reach :] - xy[reach:-reach])
+    owner = np.repeat(np.arange(len(long)), counts)[: len(turn)]
+    within = np.arange(len(turn)) - starts[owner] < (counts - 2 * reach)[owner]
+    sharpest = np.maximum.reduceat(np.where(within, turn, 0.0), starts)
+    pieces = {k: [paths[k]] for k in range(len(paths))}
+    for k, a, n, worst in zip(long, starts.tolist(), counts.tolist(), sharpest.tolist()):
+        if worst > max_turn:
+            pieces[k] = _cut_at_turns(paths[k], turn[a : a + n - 2 * reach], max_turn)
+    return [piece for k in range(len(paths)) for piece in pieces[k]]
+
+
+def _cut_at_turns(path: np.ndarray, turn: np.ndarray, max_turn: float) -> list[np.ndarray]:
+    """``path`` cut at its turns (``turn[i]`` at pixel ``i + TURN_REACH``, degrees)
+    sharper than ``max_turn``, the sharpest first, cuts more than ``TURN_REACH`` px apart."""
+    reach = TURN_REACH
     cuts = []
     for k in np.argsort(-turn, kind="stable"):
         if turn[k] <= max_turn:
@@ -414,20 +443,77 @@ def _split_at_ends(path: np.ndarray, ends: np.ndarray | None, level: float) -> l
 TRIM_WINDOW = 7
 
 
-def _trim_ends(path: np.ndarray, centre: np.ndarray, trim: float) -> np.ndarray:
-    """``path`` without its ends where the centre map, averaged over ``TRIM_WINDOW`` px,
-    stays under ``trim`` times the path's upper quartile (see ``LineFieldSettings.trim``)."""
-    if trim <= 0 or len(path) < TRIM_WINDOW:
-        return path
-    values = centre[path[:, 0], path[:, 1]].astype(float)
+def _packed(paths: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``paths`` ((m, 2) pixels each, none empty) as one ``(N, 2)`` array, with each
+    path's length in pixels and where it starts in that array."""
+    counts = np.array([len(path) for path in paths])
+    return np.concatenate(paths), counts, np.cumsum(counts) - counts
+
+
+def _trim_ends(paths: list[np.ndarray], centre: np.ndarray, trim: float) -> list[np.ndarray]:
+    """``paths`` without their ends where the centre map, averaged over ``TRIM_WINDOW`` px,
+    stays under ``trim`` times the path's upper quartile (see ``LineFieldSettings.trim``).
+
+    All paths at once (per-path numpy calls cost more than the arithmetic), with a
+    path's own numbers: its running mean sees only its own pixels, its end values
+    repeated beyond its ends, and its quartile is np.percentile's default (linear
+    between the two nearest ranks). Paths shorter than the window stay as they are.
+    """
+    long = [k for k, path in enumerate(paths) if len(path) >= TRIM_WINDOW]
+    if trim <= 0 or not long:
+        return list(paths)
+    number = np.arange(len(long))
+    pixels, counts, starts = _packed([paths[k] for k in long])
+    values = centre[pixels[:, 0], pixels[:, 1]].astype(float)
+    owner = np.repeat(number, counts)
+    position = np.arange(len(values)) - starts[owner]
+    # Running mean: the paths one after the other, each with ``half`` copies of its end
+    # values on either side (np.pad's "edge"), in one convolution. Its valid window j
+    # covers padded[j : j + TRIM_WINDOW]; pixel i of path p is window i + 2 * half * p.
     half = TRIM_WINDOW // 2
-    mean = np.convolve(np.pad(values, half, mode="edge"), np.full(TRIM_WINDOW, 1.0 / TRIM_WINDOW), mode="valid")
-    strong = np.flatnonzero(mean >= trim * np.percentile(values, 75))
-    return path[strong[0] : strong[-1] + 1] if len(strong) else path
+    padded_owner = np.repeat(number, counts + 2 * half)
+    offset = np.arange(len(padded_owner)) - (starts + 2 * half * number)[padded_owner] - half
+    padded = values[starts[padded_owner] + np.clip(offset, 0, counts[padded_owner] - 1)]
+    window = np.full(TRIM_WINDOW, 1.0 / TRIM_WINDOW)
+    mean = np.convolve(padded, window, mode="valid")[np.arange(len(values)) + 2 * half * owner]
+    # Upper quartile as np.percentile(values, 75) gives it, to the last bit: rank
+    # r = 0.75 (m - 1) between the sorted values at floor(r) and the next, interpolated
+    # from the upper one when the fraction is 0.5 or more (numpy's linear method).
+    ranked = values[np.lexsort((values, owner))]
+    rank = (counts - 1) * 0.75
+    below = np.floor(rank).astype(int)
+    lower, upper = ranked[starts + below], ranked[starts + np.minimum(below + 1, counts - 1)]
+    gamma = rank - below
+    quartile = np.where(gamma >= 0.5, upper - (upper - lower) * (1 - gamma), lower + (upper - lower) * gamma)
+    strong = mean >= (trim * quartile)[owner]
+    first = np.minimum.reduceat(np.where(strong, position, counts[owner]), starts)
+    last = np.maximum.reduceat(np.where(strong, position, -1), starts)
+    trimmed = list(paths)
+    for k, a, b in zip(long, first.tolist(), last.tolist()):
+        if b >= 0:
+            trimmed[k] = paths[k][a : b + 1]
+    return trimmed
 
 
-def _path_length(path: np.ndarray) -> float:
-    return float(np.hypot(*np.diff(path, axis=0).T).sum()) if len(path) > 1 else 0.0
+def _kept(paths: list[np.ndarray], min_length: float, border: float, box: tuple) -> list[np.ndarray]:
+    """The ``paths`` of two pixels or more that are at least ``min_length`` px long (arc
+    length of the pixels) and, when ``border`` > 0, have fewer than 80 % of their pixels
+    within ``border`` px of the edge of ``box`` (y0, y1, x0, x1)."""
+    paths = [path for path in paths if len(path) >= 2]
+    if not paths:
+        return []
+    pixels, counts, starts = _packed(paths)
+    step = np.diff(pixels, axis=0)
+    step_length = np.hypot(step[:, 0], step[:, 1])
+    step_length[starts[1:] - 1] = 0.0  # from one path's last pixel to the next one's first
+    # (Summed in another order than path by path: lengths may differ by ~1e-13 px.)
+    keep = np.add.reduceat(step_length, starts) >= min_length
+    if border > 0:
+        y0, y1, x0, x1 = box
+        rows, cols = pixels[:, 0], pixels[:, 1]
+        near = (rows < y0 + border) | (rows > y1 - 1 - border) | (cols < x0 + border) | (cols > x1 - 1 - border)
+        keep &= np.add.reduceat(near, starts, dtype=np.intp) / counts < 0.8
+    return [path for path, ok in zip(paths, keep.tolist()) if ok]
 
 
 def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = None, valid=None) -> FrameDislocations:
@@ -474,23 +560,12 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
     skeleton = ridges(centre, direction, high=settings.high, low=settings.low)
     segments = [_segment(p, direction) for p in _segments(skeleton)]
     ends = np.asarray(fields[3], np.float32) if fields.shape[0] > 3 else None
-    chains = [
-        _trim_ends(piece, centre, settings.trim)
-        for chain in _chains(segments, _links(segments, settings))
-        for part in _split_at_ends(chain, ends, settings.end_cut)
-        for piece in _split_at_turns(part, settings.max_turn)
-    ]
+    chains = _chains(segments, _links(segments, settings))
+    parts = [part for chain in chains for part in _split_at_ends(chain, ends, settings.end_cut)]
+    pieces = _trim_ends(_split_at_turns(parts, settings.max_turn), centre, settings.trim)
+    chains = _kept(pieces, settings.min_length, settings.border, (y0, y1, x0, x1))
     dislocations, summaries = [], []
-    edge = settings.border
-    for path in chains:
-        if len(path) < 2 or _path_length(path) < settings.min_length:
-            continue
-        if edge > 0:
-            rows, cols = path[:, 0], path[:, 1]
-            near = (rows < y0 + edge) | (rows > y1 - 1 - edge) | (cols < x0 + edge) | (cols > x1 - 1 - edge)
-            if near.mean() >= 0.8:
-                continue
-        index = len(dislocations)
+    for index, path in enumerate(chains):
         centreline = path[:, ::-1].astype(float)
         spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma)
         score = float(centre[path[:, 0], path[:, 1]].mean())
@@ -511,10 +586,8 @@ def _drawn(spline, centreline, index, score, width, shape) -> Dislocation:
     """A Dislocation whose pixels are its spline drawn ``width`` px wide."""
     height, frame_width = shape
     half = width // 2 + 1
-    x0 = max(int(math.floor(spline.points[:, 0].min())) - half, 0)
-    y0 = max(int(math.floor(spline.points[:, 1].min())) - half, 0)
-    x1 = min(int(math.ceil(spline.points[:, 0].max())) + half + 1, frame_width)
-    y1 = min(int(math.ceil(spline.points[:, 1].max())) + half + 1, height)
+    x0, y0 = np.maximum(np.floor(spline.points.min(axis=0)).astype(int) - half, 0).tolist()
+    x1, y1 = np.minimum(np.ceil(spline.points.max(axis=0)).astype(int) + half + 1, (frame_width, height)).tolist()
     crop = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.uint8)
     points = np.round((spline.points - (x0, y0)) * 16).astype(np.int32).reshape(-1, 1, 2)
     cv2.polylines(crop, [points], False, 1, width, cv2.LINE_8, shift=4)
@@ -528,7 +601,7 @@ def _drawn(spline, centreline, index, score, width, shape) -> Dislocation:
         mask_index=index,
         part=0,
         score=score,
-        n_pixels=int(pixels.sum()),
+        n_pixels=np.count_nonzero(crop),
         centreline=centreline,
         box=(y0, y1, x0, x1),
         pixels=pixels,

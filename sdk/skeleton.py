@@ -89,7 +89,7 @@ def pixel_graph(skeleton: np.ndarray):
     ``skeleton`` has an empty 1 px border. Returns the (row, col) of each node, the
     symmetric CSR graph weighted by step length, the node degrees and the edge count.
     """
-    rows, cols = np.nonzero(skeleton)
+    rows, cols = np.divmod(np.flatnonzero(skeleton), skeleton.shape[1])  # 2-D nonzero is several times slower
     n = len(rows)
     index = np.full(skeleton.shape, -1, np.int32)
     index[rows, cols] = np.arange(n, dtype=np.int32)
