@@ -64,9 +64,15 @@ def perlin_noise(shape: tuple[int, int], wavelength: int, rng: np.random.Generat
         cy = gy[dr : dr + rows, dc : dc + cols][:, None, :, None]
         return cx * (u - dc) + cy * (v - dr)
 
-    top = corner(0, 0) + fu * (corner(0, 1) - corner(0, 0))
-    bottom = corner(1, 0) + fu * (corner(1, 1) - corner(1, 0))
-    noise = top + fv * (bottom - top)
+    def lerp(low: np.ndarray, high: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        # low + weight * (high - low), in place in high (the same float32 operations).
+        high -= low
+        high *= weight
+        high += low
+        return high
+
+    top = lerp(corner(0, 0), corner(0, 1), fu)
+    noise = lerp(top, lerp(corner(1, 0), corner(1, 1), fu), fv)
     return noise.reshape(rows * cell, cols * cell)[:height, :width]
 
 
@@ -98,10 +104,13 @@ def perlin_background(
     p3 = perlin_noise(shape, wavelength1, rng)
     p3 += np.float32(w_perlin) * perlin_noise(shape, wavelength2, rng)
     low, high = float(p3.min()), float(p3.max())
-    p3 = (p3 - low) * np.float32(1.0 / max(high - low, 1e-12))
-    p4 = p3 + np.float32(w_white1) * _white(shape, rng)
+    p3 -= np.float32(low)
+    p3 *= np.float32(1.0 / max(high - low, 1e-12))
+    p4 = _white(shape, rng, np.float32(w_white1))
+    p4 += p3
     p5 = _gaussian(p4, s1)
-    p6 = p5 + np.float32(r_noise * float(p4.std())) * _white(shape, rng)
+    p6 = _white(shape, rng, np.float32(r_noise * float(p4.std())))
+    p6 += p5
     p7 = _gaussian(p6, s2)
     if gain != 1.0 or offset != 0.0:
         np.clip(p7, 0.0, 1.0, out=p7)
@@ -109,9 +118,13 @@ def perlin_background(
     return np.clip(p7, 0.0, 1.0, out=p7)
 
 
-def _white(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def _white(shape: tuple[int, int], rng: np.random.Generator, scale: np.float32) -> np.ndarray:
+    """``scale`` times white noise uniform in [-1, 1), float32."""
     noise = rng.random(shape, dtype=np.float32)
-    return noise * np.float32(2.0) - np.float32(1.0)
+    noise *= np.float32(2.0)
+    noise -= np.float32(1.0)
+    noise *= scale
+    return noise
 
 
 def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:

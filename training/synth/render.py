@@ -155,13 +155,14 @@ def compose(scene: Scene, background: np.ndarray, *, offset=(0.0, 0.0), gain: fl
     )
 
 
-def _segments(curve: np.ndarray, length: float) -> list[np.ndarray]:
-    """Cut a dense curve into consecutive pieces of about ``length`` px (sharing end points)."""
+def _segments(curve: np.ndarray, length: float) -> list[tuple[int, int]]:
+    """Cut a dense curve into consecutive pieces of about ``length`` px (sharing end
+    points): piece ``(a, b)`` is ``curve[a : b + 1]``."""
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(curve, axis=0).T))])
     count = max(int(round(arc[-1] / max(length, 1e-6))), 1)
     cuts = np.searchsorted(arc, np.linspace(0.0, arc[-1], count + 1)[1:-1])
     bounds = [0, *cuts.tolist(), len(curve) - 1]
-    return [curve[a : b + 1] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
 def _draw_dislocation(darkening: np.ndarray, spec: DislocationSpec, curve: np.ndarray):
@@ -182,24 +183,25 @@ def _draw_dislocation(darkening: np.ndarray, spec: DislocationSpec, curve: np.nd
         return None
     layer = np.zeros((y1 - y0, x1 - x0), np.uint8)
     mask = np.zeros_like(layer)
-    origin = np.array([x0, y0], dtype=float)
-    pts = [[np.round((piece - origin) * 16).astype(np.int32)] for piece in pieces]
+    fixed = np.round((coarse - np.array([x0, y0], dtype=float)) * 16).astype(np.int32)
+    pts = [[fixed[a : b + 1]] for a, b in pieces]
     # OpenCV draws only odd widths (1, 3, 5 px). A width w between two odd widths is
     # drawn as the wider one at partial value under the narrower one at full value, so
     # the line's integrated darkness is w; fringes go first so no core is overwritten.
     narrow = 2 * np.floor((thickness - 1.0) / 2.0) + 1
     fraction = (thickness - narrow) / 2.0
-    cv_narrow = [odd_thickness(w) for w in narrow]
+    narrow, value, fraction = narrow.tolist(), value.tolist(), fraction.tolist()
+    cv_width = {w: odd_thickness(w) for w in {*narrow, *(w + 2 for w in narrow)}}
     for p, w, v, f in zip(pts, narrow, value, fraction):
         if f > 0.02:
-            cv2.polylines(layer, p, False, int(255 * v * f + 0.5), odd_thickness(w + 2), cv2.LINE_AA, shift=_SHIFT)
-    for p, t, v in zip(pts, cv_narrow, value):
-        cv2.polylines(layer, p, False, int(255 * v + 0.5), t, cv2.LINE_AA, shift=_SHIFT)
+            cv2.polylines(layer, p, False, int(255 * v * f + 0.5), cv_width[w + 2], cv2.LINE_AA, shift=_SHIFT)
+    for p, w, v in zip(pts, narrow, value):
+        cv2.polylines(layer, p, False, int(255 * v + 0.5), cv_width[w], cv2.LINE_AA, shift=_SHIFT)
     # The mask does not vary in value along the line: one call per width.
-    mask_width = np.where(fraction >= 0.5, narrow + 2, narrow)
-    for w in np.unique(mask_width):
+    mask_width = [w + 2 if f >= 0.5 else w for w, f in zip(narrow, fraction)]
+    for w in sorted(set(mask_width)):
         group = [p[0] for p, m in zip(pts, mask_width) if m == w]
-        cv2.polylines(mask, group, False, 1, odd_thickness(w), cv2.LINE_8, shift=_SHIFT)
+        cv2.polylines(mask, group, False, 1, cv_width[w], cv2.LINE_8, shift=_SHIFT)
     if not mask.any():
         return None
     region = darkening[y0:y1, x0:x1]

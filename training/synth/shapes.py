@@ -133,9 +133,23 @@ def dense_curve(support: np.ndarray, *, scale: float, spacing: float = 0.5) -> n
     """Natural cubic spline through ``support`` (local frame), sampled every ``spacing`` px.
 
     The spline is parametrised by cumulative chord length, so shapes that fold back
-    (hooks) are represented. Returns ``(n, 2)`` points in the scaled local frame (pixels).
+    (hooks) are represented. Returns ``(n, 2)`` points in the scaled local frame (pixels),
+    a read-only array: results are cached, as a scene asks for each line several times
+    (placing it, slip traces at its ends, drawing it).
     """
-    support = np.asarray(support, dtype=float) * scale
+    support = np.asarray(support, dtype=float)
+    return _dense_curve(support.tobytes(), support.shape, float(scale), float(spacing))
+
+
+@lru_cache(maxsize=64)
+def _dense_curve(data: bytes, shape: tuple, scale: float, spacing: float) -> np.ndarray:
+    curve = _spline_samples(np.frombuffer(data).reshape(shape), scale, spacing)
+    curve.flags.writeable = False
+    return curve
+
+
+def _spline_samples(support: np.ndarray, scale: float, spacing: float) -> np.ndarray:
+    support = support * scale
     steps = np.hypot(*np.diff(support, axis=0).T)
     keep = np.concatenate([[True], steps > 1e-9])
     support, steps = support[keep], steps[keep[1:]]

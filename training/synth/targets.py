@@ -13,9 +13,10 @@ generator's exact centrelines, never from masks:
 - optionally ``ends``: a Gaussian spot of the same ``sigma`` at every line end inside
   the image.
 
-Only pixels within a few px of a line are evaluated: an approximate distance transform
-(OpenCV) finds them, and a k-d tree of the centreline points (scipy) gives each its
-exact nearest point. Needs numpy, scipy and OpenCV only: never torch.
+Only pixels within a few px of a line are evaluated: each centreline point offers itself
+to the pixels of a small window around it, and every pixel keeps its exact nearest
+point (the distances and points of a k-d tree query, bit for bit). Needs numpy, and
+scipy's k-d tree for the rare pixel equally near two points: never torch.
 
 >>> import numpy as np
 >>> line = np.column_stack([np.arange(10.0, 50.0), np.full(40, 20.0)])
@@ -28,9 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 __all__ = ["LineTargets", "line_targets"]
 
@@ -54,25 +53,100 @@ class LineTargets:
     ends: np.ndarray | None = None
 
 
-def _dense(curve: np.ndarray, spacing: float) -> np.ndarray:
-    """``curve`` resampled every ``spacing`` px or closer (keeps its own points)."""
-    if len(curve) < 2:
-        return curve
-    steps = np.hypot(*np.diff(curve, axis=0).T)
-    counts = np.maximum(np.ceil(steps / spacing).astype(int), 1)
+def _dense_lines(curves: list, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every curve resampled every ``spacing`` px or closer (keeping its own points), all
+    stacked, with the tangent angle (radians) at each point.
+
+    ``curves`` are ``(n_i, 2)`` float arrays, n_i >= 2. The angle comes from a +-2 point
+    central difference within the point's own curve (+-1 for a 2-point curve), clipped at
+    its ends. All curves in one pass: per curve, numpy's call overhead would dominate.
+    """
+    lengths = np.array([len(c) for c in curves])
+    stacked = np.concatenate(curves)
+    delta = np.diff(stacked, axis=0)
+    inner = np.ones(len(delta), bool)
+    inner[np.cumsum(lengths)[:-1] - 1] = False  # no step from one curve to the next
+    start, delta = stacked[:-1][inner], delta[inner]
+    counts = np.maximum(np.ceil(np.hypot(*delta.T) / spacing).astype(int), 1)
     first = np.repeat(np.cumsum(counts) - counts, counts)
     t = (np.arange(counts.sum()) - first) / np.repeat(counts, counts)
-    start = np.repeat(curve[:-1], counts, axis=0)
-    delta = np.repeat(np.diff(curve, axis=0), counts, axis=0)
-    return np.vstack([start + t[:, None] * delta, curve[-1:]])
+    # Curve i gets its segments' samples, then its last point.
+    dense_lengths = np.add.reduceat(counts, np.cumsum(lengths - 1) - (lengths - 1)) + 1
+    ends = np.cumsum(dense_lengths)
+    last = np.zeros(ends[-1], bool)
+    last[ends - 1] = True
+    points = np.empty((ends[-1], 2))
+    points[~last] = np.repeat(start, counts, axis=0) + t[:, None] * np.repeat(delta, counts, axis=0)
+    points[last] = stacked[np.cumsum(lengths) - 1]
+    k = np.repeat(np.minimum(2, dense_lengths - 1), dense_lengths)
+    index = np.arange(ends[-1])
+    low, high = np.repeat(ends - dense_lengths, dense_lengths), np.repeat(ends - 1, dense_lengths)
+    step = points[np.minimum(index + k, high)] - points[np.maximum(index - k, low)]
+    return points, np.arctan2(step[:, 1], step[:, 0])
 
 
-def _tangent_angles(curve: np.ndarray) -> np.ndarray:
-    """Tangent angle (radians) at each point, from a +-2 point central difference."""
-    k = min(2, len(curve) - 1)
-    padded = np.vstack([np.repeat(curve[:1], k, 0), curve, np.repeat(curve[-1:], k, 0)])
-    delta = padded[2 * k :] - padded[: -2 * k]
-    return np.arctan2(delta[:, 1], delta[:, 0])
+def _nearest_points(xy, rows, cols, shape: tuple[int, int], reach: float, band: float, *, chunk: int = 16384):
+    """Squared distance from each pixel to its nearest point of ``xy``, and that point.
+
+    A pixel within ``reach`` px of a point lies within ``floor(reach + 0.5)`` px, on each
+    axis, of the point's rounded position ``(cols, rows)``: the windows of that
+    half-width around the rounded points hold every candidate, and each pixel keeps the
+    least squared distance offered. Squared distances are summed as SciPy's k-d tree
+    sums them, ``dx * dx + dy * dy`` in float64, so their square roots are bit for bit
+    its distances. ``chunk`` points at a time bound the memory.
+
+    Returns
+    -------
+    squared : (H, W) ndarray of float64
+        Exact where it is <= ``reach**2``; larger or ``inf`` elsewhere.
+    nearest : (H, W) ndarray of int32
+        Index into ``xy`` of the nearest point where the distance is <= ``band`` (among
+        points at exactly the same distance, the one SciPy's k-d tree returns); undefined
+        elsewhere.
+    """
+    height, width = shape
+    half, inner = int(np.floor(reach + 0.5)), int(np.floor(min(band, reach) + 0.5))
+    offsets = np.arange(-half, half + 1)[:, None]
+    stride = width + 2 * half
+    # Pixel (r, c) sits at (r + half) * stride + c + half of the padded, flattened canvas.
+    window = ((offsets * stride) + offsets.T).astype(np.int32)[:, :, None]
+    core = slice(half - inner, half + inner + 1)
+
+    def pairs(start: int):
+        # Laid out (window row, window column, point): long inner loops for numpy.
+        x, y = xy[start : start + chunk, 0], xy[start : start + chunk, 1]
+        r, c = rows[start : start + chunk], cols[start : start + chunk]
+        dx, dy = (c + offsets) - x, (r + offsets) - y
+        return ((r + half) * stride + c + half).astype(np.int32), dx * dx, dy * dy
+
+    best = np.full((height + 2 * half) * stride, np.inf)
+    starts = range(0, len(xy), chunk)
+    kept = [pairs(start) for start in starts[:1]]  # a single chunk is not computed twice
+    for start in starts:
+        base, dx2, dy2 = kept[0] if len(starts) == 1 else pairs(start)
+        np.minimum.at(best, (window + base).ravel(), (dy2[:, None] + dx2).ravel())
+    pixels, points = [], []
+    for start in starts:
+        base, dx2, dy2 = kept[0] if len(starts) == 1 else pairs(start)
+        # Only pixels within the band need their point: the inner window holds them.
+        index = (window[core, core] + base).ravel()
+        won = np.flatnonzero((dy2[core, None] + dx2[core]).ravel() == best[index])
+        pixels.append(index[won])
+        points.append(start + won % len(base))
+    pixels, points = np.concatenate(pixels), np.concatenate(points).astype(np.int32)
+    nearest = np.full(best.shape, -1, np.int32)
+    nearest[pixels] = points
+    # A pixel with two points at exactly the same distance (repeated points, integer
+    # coordinates; never seen in generated lines) takes the k-d tree's choice, which
+    # these targets have always had.
+    ties = np.unique(pixels[nearest[pixels] != points])
+    if len(ties):
+        from scipy.spatial import cKDTree
+
+        tie_rows, tie_cols = np.divmod(ties, stride)
+        nearest[ties] = cKDTree(xy).query(np.column_stack([tie_cols - half, tie_rows - half]).astype(float))[1]
+    crop = (slice(half, half + height), slice(half, half + width))
+    return best.reshape(-1, stride)[crop], nearest.reshape(-1, stride)[crop]
 
 
 def line_targets(
@@ -108,16 +182,14 @@ def line_targets(
         raise ValueError(f"shape must be two positive ints, got {shape}")
     if not sigma > 0 or not band > 0:
         raise ValueError(f"sigma and band must be > 0 px, got sigma={sigma}, band={band}")
-    points, angles, tips = [], [], []
+    points, tips = [], []
     for curve in centrelines:
         curve = np.asarray(curve, dtype=float)
         if curve.ndim != 2 or curve.shape[1] != 2:
             raise ValueError(f"each centreline must be an (n, 2) array, got shape {curve.shape}")
         if len(curve) < 2:
             continue
-        dense = _dense(curve, 0.5)
-        points.append(dense)
-        angles.append(_tangent_angles(dense))
+        points.append(curve)
         tips.extend([curve[0], curve[-1]])
     centre = np.zeros((height, width), np.float32)
     direction = np.zeros((2, height, width), np.float32)
@@ -125,21 +197,19 @@ def line_targets(
     end_map = np.zeros((height, width), np.float32) if ends else None
     if not points:
         return LineTargets(centre, direction, weight, end_map)
-    xy = np.vstack(points)
-    theta = np.concatenate(angles)
+    xy, theta = _dense_lines(points, 0.5)
     cols, rows = np.rint(xy[:, 0]).astype(int), np.rint(xy[:, 1]).astype(int)
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     if not inside.any():
         return LineTargets(centre, direction, weight, end_map)
     xy, theta, rows, cols = xy[inside], theta[inside], rows[inside], cols[inside]
-    # Pixels near a line (an approximate distance transform of the rasterised points,
-    # with a margin) get their exact nearest point from a k-d tree of the points.
-    free = np.ones((height, width), np.uint8)
-    free[rows, cols] = 0
-    rough = cv2.distanceTransform(free, cv2.DIST_L2, 3)
     reach = max(4.0 * sigma, band)
-    near_r, near_c = np.nonzero(rough <= reach + 1.5)
-    distance, nearest = cKDTree(xy).query(np.column_stack([near_c, near_r]).astype(float))
+    squared, nearest = _nearest_points(xy, rows, cols, (height, width), reach, band)
+    # sqrt is monotonic and correctly rounded: the margin keeps every pixel whose
+    # distance is <= reach, the comparisons below then decide as before.
+    near_r, near_c = np.nonzero(squared <= reach * reach * (1.0 + 1e-9))
+    distance = np.sqrt(squared[near_r, near_c])
+    nearest = nearest[near_r, near_c]
     ridge = distance <= 4.0 * sigma
     centre[near_r[ridge], near_c[ridge]] = np.exp(-(distance[ridge] ** 2) / (2.0 * sigma * sigma))
     supervised = distance <= band
