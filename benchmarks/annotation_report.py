@@ -4,12 +4,13 @@
         [--fecral-ranges 112-128,448-464,976-996] [--window 4] [--cost 64]
 
 One pass per video with the filter on (:class:`temtrack.sdk.annotations.AnnotationSettings`):
-a frame's splines *before* the filter are the ones it kept plus the ones it dropped
-(``FrameResult.dislocations`` + ``FrameResult.dropped``; the filter only removes), so
-before and after come from the same model outputs. Splines on the annotations are
-counted by the rule of ``real_data_report.py`` (``annotation_mask``, ``on_annotation``:
-at least half the points on saturated pixels inside the fecral annotation boxes, grown
-by 3 px). ``--fecral-ranges`` adds runs over consecutive fecral frames (each range its
+a frame's splines *before* the filter are the ones it left whole plus the ones it dropped
+or cut (``FrameResult.dropped``, ``FrameResult.cut``; the pieces of the cut ones are among
+``FrameResult.dislocations``), so before and after come from the same model outputs.
+Splines on the annotations are counted by the rule of ``real_data_report.py``
+(``annotation_mask``, ``on_annotation``: at least half the points on the saturated pixels
+of the fecral annotation boxes, white ones for the scale bar, its label and the cursor,
+grown by 3 px). ``--fecral-ranges`` adds runs over consecutive fecral frames (each range its
 own stream, as a run with ``start``/``end`` would be), e.g. around the clip starts 120, 456
 and 984 whose first frames are blurred keyframes; ``--window`` sets
 ``AnnotationSettings.window`` (0 = each frame on its own, the filter before issue 17's
@@ -41,20 +42,27 @@ def measure(model: str, video: Path, every: int, *, boxes: bool, window: int = 4
     from temtrack.sdk.sources import open_source
 
     analyzer = Analyzer(model, workers=0, batch_size=1, annotations=AnnotationSettings(window=window))
-    before, after, masked = [], [], []
+    before, after, masked, dropped_counts, cut_counts = [], [], [], [], []
     on_before = {name: 0 for name in [*ANNOTATIONS, "other"]}
     on_after = dict(on_before)
     left: dict = {}
     started = time.perf_counter()
     with open_source(video) as source:
         for result in analyzer.stream(source.frames(start=start, end=end, every=every), keep_images=boxes):
+            # Before the filter: the records left whole, those dropped and those cut (the
+            # pieces of the cut ones are among result.dislocations).
+            pieces = {id(piece) for _, cut in result.cut for piece in cut}
             kept, dropped = result.dislocations, result.dropped
-            before.append(len(kept) + len(dropped))
+            dropped = (*dropped, *(record for record, _ in result.cut))
+            before.append(len(kept) - len(pieces) + len(dropped))
             after.append(len(kept))
             masked.append(result.masked_pixels)
+            dropped_counts.append(len(result.dropped))
+            cut_counts.append(len(result.cut))
             if boxes:
                 truth = annotation_mask(result.image)
-                for records, counts in (((*kept, *dropped), on_before), (kept, on_after)):
+                whole = tuple(record for record in kept if id(record) not in pieces)
+                for records, counts in (((*whole, *dropped), on_before), (kept, on_after)):
                     for record in records:
                         hit = on_annotation(np.asarray(record.points), truth)
                         if hit:
@@ -65,7 +73,8 @@ def measure(model: str, video: Path, every: int, *, boxes: bool, window: int = 4
         "frames": len(before),
         "splines_per_frame_before": float(np.mean(before)),
         "splines_per_frame_after": float(np.mean(after)),
-        "dropped": int(np.sum(before) - np.sum(after)),
+        "dropped": int(np.sum(dropped_counts)),
+        "cut": int(np.sum(cut_counts)),
         "masked_pixels_per_frame": float(np.mean(masked)),
         "frames_with_mask": int(np.count_nonzero(masked)),
         "seconds": round(time.perf_counter() - started, 1),
@@ -128,12 +137,12 @@ def main(argv=None) -> int:
             on = (sum(report["on_annotations_before"].values()), sum(report["on_annotations_after"].values()))
         rows.append(
             f"| {name} | {report['frames']} (every {every}) | {report['splines_per_frame_before']:.1f} "
-            f"| {report['splines_per_frame_after']:.1f} | {report['dropped']} | {on[0]} | {on[1]} "
+            f"| {report['splines_per_frame_after']:.1f} | {report['dropped']} | {report['cut']} | {on[0]} | {on[1]} "
             f"| {report['masked_pixels_per_frame']:.0f} | {report['frames_with_mask']} |"
         )
-    print("| video | frames | splines/frame before | after | dropped | on annotations before | after "
+    print("| video | frames | splines/frame before | after | dropped | cut | on annotations before | after "
           "| masked px/frame | frames with a mask |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.cost and fecral.exists():
         timing = cost(fecral, args.cost, args.window)

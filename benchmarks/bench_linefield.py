@@ -183,19 +183,25 @@ def model_rows(model: str, n: int) -> list[tuple]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=12, help="frames for the post-processing timing (default 12)")
-    parser.add_argument("--items", type=int, default=24, help="items for the data-rate timing (default 24)")
+    parser.add_argument("--frames", type=int, default=12, help="frames for the post-processing timing (default 12; 0 skips it)")
+    parser.add_argument("--items", type=int, default=24, help="items for the data-rate timing (default 24; 0 skips it)")
     parser.add_argument("--size", type=int, default=512, help="training image size (default 512)")
     parser.add_argument("--ceiling", type=int, default=0, help="images per preset for the ceiling (default 0: skip)")
     parser.add_argument("--model", help="a line-field ONNX model to score on validation images")
     parser.add_argument("--validation", type=int, default=8, help="validation images per preset for --model (default 8)")
     parser.add_argument("--only-model", action="store_true", help="with --model: skip the other measurements")
     args = parser.parse_args(argv)
-    rows = [] if args.only_model else postprocess_rows(args.frames) + stream_rows(args.items, args.size)
+    rows = []
+    if not args.only_model:  # 0 frames or items skips that part
+        rows += postprocess_rows(args.frames) if args.frames > 0 else []
+        rows += stream_rows(args.items, args.size) if args.items > 0 else []
     if args.ceiling and not args.only_model:
         rows += ceiling_rows(args.ceiling)
     if args.model:
         rows += model_rows(args.model, args.validation)
+    if not rows:
+        print("nothing to measure (--frames 0 and --items 0)")
+        return 0
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':{width}}  {'value':>8}  {'vs baseline':>11}")
     for name, value, ratio in rows:

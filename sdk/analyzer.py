@@ -497,7 +497,7 @@ class _OverlayCount:
     """What the overlay filter did in a run (issue 17), for its metadata."""
 
     def __init__(self):
-        self.frames = self.frames_masked = self.pixels = self.most = self.dropped = 0
+        self.frames = self.frames_masked = self.pixels = self.most = self.dropped = self.cut = 0
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
@@ -505,6 +505,7 @@ class _OverlayCount:
         self.pixels += result.masked_pixels
         self.most = max(self.most, result.masked_pixels)
         self.dropped += len(result.dropped)
+        self.cut += len(result.cut)
 
     def record(self) -> dict:
         """Counts over the frames processed by this call (not those taken over by resume)."""
@@ -514,6 +515,7 @@ class _OverlayCount:
             "masked_pixels_per_frame": self.pixels / self.frames if self.frames else 0.0,
             "masked_pixels_max": self.most,
             "dislocations_dropped": self.dropped,
+            "dislocations_cut": self.cut,
         }
 
 

@@ -2,8 +2,7 @@
 
 Acquisition and screen-recording software draws overlays over the micrograph after
 imaging. A line model puts splines on their strokes, so the main job drops
-dislocations that lie mostly on them (:class:`AnnotationSettings`,
-:func:`temtrack.sdk.pipeline.iterate_results`).
+dislocations that lie mostly on them, and cuts the others where they cross them (:class:`AnnotationSettings`, :func:`temtrack.sdk.pipeline.iterate_results`).
 
 What tells an overlay from the specimen, in one frame
 -----------------------------------------------------
@@ -28,8 +27,19 @@ overlay (a *seed*). Weaker candidates (sharp and contrasted, but e.g. the round 
 of a compressed label) join when they lie near an overlay, within 1.5 times their own
 height (their width too where the frame edge cuts them short), or, on the rows of a
 neighbouring glyph (a line of text), within 3 times the smaller one's size: labels
-are lines of glyphs, and dose text is widely spaced. The accepted pixels, grown by
-``grow`` px to cover anti-aliasing and compression ringing, form the mask.
+are lines of glyphs, and dose text is widely spaced.
+
+The window of the recording software (a status bar across the frame, a letterbox
+edge) is found by its edges instead: rows (or columns) along which the gray value
+steps by at least :data:`_EDGE_STEP` over at least :data:`_EDGE_SPAN` of the frame's
+width, and the bar between two such edges up to :data:`_BAR` px apart, with its text.
+Such edges stay straight and frame-long while the window fades in or out (fecral
+frames 455-457, 985-993, 1089-1094, where its gray text is nowhere saturated); no
+specimen edge runs along one pixel row over the whole frame (in the real videos we
+have, specimen rows step over at most a third of the width).
+
+The accepted pixels, grown by ``grow`` px to cover anti-aliasing and compression
+ringing, form the mask.
 
 With its neighbours in a video
 ------------------------------
@@ -91,6 +101,9 @@ _COVERED = 0.9  # share of a neighbour's cluster a frame's own mask covers (with
 _AROUND = 16  # px: margin around carried pixels in which the frame's own strokes complete them
 _NEAR = 3  # px: the first, cheap search around a neighbour's cluster (overlays mostly stand still)
 _LINE_GAP = 3.0  # a glyph on the line of a neighbour joins it this many times the smaller one's size away
+_EDGE_STEP = 0.06  # gray step between neighbouring rows (columns) that counts toward a drawn straight edge
+_EDGE_SPAN = 0.8  # share of the frame's width (height) such an edge spans
+_BAR = 40  # px: straight edges this close bound a bar (a status bar), masked between them
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,9 @@ class AnnotationSettings:
         the [0, 1] input range.
     share : float
         A dislocation is dropped when at least this share of its points lie on the mask.
+        Of the others, the parts on the mask are cut away.
+    min_piece : float
+        Pixels: the shortest piece of a cut dislocation that is kept.
     window : int
         Frames on each side of a frame (of those processed) whose overlays are looked
         for again in it (:class:`OverlayWindow`); 0 judges every frame on its own. The
@@ -120,6 +136,7 @@ class AnnotationSettings:
     share: float = 0.5
     window: int = 4
     shift: int = 32
+    min_piece: float = 30.0
 
     def __post_init__(self):
         if isinstance(self.grow, bool) or not isinstance(self.grow, int) or not 0 <= self.grow <= 50:
@@ -132,6 +149,8 @@ class AnnotationSettings:
             raise ValueError(f"window must be an integer from 0 to 30 frames, got {self.window!r}")
         if isinstance(self.shift, bool) or not isinstance(self.shift, int) or not 0 <= self.shift <= 256:
             raise ValueError(f"shift must be an integer from 0 to 256 px, got {self.shift!r}")
+        if not (isinstance(self.min_piece, (int, float)) and 0.0 <= self.min_piece < math.inf):
+            raise ValueError(f"min_piece must be a finite number of px >= 0, got {self.min_piece!r}")
 
 
 def _as_stack(frames) -> np.ndarray:
@@ -253,9 +272,36 @@ def _grouped(boxes: np.ndarray, seed: np.ndarray, member: np.ndarray, shape: tup
     return accepted
 
 
+def _straight_edges(image: np.ndarray) -> np.ndarray:
+    """Rows (columns) along which the frame steps by at least ``_EDGE_STEP`` across at
+    least ``_EDGE_SPAN`` of its width (height), and the bars between two such edges at
+    most ``_BAR`` px apart. (H, W) bool.
+
+    The window of the recording software (a status bar, a letterbox edge) is drawn with
+    edges that run straight along a pixel row over the whole frame, even while it fades
+    in or out; a specimen's edges are neither that straight nor that long.
+    """
+    mask = np.zeros(image.shape, bool)
+    for axis in (0, 1):
+        stepped = np.abs(np.diff(image, axis=axis)) >= _EDGE_STEP
+        edges = np.flatnonzero(stepped.mean(axis=1 - axis) >= _EDGE_SPAN)
+        if not len(edges):
+            continue
+        lines = np.zeros(image.shape[axis], bool)
+        lines[edges] = lines[edges + 1] = True  # the step lies between a row and the next
+        for a, b in zip(edges[:-1], edges[1:]):
+            if b - a <= _BAR:
+                lines[a : b + 1] = True
+        if axis == 0:
+            mask[lines, :] = True
+        else:
+            mask[:, lines] = True
+    return mask
+
+
 def _frame_mask(image: np.ndarray, level: float) -> np.ndarray:
     labels, boxes, seed, member = _candidates(image, level)
-    mask = np.zeros(image.shape, bool)
+    mask = _straight_edges(image)
     accepted = _grouped(boxes, seed, member, image.shape)
     start = 0
     for label in labels:

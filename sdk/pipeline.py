@@ -177,6 +177,9 @@ class FrameResult:
         Pixels of the frame found to be burnt-in overlays (0 when that is off).
     dropped : tuple of DislocationRecord
         Dislocations left out because they lie mostly on those overlays.
+    cut : tuple of (DislocationRecord, tuple of DislocationRecord)
+        Dislocations cut where they cross those overlays, each with its pieces off them
+        (those long enough; they are among ``dislocations``).
     """
 
     frame: int
@@ -189,6 +192,7 @@ class FrameResult:
     latency_s: float = 0.0
     masked_pixels: int = 0
     dropped: tuple = field(default=(), repr=False)
+    cut: tuple = field(default=(), repr=False)
 
 
 def frame_records(packed: PackedMasks, settings: PostprocessSettings, placement) -> list:
@@ -563,8 +567,9 @@ def iterate_results(
     try:
         for index, time_s, records, image, started, overlays in stages.results():
             dropped: list = []
+            cut: list = []
             if overlays is not None:  # --- burnt-in overlays (issue 17) ---
-                records, dropped = _off_overlays(records, overlays, annotations.share)
+                records, dropped, cut = _off_overlays(records, overlays, annotations)
             curves = [record.points for record in records]
             ids = np.asarray(linker.step(index, curves), dtype=np.int64)
             tracks, pairs = series.update(index, time_s, curves, ids)
@@ -579,18 +584,70 @@ def iterate_results(
                 latency_s=time.perf_counter() - started,
                 masked_pixels=0 if overlays is None else int(np.count_nonzero(overlays)),
                 dropped=tuple(dropped),
+                cut=tuple(cut),
             )
     finally:
         stages.close()
 
 
-def _off_overlays(records: list, mask: np.ndarray, share: float) -> tuple[list, list]:
-    """``(kept, dropped)``: records split by whether ``share`` of their points lie on ``mask``."""
-    if not records or not mask.any():
-        return records, []
-    from .annotations import on_mask
+def _off_overlays(records: list, mask: np.ndarray, settings) -> tuple[list, list, list]:
+    """``(kept, dropped, cut)``: ``records`` without what lies on burnt-in overlays.
 
-    kept, dropped = [], []
+    A record is dropped when at least ``settings.share`` of its points lie on ``mask``
+    (as :func:`~temtrack.sdk.annotations.on_mask` counts them). Of an open record with
+    fewer points on it, the parts on it are cut away and each piece left of at least
+    ``settings.min_piece`` px is kept, with its own spline. ``kept`` holds the records
+    left whole and the pieces, ``cut`` the ``(record, pieces)`` of each record cut.
+    ``settings``: an :class:`~temtrack.sdk.annotations.AnnotationSettings`.
+    """
+    if not records or not mask.any():
+        return records, [], []
+    height, width = mask.shape
+    kept, dropped, cut = [], [], []
     for record in records:
-        (dropped if on_mask(record.points, mask, share=share) else kept).append(record)
-    return kept, dropped
+        cols = np.clip(np.round(record.points[:, 0]).astype(int), 0, width - 1)
+        rows = np.clip(np.round(record.points[:, 1]).astype(int), 0, height - 1)
+        on = mask[rows, cols]
+        if on.mean() >= settings.share:
+            dropped.append(record)
+        elif not on.any() or record.closed:
+            kept.append(record)
+        else:
+            pieces = tuple(_piece(record, run, mask.shape) for run in _runs(record.points, ~on, settings.min_piece))
+            cut.append((record, pieces))
+            kept.extend(pieces)
+    return kept, dropped, cut
+
+
+def _runs(points: np.ndarray, off: np.ndarray, min_length: float) -> list[np.ndarray]:
+    """The runs of consecutive ``points`` where ``off`` is True that are at least
+    ``min_length`` px long along the points."""
+    bounds = np.flatnonzero(np.diff(np.concatenate([[0], off.astype(np.int8), [0]])))
+    runs = []
+    for start, stop in zip(bounds[::2], bounds[1::2]):
+        run = points[start:stop]
+        if len(run) >= 2 and float(np.hypot(*np.diff(run, axis=0).T).sum()) >= min_length:
+            runs.append(run)
+    return runs
+
+
+def _piece(record: DislocationRecord, points: np.ndarray, shape: tuple) -> DislocationRecord:
+    """``record`` cut down to ``points`` (a run of its own points): a spline through
+    them, with its length, curvature, centroid, share of pixels and edge flag."""
+    from dataclasses import replace
+
+    from .geometry import fit_spline
+
+    spline = fit_spline(points, n_points=len(record.points), sigma=0.0)
+    height, width = shape
+    ends = spline.points[[0, -1]]
+    return replace(
+        record,
+        points=spline.points.astype(np.float32),
+        length_px=float(spline.length),
+        mean_curvature=float(spline.mean_curvature),
+        max_curvature=float(spline.max_curvature),
+        centroid=tuple(float(v) for v in spline.points.mean(axis=0)),
+        n_pixels=int(round(record.n_pixels * spline.length / max(record.length_px, 1e-9))),
+        at_edge=bool(np.any((ends < _EDGE) | (ends > np.array([width - 1, height - 1]) - _EDGE))),
+    )

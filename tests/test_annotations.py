@@ -161,6 +161,42 @@ def test_generator_frames_without_overlays_give_an_empty_mask(preset):
         assert not annotation_mask(generate_sample(preset, seed, size=SIZE).image).any()
 
 
+def _with_status_bar(image: np.ndarray, top: int, height: int, alpha: float) -> np.ndarray:
+    """``image`` with a recording window's status bar across it, faded in to ``alpha``:
+    a light gray bar with gray text and darker rims, nowhere saturated."""
+    bar = np.full((height, image.shape[1]), 204, np.uint8)
+    bar[:2] = bar[-2:] = 140
+    cv2.putText(bar, "Counts: 211525  Fluence", (4, height - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 115, 1)
+    bar = bar.astype(np.float32) / 255
+    out = image.astype(np.float32).copy()
+    out[top : top + height] = (1 - alpha) * out[top : top + height] + alpha * bar
+    return out
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_fading_status_bar_is_masked_with_its_text(transposed, alpha):
+    """A status bar drawn across a generator frame (no saturated pixel in it), faded in
+    to 50 % or fully there, along rows or (transposed) columns: all of its pixels are
+    masked, and no centreline point farther than 10 px from it."""
+    top, height = 180, 22
+    for seed in range(3):
+        sample = generate_sample("sd2", seed, size=SIZE)
+        image = _with_status_bar(sample.image, top, height, alpha)
+        curves = [c.copy() for c in sample.centrelines]
+        if transposed:
+            image = np.ascontiguousarray(image.T)
+            curves = [c[:, ::-1] for c in curves]
+        mask = annotation_mask(image)
+        bar = np.zeros(image.shape, bool)
+        bar[top : top + height] = True
+        bar = bar.T if transposed else bar
+        assert mask[bar].all()
+        points = np.concatenate(curves)
+        away = np.abs((points[:, 0] if transposed else points[:, 1]) - (top + height / 2)) > height / 2 + 10
+        assert not _points_on(mask, curves)[away].any()
+
+
 # --- neighbouring frames: clip starts, clips without overlays -------------------------------
 
 
@@ -388,9 +424,65 @@ def test_main_job_records_what_it_masked(tmp_path, labelled_video):
     assert meta["annotations"]["frames"] == 12
     assert meta["annotations"]["frames_with_overlays"] == 12
     assert meta["annotations"]["dislocations_dropped"] == 12
+    # True dislocations crossing the bar's grown mask are cut, not dropped: as many as
+    # the frames' results say.
+    results = list(Analyzer(backend=LabelledBackend(frames, bar), workers=0).stream(np.stack([f.image for f in frames])))
+    assert meta["annotations"]["dislocations_cut"] == sum(len(r.cut) for r in results)
     x0, y0, x1, y1 = bar
     assert meta["annotations"]["masked_pixels_per_frame"] >= (x1 - x0 + 1) * (y1 - y0 + 1)
-    assert meta["settings"]["annotations"] == {"grow": 3, "level": 0.08, "share": 0.5, "window": 4, "shift": 32}
+    assert meta["settings"]["annotations"] == {
+        "grow": 3, "level": 0.08, "share": 0.5, "window": 4, "shift": 32, "min_piece": 30.0,
+    }
+
+
+def _record(points, closed=False):
+    from temtrack.sdk.geometry import fit_spline
+    from temtrack.sdk.pipeline import DislocationRecord
+
+    spline = fit_spline(np.asarray(points, float), n_points=50, sigma=0.0, closed=closed)
+    return DislocationRecord(
+        points=spline.points.astype(np.float32), length_px=spline.length, mean_curvature=spline.mean_curvature,
+        max_curvature=spline.max_curvature, centroid=tuple(spline.points.mean(axis=0)), score=0.9, mask_index=0,
+        n_pixels=int(3 * spline.length), closed=closed, multiple=False, at_edge=False,
+    )
+
+
+def test_overlay_filter_drops_cuts_and_keeps():
+    """By hand, on a 200 px frame with a mask box (x 90-110): a line mostly in the box
+    is dropped; a line across it is cut into its two pieces off the box (each about
+    80 px, from the frame side to the box); a line whose piece off the box is under
+    ``min_piece`` loses it; a ring across the box and a line far from it stay whole."""
+    from temtrack.sdk.pipeline import _off_overlays
+
+    mask = np.zeros((200, 200), bool)
+    mask[:140, 90:111] = True
+    along = _record([(92, 20), (100, 60), (108, 100)])
+    across = _record([(10, 40), (100, 40), (190, 40)])
+    short = _record([(70, 80), (100, 80), (108, 80)])
+    ring = _record([(100 + 30 * np.cos(a), 70 + 30 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 40, endpoint=False)], closed=True)
+    far = _record([(10, 100), (40, 110), (70, 120)])
+    settings = AnnotationSettings()
+    kept, dropped, cut = _off_overlays([along, across, short, ring, far], mask, settings)
+    assert dropped == [along]
+    assert [record for record, _ in cut] == [across, short]
+    pieces = cut[0][1]
+    assert len(pieces) == 2 and cut[1][1] == ()
+    for piece in pieces:
+        assert not on_mask(piece.points, mask, share=0.02)
+        assert 76 <= piece.length_px <= 90  # 80 px from the frame side to the box
+        assert abs(piece.points[:, 1] - 40).max() < 0.5
+    left, right = sorted(pieces, key=lambda p: p.centroid[0])
+    assert left.points[:, 0].max() < 90 and right.points[:, 0].min() > 110
+    assert kept == [*pieces, ring, far]
+    # Nothing to judge in a frame without overlays: the same list back.
+    records = [along, far]
+    assert _off_overlays(records, np.zeros_like(mask), settings) == (records, [], [])
+
+
+@pytest.mark.parametrize("options", [{"min_piece": -1.0}, {"min_piece": float("inf")}, {"min_piece": "30"}])
+def test_bad_filter_settings_are_refused(options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        AnnotationSettings(**options)
 
 
 class LinesBackend:
