@@ -299,9 +299,11 @@ def _straight_edges(image: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _frame_mask(image: np.ndarray, level: float) -> np.ndarray:
+def _frame_mask(image: np.ndarray, level: float, *, edges: bool = True) -> np.ndarray:
+    """One frame's overlay pixels (not grown); ``edges``: with a recording window's
+    straight edges and bars (:func:`_straight_edges`)."""
     labels, boxes, seed, member = _candidates(image, level)
-    mask = _straight_edges(image)
+    mask = _straight_edges(image) if edges else np.zeros(image.shape, bool)
     accepted = _grouped(boxes, seed, member, image.shape)
     start = 0
     for label in labels:
@@ -319,7 +321,11 @@ def annotation_mask(frames, *, grow: int = 3, level: float = 0.08) -> np.ndarray
     """Pixels of burnt-in overlays (scale bars, labels, dose text, cursors) in frames.
 
     The rule is in the module docstring: saturated regions with sharp edges and high
-    contrast to their surroundings, and sharp-edged saturated regions next to them.
+    contrast to their surroundings, and sharp-edged saturated regions next to them; and
+    a recording window's straight, frame-long edges with the bars between them. Over a
+    stack, the union of the frames' masks, but the window's edges only where at least
+    half of the frames show them (a letterbox): a window is there in a few frames of a
+    video, and its rows would be masked in all of them.
 
     Parameters
     ----------
@@ -363,8 +369,11 @@ def annotation_mask(frames, *, grow: int = 3, level: float = 0.08) -> np.ndarray
     AnnotationSettings(grow=grow, level=level)  # validates both
     stack = _as_stack(frames)
     mask = np.zeros(stack.shape[1:], bool)
+    edges = np.zeros(stack.shape[1:], np.int32)
     for image in stack:
-        mask |= _frame_mask(image, level)
+        mask |= _frame_mask(image, level, edges=False)
+        edges += _straight_edges(image)
+    mask |= 2 * edges >= len(stack)
     return _grown(mask, grow)
 
 

@@ -197,6 +197,19 @@ def test_fading_status_bar_is_masked_with_its_text(transposed, alpha):
         assert not _points_on(mask, curves)[away].any()
 
 
+@pytest.mark.parametrize("with_bar", [1, 3, 4])
+def test_stack_mask_keeps_window_edges_seen_in_half_the_frames(with_bar):
+    """Over a stack of 6 generator frames (a video's sample, as the loops job takes it),
+    a status bar in 1 of them is not masked (it would mask its rows in every frame),
+    in 3 or 4 of them (a letterbox) it is."""
+    top, height = 180, 22
+    frames = [generate_sample("sd2", seed, size=SIZE).image for seed in range(6)]
+    frames = [_with_status_bar(f, top, height, 1.0) if k < with_bar else f for k, f in enumerate(frames)]
+    mask = annotation_mask(np.stack(frames))
+    assert mask[top + 2 : top + height - 2].all() == (with_bar >= 3)
+    assert mask[top + 2 : top + height - 2].mean() < 0.2 or with_bar >= 3
+
+
 # --- neighbouring frames: clip starts, clips without overlays -------------------------------
 
 
