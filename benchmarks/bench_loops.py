@@ -89,10 +89,12 @@ def run_synthetic(seed: int, vs: LoopVideoSettings, settings: LoopSettings, nois
         fp += len(det) - len(pairs)
         fn += len(frame.truth["x"]) - len(pairs)
         gt_of = np.full(len(det), -1)
+        off_x, off_y = np.full(len(det), np.nan), np.full(len(det), np.nan)  # localisation error, px
         for i, j, _ in pairs:
             size_err.append(abs(det.major.iloc[i] - frame.truth["major"][j]))
             gt_of[i] = frame.truth["loop_id"][j]
-        det = det.assign(frame=frame.index, gt_id=gt_of)
+            off_x[i], off_y[i] = det.x.iloc[i] - frame.truth["x"][j], det.y.iloc[i] - frame.truth["y"][j]
+        det = det.assign(frame=frame.index, gt_id=gt_of, off_x=off_x, off_y=off_y)
         dets.append(det)
         truths.append(pd.DataFrame({k: frame.truth[k] for k in ("frame", "loop_id", "D", "motion")}))
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
@@ -119,8 +121,15 @@ def tracking(dets: pd.DataFrame, truth: pd.DataFrame, link: LoopLinkSettings):
             axis = "1d" if k.motion == "1d" else "2d"
             est, low, high = tr[f"D_{axis}"], tr[f"D_{axis}_low"], tr[f"D_{axis}_high"]
             steps = tr.detections - 1
+            dims = 2 if axis == "2d" else 1
+            # The track's own localisation noise (sigma² per axis, from the known
+            # positions), and the spread of D from the mean squared step less a sigma²
+            # known exactly: sqrt((2 (D + sigma²)² + sigma⁴) / (dims N)) / D.
+            mine = (linked.track_id == tr.track_id) & (linked.gt_id == top)
+            noise = float(np.nanmean(np.concatenate([linked.off_x[mine], linked.off_y[mine]]) ** 2))
+            with_noise = np.sqrt((2 * (k.D + noise) ** 2 + noise**2) / (dims * steps)) / k.D
             rows.append(dict(estimator=estimator, D=k.D, motion=k.motion, est=est, ratio=est / k.D, covered=low <= k.D <= high,
-                             n=tr.detections, floor=np.sqrt(1 / ((2 if axis == "2d" else 1) * steps)),
+                             n=tr.detections, floor=np.sqrt(1 / (dims * steps)), noise=noise, floor_noise=with_noise,
                              clean=bool((ids == top).all())))
     return idf1, scores, pd.DataFrame(rows)
 
@@ -143,6 +152,14 @@ def d_report(d: pd.DataFrame):
         print(part.groupby(["clean", "motion"]).agg(count=("ratio", "size"), median_ratio=("ratio", "median"),
                                                      median_error=("error", "median"),
                                                      interval_covers=("covered", "mean")).round(3).to_string())
+    from scipy.stats import norm
+
+    once = d[d.estimator == d.estimator.iloc[0]]
+    print(f"  localisation noise sigma (per axis, px): median {np.sqrt(once.noise.median()):.3f}; "
+          f"share within 10 % expected with each track's own length and noise, sigma known exactly "
+          f"(Gaussian): {np.mean(2 * norm.cdf(0.1 / once.floor_noise) - 1):.2f}, by decade of D: "
+          + ", ".join(f"{10.0 ** k:g}: {np.mean(2 * norm.cdf(0.1 / g.floor_noise) - 1):.2f}"
+                      for k, g in once.groupby(np.floor(np.log10(once.D)).astype(int))))
     print(f"  statistical floor for the median track ({int(d.n.median())} detections): "
           f"{100 * np.sqrt(1 / (2 * (d.n.median() - 1))):.0f} % in 2-D, {100 * np.sqrt(1 / (d.n.median() - 1)):.0f} % in 1-D; "
           f"share within 10 % expected from the floor alone (2-D, Gaussian): "
