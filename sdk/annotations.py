@@ -2,7 +2,8 @@
 
 Acquisition and screen-recording software draws overlays over the micrograph after
 imaging. A line model puts splines on their strokes, so the main job drops
-dislocations that lie mostly on them, and cuts the others where they cross them (:class:`AnnotationSettings`, :func:`temtrack.sdk.pipeline.iterate_results`).
+dislocations that lie mostly on them, and cuts the others where they cross them
+(:class:`AnnotationSettings`, :func:`temtrack.sdk.pipeline.iterate_results`).
 
 What tells an overlay from the specimen, in one frame
 -----------------------------------------------------
@@ -34,7 +35,7 @@ edge) is found by its edges instead: rows (or columns) along which the gray valu
 steps by at least :data:`_EDGE_STEP` over at least :data:`_EDGE_SPAN` of the frame's
 width, and the bar between two such edges up to :data:`_BAR` px apart, with its text.
 Such edges stay straight and frame-long while the window fades in or out (fecral
-frames 455-457, 985-993, 1089-1094, where its gray text is nowhere saturated); no
+frames 455-457, 984-993, 1090-1093, where its gray text is nowhere saturated); no
 specimen edge runs along one pixel row over the whole frame (in the real videos we
 have, specimen rows step over at most a third of the width).
 
@@ -56,7 +57,9 @@ frames 833-983), or a specimen seen where an overlay used to be, matches neither
 nothing is carried into it; and a video without overlays gets exactly the per-frame
 masks, all empty.
 
-Over a stack, :func:`annotation_mask` gives the union of the frames' own masks. A
+Over a stack, :func:`annotation_mask` gives the union of the frames' own masks, but a
+recording window's edges only where at least half of the frames show them (a window
+that fades in for a few frames would otherwise mask its rows for the whole video). A
 "static across frames" cue was weighed and left out: in the real videos we have,
 specimen regions clip to white at the same pixels for hundreds of frames (TWIP), while
 the overlays of a video assembled from several recordings change from clip to clip
