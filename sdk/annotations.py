@@ -107,6 +107,7 @@ _LINE_GAP = 3.0  # a glyph on the line of a neighbour joins it this many times t
 _EDGE_STEP = 0.06  # gray step between neighbouring rows (columns) that counts toward a drawn straight edge
 _EDGE_SPAN = 0.8  # share of the frame's width (height) such an edge spans
 _BAR = 40  # px: straight edges this close bound a bar (a status bar), masked between them
+_MAX_EDGES = 0.1  # share of the rows (columns) beyond which frame-long steps are a pattern (scan lines), not a window
 
 
 @dataclass(frozen=True)
@@ -282,13 +283,15 @@ def _straight_edges(image: np.ndarray) -> np.ndarray:
 
     The window of the recording software (a status bar, a letterbox edge) is drawn with
     edges that run straight along a pixel row over the whole frame, even while it fades
-    in or out; a specimen's edges are neither that straight nor that long.
+    in or out; a specimen's edges are neither that straight nor that long. Steps along
+    more than ``_MAX_EDGES`` of the rows (columns) are a pattern of the camera or the
+    capture (scan lines, interlacing), not a window: none are taken then.
     """
     mask = np.zeros(image.shape, bool)
     for axis in (0, 1):
         stepped = np.abs(np.diff(image, axis=axis)) >= _EDGE_STEP
         edges = np.flatnonzero(stepped.mean(axis=1 - axis) >= _EDGE_SPAN)
-        if not len(edges):
+        if not len(edges) or len(edges) > _MAX_EDGES * image.shape[axis]:
             continue
         lines = np.zeros(image.shape[axis], bool)
         lines[edges] = lines[edges + 1] = True  # the step lies between a row and the next

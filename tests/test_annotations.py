@@ -197,6 +197,17 @@ def test_fading_status_bar_is_masked_with_its_text(transposed, alpha):
         assert not _points_on(mask, curves)[away].any()
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_scan_lines_are_not_a_window(transposed):
+    """A generator frame whose every other row (column) is 0.1 brighter, as an
+    interlaced capture gives: frame-long steps everywhere, but no window; only the
+    saturated-overlay rule runs (nothing masked)."""
+    image = generate_sample("sd2", 0, size=SIZE).image * np.float32(0.8)
+    image[::2] += np.float32(0.1)
+    image = np.ascontiguousarray(image.T) if transposed else image
+    assert not annotation_mask(image).any()
+
+
 @pytest.mark.parametrize("with_bar", [1, 3, 4])
 def test_stack_mask_keeps_window_edges_seen_in_half_the_frames(with_bar):
     """Over a stack of 6 generator frames (a video's sample, as the loops job takes it),
