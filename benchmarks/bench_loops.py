@@ -110,6 +110,7 @@ def tracking(dets: pd.DataFrame, truth: pd.DataFrame, link: LoopLinkSettings):
     idf1 = 2 * scores.idtp / (len(truth) + scores.predicted_detections)
     rows = []
     known = truth.drop_duplicates("loop_id").set_index("loop_id")
+    noises: dict = {}  # per track: the same for every estimator
     for estimator in ESTIMATORS:
         summary = track_summary(linked, settings=LoopLinkSettings(**{**link.to_dict(), "min_length": 50, "estimator": estimator}))
         for _, tr in summary.dropna(subset=["D_2d"]).iterrows():
@@ -125,8 +126,10 @@ def tracking(dets: pd.DataFrame, truth: pd.DataFrame, link: LoopLinkSettings):
             # The track's own localisation noise (sigma² per axis, from the known
             # positions), and the spread of D from the mean squared step less a sigma²
             # known exactly: sqrt((2 (D + sigma²)² + sigma⁴) / (dims N)) / D.
-            mine = (linked.track_id == tr.track_id) & (linked.gt_id == top)
-            noise = float(np.nanmean(np.concatenate([linked.off_x[mine], linked.off_y[mine]]) ** 2))
+            if tr.track_id not in noises:
+                mine = (linked.track_id == tr.track_id) & (linked.gt_id == top)
+                noises[tr.track_id] = float(np.nanmean(np.concatenate([linked.off_x[mine], linked.off_y[mine]]) ** 2))
+            noise = noises[tr.track_id]
             with_noise = np.sqrt((2 * (k.D + noise) ** 2 + noise**2) / (dims * steps)) / k.D
             rows.append(dict(estimator=estimator, D=k.D, motion=k.motion, est=est, ratio=est / k.D, covered=low <= k.D <= high,
                              n=tr.detections, floor=np.sqrt(1 / (dims * steps)), noise=noise, floor_noise=with_noise,

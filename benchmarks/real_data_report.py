@@ -90,9 +90,9 @@ def annotation_mask(image: np.ndarray) -> np.ndarray:
 def on_annotation(points: np.ndarray, mask: np.ndarray, *, share: float = 0.5) -> str | None:
     """The annotation a spline lies on (at least ``share`` of its points on annotation
     pixels, see :func:`annotation_mask`), named by its box; None when it does not."""
-    cols = np.clip(np.round(points[:, 0]).astype(int), 0, mask.shape[1] - 1)
-    rows = np.clip(np.round(points[:, 1]).astype(int), 0, mask.shape[0] - 1)
-    if mask[rows, cols].mean() < share:
+    from temtrack.sdk.annotations import on_mask
+
+    if not on_mask(points, mask, share=share):
         return None
     x, y = np.median(points[:, 0]), np.median(points[:, 1])
     for name, (x0, y0, x1, y1) in ANNOTATIONS.items():

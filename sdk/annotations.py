@@ -80,7 +80,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["AnnotationSettings", "OverlayWindow", "annotation_mask", "annotation_masks", "on_mask"]
+__all__ = ["AnnotationSettings", "OverlayWindow", "annotation_mask", "annotation_masks", "on_mask", "points_on_mask"]
 
 SHARP_DROP = 0.3  # gray drop within 2 px of a border pixel that makes it a sharp edge
 SEED_AREA = 30  # px: smaller saturated specks (noise, clipped specimen spots) never seed
@@ -680,12 +680,22 @@ def on_mask(points, mask: np.ndarray, *, share: float = 0.5) -> bool:
     """
     if not (isinstance(share, (int, float)) and 0.0 < share <= 1.0 and not math.isnan(share)):
         raise ValueError(f"share must be a number in (0, 1], got {share!r}")
+    on = points_on_mask(points, mask)
+    return bool(len(on) and on.mean() >= share)
+
+
+def points_on_mask(points, mask: np.ndarray) -> np.ndarray:
+    """Which of a spline's ``(x, y)`` points lie on ``mask`` (rounded to the nearest
+    pixel; points outside the frame are clamped to its edge). ``(n,)`` bool.
+
+    >>> mask = np.zeros((10, 10), bool); mask[:, :5] = True
+    >>> points_on_mask([(1.0, 2.0), (4.6, 2.0), (-3.0, 20.0)], mask).tolist()
+    [True, False, True]
+    """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
     points = np.asarray(points, dtype=float).reshape(-1, 2)
-    if not len(points):
-        return False
     cols = np.clip(np.round(points[:, 0]).astype(int), 0, mask.shape[1] - 1)
     rows = np.clip(np.round(points[:, 1]).astype(int), 0, mask.shape[0] - 1)
-    return bool(mask[rows, cols].mean() >= share)
+    return mask[rows, cols].astype(bool)

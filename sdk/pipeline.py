@@ -32,12 +32,13 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from .backends.contract import PackedMasks
+from .geometry import fit_spline
 from .linefield import LineFieldSettings, extract_lines
 from .postprocess import PostprocessSettings, extract_dislocations
 
@@ -600,14 +601,13 @@ def _off_overlays(records: list, mask: np.ndarray, settings) -> tuple[list, list
     left whole and the pieces, ``cut`` the ``(record, pieces)`` of each record cut.
     ``settings``: an :class:`~temtrack.sdk.annotations.AnnotationSettings`.
     """
+    from .annotations import points_on_mask
+
     if not records or not mask.any():
         return records, [], []
-    height, width = mask.shape
     kept, dropped, cut = [], [], []
     for record in records:
-        cols = np.clip(np.round(record.points[:, 0]).astype(int), 0, width - 1)
-        rows = np.clip(np.round(record.points[:, 1]).astype(int), 0, height - 1)
-        on = mask[rows, cols]
+        on = points_on_mask(record.points, mask)
         if on.mean() >= settings.share:
             dropped.append(record)
         elif not on.any() or record.closed:
@@ -634,10 +634,6 @@ def _runs(points: np.ndarray, off: np.ndarray, min_length: float) -> list[np.nda
 def _piece(record: DislocationRecord, points: np.ndarray, shape: tuple) -> DislocationRecord:
     """``record`` cut down to ``points`` (a run of its own points): a spline through
     them, with its length, curvature, centroid, share of pixels and edge flag."""
-    from dataclasses import replace
-
-    from .geometry import fit_spline
-
     spline = fit_spline(points, n_points=len(record.points), sigma=0.0)
     height, width = shape
     ends = spline.points[[0, -1]]

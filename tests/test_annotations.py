@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 
 from temtrack.sdk.analyzer import Analyzer
-from temtrack.sdk.annotations import AnnotationSettings, OverlayWindow, annotation_mask, annotation_masks, on_mask
+from temtrack.sdk.annotations import (
+    AnnotationSettings, OverlayWindow, annotation_mask, annotation_masks, on_mask, points_on_mask,
+)
 from temtrack.training.synth import generate_sample, get_preset, render_scene, sample_scene, validate_config
 from temtrack.training.synth.distractors import burn_in, hidden_by, overlay_layers
 from temtrack.training.synth.video import VideoSettings, iter_video
@@ -33,10 +35,7 @@ def _config(preset: str, kinds=("scale_bar", "text", "cursor")):
 
 
 def _points_on(mask, curves) -> np.ndarray:
-    points = np.concatenate(curves)
-    rows = np.clip(np.round(points[:, 1]).astype(int), 0, mask.shape[0] - 1)
-    cols = np.clip(np.round(points[:, 0]).astype(int), 0, mask.shape[1] - 1)
-    return mask[rows, cols]
+    return points_on_mask(np.concatenate(curves), mask)
 
 
 # --- edge cases by hand -----------------------------------------------------------------

@@ -143,13 +143,12 @@ def dense_curve(support: np.ndarray, *, scale: float, spacing: float = 0.5) -> n
 
 @lru_cache(maxsize=64)
 def _dense_curve(data: bytes, shape: tuple, scale: float, spacing: float) -> np.ndarray:
-    curve = _spline_samples(np.frombuffer(data).reshape(shape), scale, spacing)
+    curve = _spline_samples(np.frombuffer(data).reshape(shape) * scale, spacing)
     curve.flags.writeable = False
     return curve
 
 
-def _spline_samples(support: np.ndarray, scale: float, spacing: float) -> np.ndarray:
-    support = support * scale
+def _spline_samples(support: np.ndarray, spacing: float) -> np.ndarray:
     steps = np.hypot(*np.diff(support, axis=0).T)
     keep = np.concatenate([[True], steps > 1e-9])
     support, steps = support[keep], steps[keep[1:]]
