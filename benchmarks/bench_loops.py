@@ -128,7 +128,10 @@ def tracking(dets: pd.DataFrame, truth: pd.DataFrame, link: LoopLinkSettings):
             # known exactly: sqrt((2 (D + sigma²)² + sigma⁴) / (dims N)) / D.
             if tr.track_id not in noises:
                 mine = (linked.track_id == tr.track_id) & (linked.gt_id == top)
-                noises[tr.track_id] = float(np.nanmean(np.concatenate([linked.off_x[mine], linked.off_y[mine]]) ** 2))
+                # About the track's own mean: a constant offset (a bean's asymmetric
+                # lobes) moves every position alike and leaves the steps unchanged.
+                off_x, off_y = linked.off_x[mine], linked.off_y[mine]
+                noises[tr.track_id] = float(np.nanmean(np.concatenate([off_x - np.nanmean(off_x), off_y - np.nanmean(off_y)]) ** 2))
             noise = noises[tr.track_id]
             with_noise = np.sqrt((2 * (k.D + noise) ** 2 + noise**2) / (dims * steps)) / k.D
             rows.append(dict(estimator=estimator, D=k.D, motion=k.motion, est=est, ratio=est / k.D, covered=low <= k.D <= high,
