@@ -1,5 +1,6 @@
 """The compact GPU path (issue 20), run on the CPU: ``TorchBackend.predict_packed``
-gives exactly what the numpy path packs, and ``benchmarks/bench_gpu.py`` runs.
+gives exactly what the numpy path packs (mask crops, a line-field model's sparse
+fields), and ``benchmarks/bench_gpu.py`` runs.
 
 Nothing here is measured on or verified for a GPU: the same code runs synchronously on
 the CPU (no pinned buffers, no streams); ``bench_gpu.py`` on a CUDA machine measures it.
