@@ -13,6 +13,9 @@ One table per network, with ratios against a baseline measured in the same proce
   channels-last, the backend's default on CUDA; + CUDA graphs; + ``torch.compile``);
 - backend fps: ``TorchBackend.predict`` (full planes back) and ``predict_packed``
   (compact results) from host frames, as a share of model-only at that batch;
+- for the line-field model, the bytes per frame the main job pickles to its
+  post-processing workers: the dense fields against the sparse ones
+  (:class:`temtrack.sdk.linefield.SparseFields`, what ``predict_packed`` returns);
 - end-to-end fps of :class:`temtrack.sdk.analyzer.Analyzer` on a synthetic 512² video
   (frames in memory: no decoding), as a share of the backend's;
 - training img/s at batch 32 with the step split into host-to-device copy,
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -120,6 +124,22 @@ def synthetic_frames(n: int, size: int, distinct: int = 8) -> np.ndarray:
     return np.stack([made[k % len(made)] for k in range(n)])
 
 
+BYTES_ROW = "bytes per frame to the workers"
+
+
+def shipped_bytes(backend, frames: np.ndarray) -> tuple[float, float, float]:
+    """Mean pickled bytes per frame of a line-field ``backend``'s dense fields
+    (``predict``) and sparse fields (``predict_packed``), and the share of pixels kept."""
+    dense = [np.ascontiguousarray(f) for f in backend.predict(frames)]
+    sparse = backend.predict_packed(frames)
+
+    def size(payload):
+        return len(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+    kept = np.mean([len(s.indices) / (s.shape[1] * s.shape[2]) for s in sparse])
+    return float(np.mean([size(f) for f in dense])), float(np.mean([size(s) for s in sparse])), float(kept)
+
+
 def bench_network(name: str, args, plan: dict, torch, device, clock: Clock, matmul: float, rows: list) -> None:
     from temtrack.training.torch_backend import TorchBackend
 
@@ -169,6 +189,10 @@ def bench_network(name: str, args, plan: dict, torch, device, clock: Clock, matm
     packed = clock.rate(lambda: be.predict_packed(frames), batch, seconds, warmup=1)
     rows.append((f"backend predict_packed fps, batch {batch}", f"{packed:.1f}", f"{packed / base:.1%} of model-only",
                  "target >= 80 %"))
+    if config.family == "linefield":
+        dense, sparse, kept = shipped_bytes(be, frames)
+        rows.append((BYTES_ROW, f"{sparse / 1e3:.1f} kB", f"{dense / sparse:.1f}x fewer than dense {dense / 1e3:.0f} kB",
+                     f"sparse fields: {kept:.1%} of pixels kept"))
 
     from temtrack.sdk.analyzer import Analyzer
 
@@ -294,7 +318,7 @@ def main(argv=None) -> int:
     width = max(len(r[0]) for r in rows) + 2
     print(f"{'':2}{'quantity':<{width}}{'value':>18}  {'ratio':<40}note")
     for what, value, ratio, note in rows:
-        value = f"{tag}{value}" if value else ""
+        value = f"{tag}{value}" if value and what != BYTES_ROW else value  # bytes are no CPU figure
         print(f"{'':2}{what:<{width}}{value:>18}  {ratio:<40}{note}")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0

@@ -29,7 +29,16 @@ dislocation, in this order:
    mask models.
 
 The result is a :class:`~temtrack.sdk.postprocess.FrameDislocations`, the same contract
-as mask post-processing. Pure numpy/OpenCV/scipy/scikit-image; no torch.
+as mask post-processing.
+
+The fields may also come as :class:`SparseFields` (issue 20): only the pixels the
+tracing reads, i.e. those whose centre value reaches the lower threshold ``low`` and
+their neighbours within :data:`FIELD_REACH` px (the suppression's bilinear samples one
+pixel along the normal). Every later step reads the fields only on ridge pixels, so
+tracing the sparse fields gives exactly the splines of the dense ones, for a few % of
+the bytes (what the main job sends to its worker processes).
+
+Pure numpy/OpenCV/scipy/scikit-image; no torch.
 """
 
 from __future__ import annotations
@@ -45,7 +54,17 @@ from .geometry import DEFAULT_SIGMA, fit_spline
 from .postprocess import Dislocation, FrameDislocations, MaskSummary
 from .skeleton import pixel_graph
 
-__all__ = ["LineFieldSettings", "check_fields", "extract_lines", "instance_masks", "ridges", "split_fields"]
+__all__ = [
+    "FIELD_REACH",
+    "LineFieldSettings",
+    "SparseFields",
+    "check_fields",
+    "extract_lines",
+    "instance_masks",
+    "kept_pixels",
+    "ridges",
+    "split_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -142,25 +161,186 @@ class LineFieldSettings:
 def check_fields(fields, name: str = "fields") -> np.ndarray:
     """``fields`` if it is a ``(C >= 3, H, W)`` float array of a line-field model's outputs
     (centre in [0, 1], direction in [-1, 1]); else a TypeError/ValueError naming ``name``."""
+    _check_layout(fields, name)
+    _check_ranges(fields, name)
+    return fields
+
+
+def _check_layout(fields, name: str) -> None:
+    """A TypeError/ValueError naming ``name`` unless ``fields`` is a ``(C >= 3, H, W)``
+    floating-point ndarray (its values are not looked at)."""
     if not isinstance(fields, np.ndarray):
         raise TypeError(f"{name} must be a numpy array of shape (C, H, W), got {type(fields).__name__}")
     if fields.ndim != 3 or fields.shape[0] < 3:
         raise ValueError(f"{name} must have shape (C >= 3, H, W): centre, cos 2θ, sin 2θ; got shape {fields.shape}")
     if not np.issubdtype(fields.dtype, np.floating):
         raise TypeError(f"{name} must be floating point, got dtype {fields.dtype}")
-    if fields.size:
-        # One pass over each channel: the centre's range and the others'.
-        c_low, c_high = float(fields[0].min()), float(fields[0].max())
-        o_low, o_high = float(fields[1:].min()), float(fields[1:].max())
-        if any(math.isnan(v) for v in (c_low, c_high, o_low, o_high)):
-            raise ValueError(f"{name} holds {int(np.isnan(fields).sum())} NaN values")
-        low, high = min(c_low, o_low), max(c_high, o_high)
-        if c_low < 0.0 or c_high > 1.0 or low < -1.0 or high > 1.0:
-            raise ValueError(
-                f"{name}: the centre map must lie in [0, 1] and the direction in [-1, 1]; "
-                f"got centre in [{c_low:g}, {c_high:g}], all in [{low:g}, {high:g}]"
-            )
-    return fields
+
+
+def _check_ranges(values: np.ndarray, name: str) -> None:
+    """A ValueError naming ``name`` when ``values`` (channels first: centre, then the
+    others) holds NaN, a centre value outside [0, 1] or any value outside [-1, 1]."""
+    if not values.size:
+        return
+    # One pass over each channel: the centre's range and the others'.
+    c_low, c_high = float(values[0].min()), float(values[0].max())
+    o_low, o_high = float(values[1:].min()), float(values[1:].max())
+    if any(math.isnan(v) for v in (c_low, c_high, o_low, o_high)):
+        raise ValueError(f"{name} holds {int(np.isnan(values).sum())} NaN values")
+    low, high = min(c_low, o_low), max(c_high, o_high)
+    if c_low < 0.0 or c_high > 1.0 or low < -1.0 or high > 1.0:
+        raise ValueError(
+            f"{name}: the centre map must lie in [0, 1] and the direction in [-1, 1]; "
+            f"got centre in [{c_low:g}, {c_high:g}], all in [{low:g}, {high:g}]"
+        )
+
+
+#: Reach (px, along rows and columns) of the tracing around a pixel whose centre value
+#: reaches ``low``: the non-maximum suppression samples the centre map bilinearly one
+#: pixel along the line's normal, i.e. within that pixel's 3 x 3 window. Every later
+#: step reads the fields only on ridge pixels, which are above ``low`` themselves.
+FIELD_REACH = 1
+
+
+def kept_pixels(centre: np.ndarray, *, low: float) -> np.ndarray:
+    """The pixels :class:`SparseFields` keeps: centre ``>= low`` (compared in float32,
+    as the tracing compares), dilated by :data:`FIELD_REACH` px.
+
+    Parameters
+    ----------
+    centre : (H, W) ndarray of float
+        The centreline map.
+    low : float
+        The tracing's lower hysteresis threshold (``LineFieldSettings.low``).
+
+    Returns
+    -------
+    (H, W) ndarray of bool
+    """
+    core = np.asarray(centre, np.float32) >= np.float32(low)
+    side = 2 * FIELD_REACH + 1
+    return cv2.dilate(core.view(np.uint8), np.ones((side, side), np.uint8)).view(bool)
+
+
+@dataclass(frozen=True, eq=False)
+class SparseFields:
+    """One frame's line fields, kept only where :func:`extract_lines` reads them.
+
+    The kept pixels are those whose centre value reaches the tracing's lower threshold
+    ``low`` and their neighbours within :data:`FIELD_REACH` px (:func:`kept_pixels`);
+    the fields are zero elsewhere. Traced with settings whose ``low`` is at least the
+    one they were packed at, they give exactly the splines of the dense fields. A few
+    % of a frame's pixels: what the main job sends to its worker processes instead of
+    ``C * H * W`` floats.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        ``(C, H, W)`` of the dense fields (``C >= 3``: centre, cos 2θ, sin 2θ, extras).
+    indices : (K,) ndarray of int32
+        Flat indices (``row * W + column``) of the kept pixels, strictly increasing.
+    values : (C, K) ndarray of float32 or float16
+        The fields at those pixels.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On construction, for a bad shape, indices that are not integers, out of range
+        or not strictly increasing, values of the wrong shape or dtype, NaN, or values
+        outside the fields' ranges (as :func:`check_fields`); the message names the
+        attribute.
+
+    Examples
+    --------
+    >>> fields = np.zeros((3, 4, 5), np.float32)
+    >>> fields[0, 1, 2] = 0.9
+    >>> sparse = SparseFields.pack(fields, low=0.35)
+    >>> sparse.indices.tolist()  # the pixel (1, 2) and its 3 x 3 window
+    [1, 2, 3, 6, 7, 8, 11, 12, 13]
+    >>> bool((sparse.dense() == fields).all())
+    True
+    """
+
+    shape: tuple
+    indices: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self):
+        shape = self.shape
+        if (not isinstance(shape, tuple) or len(shape) != 3
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in shape)
+                or shape[0] < 3):
+            raise ValueError(f"SparseFields.shape must be (C >= 3, H, W) of integers >= 0, got {shape!r}")
+        channels, height, width = (int(v) for v in shape)
+        if height * width > np.iinfo(np.int32).max:
+            raise ValueError(f"SparseFields.shape {shape}: H * W must fit int32 indices (<= 2**31 - 1)")
+        indices, values = self.indices, self.values
+        if not isinstance(indices, np.ndarray) or indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(f"SparseFields.indices must be a 1-D integer ndarray, got {_described(indices)}")
+        if not isinstance(values, np.ndarray) or values.dtype not in (np.float32, np.float16):
+            raise TypeError(f"SparseFields.values must be a float32 or float16 ndarray, got {_described(values)}")
+        if values.shape != (channels, len(indices)):
+            raise ValueError(f"SparseFields.values must have shape (C, K) = ({channels}, {len(indices)}) for "
+                             f"{len(indices)} indices of {channels}-channel fields, got {values.shape}")
+        if len(indices):
+            first, last = int(indices.min()), int(indices.max())
+            if first < 0 or last >= height * width:
+                raise ValueError(f"SparseFields.indices must lie in [0, H * W) = [0, {height * width}) for frames of "
+                                 f"{height} x {width}, got values in [{first}, {last}]")
+            if len(indices) > 1 and not (np.diff(indices) > 0).all():
+                raise ValueError("SparseFields.indices must be strictly increasing (each pixel once, row by row)")
+        values = np.ascontiguousarray(values)  # reductions and pickling are slow on other layouts
+        _check_ranges(values, "SparseFields.values")
+        object.__setattr__(self, "shape", (channels, height, width))
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "indices", indices.astype(np.int32, copy=False))
+
+    @classmethod
+    def pack(cls, fields: np.ndarray, *, low: float) -> SparseFields:
+        """The sparse form of dense ``fields``, for tracing with a lower threshold of
+        ``low`` or more.
+
+        Parameters
+        ----------
+        fields : (C >= 3, H, W) ndarray of float
+            As :func:`extract_lines` takes them; its shape and dtype are checked, its
+            values only where kept (NaN or out-of-range values elsewhere are dropped
+            unseen). Not modified.
+        low : float
+            The tracing's lower hysteresis threshold, in (0, 1).
+
+        Returns
+        -------
+        SparseFields
+            float16 values for float16 fields, else float32 (the tracing reads float32).
+        """
+        _check_layout(fields, "fields")
+        if not 0.0 < low < 1.0:
+            raise ValueError(f"low must be in (0, 1), got {low!r}")
+        indices = np.flatnonzero(kept_pixels(fields[0], low=low)).astype(np.int32)
+        values = np.take(fields.reshape(len(fields), -1), indices, axis=1)  # C-ordered, unlike [:, indices]
+        dtype = np.float16 if fields.dtype == np.float16 else np.float32
+        return cls(tuple(fields.shape), indices, values.astype(dtype, copy=False))
+
+    def dense(self) -> np.ndarray:
+        """The ``(C, H, W)`` float32 fields, zero outside the kept pixels."""
+        channels, height, width = self.shape
+        out = np.zeros((channels, height * width), np.float32)
+        for plane, values in zip(out, self.values):  # twice as fast as out[:, indices] = ...
+            plane[self.indices] = values
+        return out.reshape(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the indices and values (what travels, less pickling's few hundred)."""
+        return self.indices.nbytes + self.values.nbytes
+
+
+def _described(value) -> str:
+    """``value``'s type, with its shape and dtype when it is an array (for messages)."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return type(value).__name__
 
 
 def split_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -521,10 +701,12 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
 
     Parameters
     ----------
-    fields : (C >= 3, H, W) ndarray of float
+    fields : (C >= 3, H, W) ndarray of float, or SparseFields
         Channel 0 the centreline map in [0, 1], channels 1-2 ``cos 2θ`` and ``sin 2θ``
         in [-1, 1]; channel 3, when there, the line-end map in [0, 1] (used by
-        ``end_cut``); further channels are not used. Not modified.
+        ``end_cut``); further channels are not used. Not modified. Sparse fields
+        packed at a ``low`` no higher than ``settings.low`` give exactly the lines of
+        the dense ones.
     settings : LineFieldSettings, optional
     valid : (y0, y1, x0, x1), optional
         The part of the frame that holds image (e.g. without letterbox padding);
@@ -549,7 +731,8 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
     (1, 68)
     """
     settings = settings or LineFieldSettings()
-    fields = check_fields(fields)
+    # Sparse fields were checked when made (on their kept values: all the tracing reads).
+    fields = fields.dense() if isinstance(fields, SparseFields) else check_fields(fields)
     centre, direction = split_fields(fields)
     height, width = centre.shape
     y0, y1, x0, x1 = (0, height, 0, width) if valid is None else (int(v) for v in valid)

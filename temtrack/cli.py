@@ -451,6 +451,13 @@ def _run_parser() -> argparse.ArgumentParser:
                         "onnxruntime, tensorrt, torch, or classical (no model)")
     parser.add_argument("--providers", help="onnxruntime execution providers, comma-separated, e.g. "
                         "CUDAExecutionProvider,CPUExecutionProvider (implies --backend onnxruntime)")
+    parser.add_argument("--compile", action="store_true", help="torch backend (a .pt checkpoint): torch.compile the "
+                        "network (a compile of tens of seconds per frame size first; not yet measured on a GPU)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="torch backend on an NVIDIA GPU: replay the forward "
+                        "pass as a CUDA graph (fewer kernel launches; not yet measured on a GPU)")
+    parser.add_argument("--field-dtype", choices=("float32", "float16"), help="torch backend, line-field model: the "
+                        "dtype of the fields sent to post-processing (default float32, which traces exactly the "
+                        "model's lines; float16 halves the values' bytes and can move lines)")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per model call (default: 4)")
     parser.add_argument("--workers", type=int, help="post-processing processes (default: CPU cores - 1; 0 = none)")
     parser.add_argument("--scale", type=float, help="model px per frame px instead of fitting the frame to the "
@@ -520,6 +527,8 @@ def _loops(args: argparse.Namespace, out: Path | None) -> int:
                         ("--scale", args.scale), ("--threshold", args.threshold), ("--input-range", args.input_range)):
         if given is not None:
             raise ValueError(f"{flag} goes with dislocations; the loop detector is classical (no model)")
+    for key in _torch_switches(args):
+        raise ValueError(f"--{key.replace('_', '-')} goes with dislocations; the loop detector is classical (no model)")
     picture = None if args.plots is None else args.plots / "loops.png"
     if picture is not None and picture.exists() and not args.overwrite:
         raise FileExistsError(f"plot {picture} already exists; pass --overwrite to replace it")
@@ -545,6 +554,41 @@ def _loops(args: argparse.Namespace, out: Path | None) -> int:
     return 0
 
 
+def _torch_switches(args: argparse.Namespace) -> dict:
+    """The torch backend's options given on the command line (``--compile``,
+    ``--cuda-graphs``, ``--field-dtype``), by option name; empty when none is given."""
+    given = {"compile": args.compile, "cuda_graphs": args.cuda_graphs, "field_dtype": args.field_dtype}
+    return {key: value for key, value in given.items() if value not in (False, None)}
+
+
+def _torch_backend(args: argparse.Namespace, switches: dict):
+    """The torch backend of ``--model`` with ``switches``; a ValueError saying why when
+    the model does not run on torch, another backend is asked for, or ``--cuda-graphs``
+    has no CUDA GPU to run on."""
+    from temtrack.sdk.backends import get_backend, model_backend
+    from temtrack.sdk.models import default_model, resolve_model
+
+    flags = ", ".join("--" + key.replace("_", "-") for key in switches)
+    if args.providers is not None:
+        raise ValueError(f"{flags} set the torch backend; --providers picks onnxruntime: give one or the other")
+    if args.backend not in (None, "auto", "torch"):
+        raise ValueError(f"{flags} set the torch backend, not --backend {args.backend}")
+    model = default_model() if args.model is None else resolve_model(args.model)
+    runs_on = model_backend(model)
+    if runs_on != "torch":
+        raise ValueError(f"{flags} set the torch backend, which runs training checkpoints (.pt); model {model} runs "
+                         f"on {runs_on} (give --model CHECKPOINT.pt, or leave {flags} out)")
+    if switches.get("cuda_graphs"):
+        try:
+            import torch
+        except ModuleNotFoundError:
+            torch = None
+        if torch is None or not torch.cuda.is_available():
+            raise ValueError("--cuda-graphs needs an NVIDIA GPU, and torch sees no CUDA device on this machine; "
+                             "run without --cuda-graphs")
+    return get_backend(str(model), device="auto", precision="auto", **switches)
+
+
 def _run(args: argparse.Namespace) -> int:
     from temtrack.sdk.analyzer import Analyzer
 
@@ -560,9 +604,16 @@ def _run(args: argparse.Namespace) -> int:
     if out is None:
         video = Path(args.video)
         out = video.with_name(f"{video.stem if video.suffix else video.name}_splines.parquet")
+    model, backend = args.model, args.backend
+    switches = _torch_switches(args)
+    if switches:
+        model, backend = None, _torch_backend(args, switches)
+        if not args.quiet:
+            print(f"torch on {backend.device} ({backend.precision_label}; compile {backend.compiled}, CUDA graphs "
+                  f"{backend.cuda_graphs}, fields {backend.field_dtype})", file=sys.stderr)
     analyzer = Analyzer(
-        args.model,
-        backend=args.backend,
+        model,
+        backend=backend,
         threshold=args.threshold,
         tracker=args.tracker,
         tracker_options=_key_values(args.tracker_option, "--tracker-option"),

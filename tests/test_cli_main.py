@@ -6,6 +6,8 @@ models from ``_onnx_models`` whose output is known.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -193,3 +195,44 @@ def test_real_videos_run_through(tmp_path, real_data, name):
     if len(splines):
         xs, ys = np.concatenate(splines.x.to_numpy()), np.concatenate(splines.y.to_numpy())
         assert xs.min() >= -0.5 and xs.max() <= width - 0.5 and ys.min() >= -0.5 and ys.max() <= height - 0.5
+
+
+# --- the torch backend's switches (issue 20) ------------------------------------------
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "tem-track-linefield-cpu.pt"
+
+
+def test_torch_switches_reach_the_backend_and_its_record(tmp_path, video, capsys):
+    pytest.importorskip("torch")
+    if not CHECKPOINT.exists():
+        pytest.skip(f"the bundled line-field checkpoint {CHECKPOINT} is missing")
+    out = tmp_path / "s.parquet"
+    assert _main(video, "--out", out, "--model", CHECKPOINT, "--field-dtype", "float16", "--workers", 0, "--end", 2,
+                 "--no-summary") == 0
+    assert "fields float16" in capsys.readouterr().err
+    backend = read_metadata(out)["backend"]
+    assert backend["backend"] == "torch" and backend["field_dtype"] == "float16"
+    assert backend["compile"] is False and backend["cuda_graphs"] is False
+
+
+def test_torch_switches_name_what_is_wrong(tmp_path, video, capsys):
+    out = tmp_path / "s.parquet"
+    # The bundled default is an ONNX model.
+    assert _main(video, "--out", out, "--compile", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "--compile set the torch backend" in err and "runs on onnxruntime" in err
+    assert _main(video, "--out", out, "--field-dtype", "float16", "--backend", "classical", "--quiet") == 2
+    assert "not --backend classical" in capsys.readouterr().err
+    assert _main(video, "--out", out, "--compile", "--providers", "CPUExecutionProvider", "--quiet") == 2
+    assert "--providers picks onnxruntime" in capsys.readouterr().err
+    assert _main(video, "--out", out, "--objects", "loops", "--cuda-graphs", "--quiet") == 2
+    assert "--cuda-graphs goes with dislocations" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cuda_graphs_without_cuda_is_a_clear_error(tmp_path, video, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --cuda-graphs would run")
+    assert _main(video, "--out", tmp_path / "s.parquet", "--model", CHECKPOINT, "--cuda-graphs", "--quiet") == 2
+    assert "--cuda-graphs needs an NVIDIA GPU" in capsys.readouterr().err

@@ -18,11 +18,15 @@ results back (issue 20: copying N full planes per frame held a 951 fps model to
 bounding boxes and one gather of every box's pixels run on the device, and one
 buffer per batch comes back, which the host cuts into
 :class:`~temtrack.sdk.backends.contract.PackedMasks` equal to
-``PackedMasks.pack`` of :meth:`predict`'s output; for a line-field model the fields
-come back whole, float32 by default (``field_dtype``: float16 halves the bytes,
-but changed the traced lines on 1 of 18 synthetic 256 px frames, a line more, and
-moved spline points by up to 2 px, measured with the bundled line-field model on
-the CPU; so it is an option, not the default). On CUDA the host buffers are pinned and
+``PackedMasks.pack`` of :meth:`predict`'s output; for a line-field model the
+threshold at the tracing's lower threshold, the dilation by the tracing's reach
+(``max_pool2d``) and one gather of the kept pixels run on the device, and one buffer
+per chunk comes back, cut into :class:`~temtrack.sdk.linefield.SparseFields` equal to
+``SparseFields.pack`` of :meth:`predict`'s fields (they trace exactly the same lines).
+The values are float32 by default (``field_dtype``: float16 halves them, but changed
+the traced lines on 1 of 18 synthetic 256 px frames, a line more, and moved spline
+points by up to 2 px, measured with the bundled line-field model on the CPU; so it is
+an option, not the default). On CUDA the host buffers are pinned and
 reused, copies run on their own stream, and the next chunk of a call is queued
 before the previous one is collected, so copies overlap compute; on the CPU the same
 code runs synchronously. The model options ``channels_last``, ``compile`` and
@@ -42,8 +46,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from temtrack.sdk.backends.contract import PackedMasks, pad_to_multiple
+from temtrack.sdk.linefield import FIELD_REACH, LineFieldSettings, SparseFields
 
 from .checkpoint import load_model
 from .linefield import linefield_outputs
@@ -141,6 +147,13 @@ class TorchBackend:
         float32 traces exactly the lines of :meth:`predict`; float16 halves the bytes
         but rounds the fields by up to 2.4e-4, which changed the traced lines on 1 of
         18 synthetic frames (see the module docstring).
+    field_low : float, optional
+        The centre value from which :meth:`predict_packed` keeps a line-field model's
+        pixels (:class:`~temtrack.sdk.linefield.SparseFields`): the lower hysteresis
+        threshold of the tracing it is meant for (tracing with a higher ``low`` is
+        exact too). None: ``min(LineFieldSettings.low, threshold)``, the ``low`` the
+        analyzer derives from this backend's ``threshold``. The main job traces the
+        dense fields of :meth:`predict` when its ``low`` is below this.
     """
 
     name = "torch"
@@ -161,6 +174,7 @@ class TorchBackend:
         compile: bool = False,
         cuda_graphs: bool = False,
         field_dtype: str = "float32",
+        field_low: float | None = None,
     ):
         if output not in ("probabilities", "masks"):
             raise ValueError(f"output must be 'probabilities' or 'masks', got {output!r}")
@@ -172,6 +186,8 @@ class TorchBackend:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if field_dtype not in _FIELD_DTYPES:
             raise ValueError(f"field_dtype must be one of {', '.join(_FIELD_DTYPES)}; got {field_dtype!r}")
+        if field_low is not None and not 0.0 < field_low < 1.0:
+            raise ValueError(f"field_low must be None or in (0, 1), got {field_low!r}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.cuda = self.device.type == "cuda"
         if cuda_graphs and not self.cuda:
@@ -195,6 +211,7 @@ class TorchBackend:
         self.threshold = None if output == "masks" else float(threshold)
         self.batch_size = int(batch_size)
         self.field_dtype = field_dtype
+        self.field_low = min(LineFieldSettings.low, self.probability_threshold) if field_low is None else float(field_low)
         self.source = dict(source or {})
         self._pinned = None
         self._host: dict = {}  # reused (pinned on CUDA) host buffers of predict_packed, by slot
@@ -313,7 +330,15 @@ class TorchBackend:
             each equal to ``PackedMasks.pack(masks, self.threshold)`` of the masks
             :meth:`predict` gives (same indices, boxes and crop pixels: uint8 0/1 crops
             with ``output="masks"``, else float16 probabilities). Line-field model: B
-            ``(C, H, W)`` fields as :meth:`predict` gives them, in ``field_dtype``.
+            :class:`~temtrack.sdk.linefield.SparseFields`, each equal to
+            ``SparseFields.pack(fields.astype(field_dtype), low=self.field_low)`` of the
+            fields :meth:`predict` gives (same indices and values).
+
+        Raises
+        ------
+        ValueError
+            Bad frames; for a line-field model, fields holding NaN or infinite values
+            (a broken checkpoint: its sparse fields would silently be empty).
 
         Notes
         -----
@@ -322,7 +347,10 @@ class TorchBackend:
         ``(B*N, 5)`` table (kept, top, left, height, width) comes back first, then
         one gather of all boxes' pixels into one flat buffer, copied back on a
         separate stream into a reused pinned buffer. Chunk ``k + 1`` is queued before
-        chunk ``k`` is collected.
+        chunk ``k`` is collected. Line fields: centre ``>= field_low``, dilated by
+        ``FIELD_REACH`` px (``max_pool2d``), ``nonzero``, one gather of every kept
+        pixel's channels; per-frame counts, indices and values go back as one byte
+        buffer.
         """
         padded = self._padded(frames)
         b, h, w = np.shape(frames)
@@ -369,9 +397,47 @@ class TorchBackend:
         return host, done
 
     def _queue_fields(self, raw: torch.Tensor, slot: int) -> tuple:
+        """Fields, their kept pixels and non-finite counts of one chunk, queued on the device."""
         fields = linefield_outputs(raw.float()).to(_FIELD_DTYPES[self.field_dtype])
-        host, done = self._to_host(fields, slot, "fields")
-        return ("fields", tuple(fields.shape), host, done)
+        b, c, h, w = fields.shape
+        # Compared in float32, as numpy compares float32 fields with a Python float.
+        core = fields[:, :1].float() >= torch.tensor(np.float32(self.field_low), device=fields.device)
+        side = 2 * FIELD_REACH + 1
+        kept = F.max_pool2d(core.float(), side, stride=1, padding=FIELD_REACH).reshape(b, h * w) > 0
+        bad = (~torch.isfinite(fields)).reshape(b, -1).sum(dim=1)
+        return ("fields", (b, c, h, w), fields, kept, bad, slot)
+
+    def _collect_fields(self, queued: tuple) -> list:
+        """One chunk's kept pixels gathered on the device, one buffer back, cut per frame.
+
+        The buffer (bytes): per-frame pixel counts and non-finite counts (int32 each),
+        the flat pixel indices (int32, frame after frame) and the ``(C, K)`` values.
+        """
+        _, (b, c, h, w), fields, kept, bad, slot = queued
+        frame, pixel = kept.nonzero(as_tuple=True)  # row-major: frame by frame, pixels increasing
+        counts = torch.bincount(frame, minlength=b)
+        values = fields.reshape(b, c, h * w).permute(1, 0, 2)[:, frame, pixel]  # (C, K all frames)
+        parts = [counts.int(), bad.int(), pixel.int(), values.reshape(-1)]
+        buffer, copied = self._to_host(torch.cat([part.contiguous().view(torch.uint8) for part in parts]), slot, "sparse")
+        if copied is not None:
+            copied.synchronize()
+        raw = buffer.numpy()
+        header = raw[: 8 * b].view(np.int32)
+        counts_host, bad_host = header[:b], header[b:]
+        if bad_host.any():
+            first = int(np.flatnonzero(bad_host)[0])
+            raise ValueError(
+                f"the model returned NaN or infinite values ({int(bad_host[first])} of {c * h * w}) for frame {first} "
+                "of a batch; the checkpoint is broken"
+            )
+        total = int(counts_host.sum())
+        pixels = raw[8 * b : 8 * b + 4 * total].view(np.int32)
+        dtype = np.float16 if fields.dtype == torch.float16 else np.float32
+        flat_values = raw[8 * b + 4 * total :].view(dtype).reshape(c, total)
+        starts = np.concatenate([[0], np.cumsum(counts_host)]).tolist()
+        # Copies: out of the reused buffer, each frame's values contiguous.
+        return [SparseFields((c, h, w), pixels[a:e].copy(), flat_values[:, a:e].copy())
+                for a, e in zip(starts[:-1], starts[1:])]
 
     def _queue_masks(self, raw: torch.Tensor, slot: int) -> tuple:
         """Threshold, boxes and the ``(B*N, 5)`` table of one chunk, queued on the device."""
@@ -399,11 +465,7 @@ class TorchBackend:
     def _collect(self, queued: tuple) -> list:
         """Wait for one queued chunk and turn it into per-frame results (host side)."""
         if queued[0] == "fields":
-            _, shape, host, done = queued
-            if done is not None:
-                done.synchronize()
-            fields = host.numpy().copy().reshape(shape)  # out of the reused buffer
-            return list(fields)
+            return self._collect_fields(queued)
         _, (b, n, h, w), host, done, table, values, slot = queued
         if done is not None:
             done.synchronize()
@@ -447,6 +509,7 @@ class TorchBackend:
             "compile": self.compiled,
             "cuda_graphs": self.cuda_graphs,
             "field_dtype": self.field_dtype,
+            "field_low": self.field_low,
             **self.source,
         }
 
@@ -463,9 +526,11 @@ def torch_backend(
     compile: bool = False,
     cuda_graphs: bool = False,
     field_dtype: str = "float32",
+    field_low: float | None = None,
 ) -> TorchBackend:
     """The SDK registry's ``"torch"`` backend (an entry point): :meth:`TorchBackend.from_checkpoint`."""
     return TorchBackend.from_checkpoint(
         path, device=device, precision=precision, threshold=threshold, batch_size=batch_size, output=output,
         channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs, field_dtype=field_dtype,
+        field_low=field_low,
     )
