@@ -465,10 +465,11 @@ class _Stages:
                 if fields:
                     work, payload = line_records, masks
                     if not isinstance(masks, SparseFields) and self.pool is not None:
-                        # Packing pays for itself in pickling and pipes: measured with the
-                        # bundled model, a frame's trip to a worker took 0.6x the time of
-                        # the dense fields' on 512² generator frames (15 % of pixels kept)
-                        # and 0.66x on real TWIP frames (53 % kept) (issue 20).
+                        # Packing plus the trip to a worker against the dense fields' trip
+                        # (benchmarks/bench_sparse.py, bundled model): 0.58-0.64x on 512²
+                        # generator frames (15 % of pixels kept), 0.99-1.16x on real TWIP
+                        # frames (51 % kept); a few ms either way beside the model's
+                        # hundreds on a CPU (issue 20).
                         payload = SparseFields.pack(masks, low=options.low)
                 elif isinstance(masks, PackedMasks):  # the backend gave crops: any size, nothing padded
                     work, payload = frame_records, masks
