@@ -20,23 +20,13 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import statistics
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from bench_linefield import _median_ms  # the same median timing (benchmarks/ runs as scripts)
 
 LABELLED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "twip-8.4um" / "labeled"
-
-
-def _median_ms(function, items) -> float:
-    times = []
-    for item in items:
-        tic = time.perf_counter()
-        function(item)
-        times.append(time.perf_counter() - tic)
-    return 1000 * statistics.median(times)
 
 
 def _received(payload) -> int:
