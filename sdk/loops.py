@@ -424,8 +424,10 @@ def detect_loops(image, *, settings: LoopSettings | None = None, mask=None):
             continue
         ys, xs = np.nonzero(core)
         # Centre weights fall to zero at the half maximum: a pixel entering or leaving the
-        # region with the noise barely moves the centre (median jitter of the synthetic
-        # loops' centres 0.041 -> 0.030 px against plain depth weights).
+        # region with the noise barely moves the centre. Against plain depth weights, on
+        # four synthetic loop videos (bench_loops' settings, 60 frames), the frame-to-frame
+        # change of a centre's error fell by a third for dots and a fifth for beans, and
+        # not for rings, whose weights then sit on the darkest arc of the ring.
         weight = np.clip(crop[ys, xs] - 0.5 * peak, 0, None) + 1e-9 * peak
         rows.append(_Found(ys + y0, xs + x0, weight, major, minor, angle, float(hull.sum()), peak))
     if s.pair_lobes:
