@@ -586,7 +586,11 @@ def _torch_backend(args: argparse.Namespace, switches: dict):
         if torch is None or not torch.cuda.is_available():
             raise ValueError("--cuda-graphs needs an NVIDIA GPU, and torch sees no CUDA device on this machine; "
                              "run without --cuda-graphs")
-    return get_backend(str(model), device="auto", precision="auto", **switches)
+    # The user's threshold goes to the backend too: it cuts a line-field model's sparse
+    # fields at the tracing's lower threshold (and a mask model's crops at the mask
+    # threshold), which the main job otherwise refuses and recomputes from dense outputs.
+    threshold = {} if args.threshold is None else {"threshold": args.threshold}
+    return get_backend(str(model), device="auto", precision="auto", **threshold, **switches)
 
 
 def _run(args: argparse.Namespace) -> int:

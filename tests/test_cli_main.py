@@ -215,6 +215,25 @@ def test_torch_switches_reach_the_backend_and_its_record(tmp_path, video, capsys
     assert backend["compile"] is False and backend["cuda_graphs"] is False
 
 
+def test_torch_switches_pass_the_threshold_so_sparse_fields_are_used(tmp_path, video, monkeypatch):
+    """With ``--threshold`` below the tracing's default lower threshold (0.35), the backend
+    must cut its sparse fields there too: else the main job cannot use them and falls back
+    to the dense fields (the test counts the backend's ``predict_packed`` calls)."""
+    pytest.importorskip("torch")
+    if not CHECKPOINT.exists():
+        pytest.skip(f"the bundled line-field checkpoint {CHECKPOINT} is missing")
+    from temtrack.training.torch_backend import TorchBackend
+
+    packed = []
+    original = TorchBackend.predict_packed
+    monkeypatch.setattr(TorchBackend, "predict_packed", lambda self, frames: packed.append(self.field_low) or original(self, frames))
+    out = tmp_path / "s.parquet"
+    assert _main(video, "--out", out, "--model", CHECKPOINT, "--field-dtype", "float32", "--threshold", 0.3,
+                 "--workers", 0, "--end", 2, "--no-summary", "--quiet") == 0
+    assert packed and set(packed) == {0.3}
+    assert read_metadata(out)["backend"]["field_low"] == 0.3
+
+
 def test_torch_switches_name_what_is_wrong(tmp_path, video, capsys):
     out = tmp_path / "s.parquet"
     # The bundled default is an ONNX model.
