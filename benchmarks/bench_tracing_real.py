@@ -17,6 +17,7 @@ when absent) the model's fields are computed once; then:
     python benchmarks/bench_tracing_real.py                      # the bundled model
     python benchmarks/bench_tracing_real.py --model more.onnx --quick
     python benchmarks/bench_tracing_real.py --step 1                # all 59 frames
+    python benchmarks/bench_tracing_real.py --data scratch/sd1 --step 1 --quick   # a synthetic set
 
 Needs the real data and the runtime (onnxruntime); no torch.
 """
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default", help="a line-field model (default: the bundled one)")
     parser.add_argument("--data", type=Path, default=LABELLED, help="folder of labelled frames")
     parser.add_argument("--step", type=int, default=2, help="every STEP-th labelled frame (default 2: 30 of 59)")
-    parser.add_argument("--quick", action="store_true", help="defaults and coverage only")
+    parser.add_argument("--quick", action="store_true", help="defaults, the min_score rows and coverage only")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"skipped: {args.data} is absent (the real data lives in ../shared/data/real)")
@@ -189,6 +190,9 @@ def main(argv=None) -> int:
     for name, value in coverage(plain, defaults).items():
         print(f"{name:58s} {value:.3f}" if isinstance(value, float) else f"{name:58s} {value}")
     variants = [("defaults", plain, {}, None)]
+    # The mean-score rule (min_score): with --data scratch/sdK (synthetic sets) and
+    # --quick these rows are the synthetic side of its choice.
+    variants += [(f"min_score {v:g}", plain, {"min_score": v}, None) for v in (0.0, 0.65, 0.7) if v != defaults.min_score]
     if not args.quick:
         variants += [
             ("high 0.5", plain, {"high": 0.5}, None),

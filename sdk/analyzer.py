@@ -91,7 +91,8 @@ def _postprocess_for(family: str, postprocess, threshold):
         if family == "linefield":
             if threshold is None:
                 return LineFieldSettings()
-            return LineFieldSettings(high=threshold, low=min(LineFieldSettings.low, threshold))
+            return LineFieldSettings(high=threshold, low=min(LineFieldSettings.low, threshold),
+                                     min_score=min(LineFieldSettings.min_score, threshold))
         return PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
     if not isinstance(postprocess, expected):
         other = "multilabel" if family == "linefield" else "linefield"

@@ -339,6 +339,25 @@ def test_a_line_running_into_a_weaker_ridge_is_trimmed_where_it_fades():
     assert even.dislocations[0].length == pytest.approx(100, abs=3)
 
 
+def test_a_line_that_only_grazes_high_is_dropped_by_its_mean_score():
+    # Two parallel lines 40 px apart: one at 0.95 along its length, one at 0.5 that
+    # reaches 0.75 (over ``high``) on 10 px only: a texture-like ridge whose mean centre
+    # value (about 0.53) is under ``min_score`` (0.6).
+    fields = _fields([_line((10, 20), (110, 20)), _line((10, 60), (110, 60))], (80, 128))
+    fields[0, :40] *= 0.95
+    fields[0, 40:] *= 0.5
+    fields[0, 40:, 55:65] *= 1.5
+    kept = extract_lines(fields)
+    assert len(kept.dislocations) == 1
+    assert kept.dislocations[0].points[:, 1].mean() == pytest.approx(20, abs=1)
+    assert kept.dislocations[0].score >= LineFieldSettings().min_score
+    both = extract_lines(fields, settings=LineFieldSettings(min_score=0))
+    assert sorted(round(d.points[:, 1].mean()) for d in both.dislocations) == [20, 60]
+    assert 0.5 < min(d.score for d in both.dislocations) < 0.6
+    with pytest.raises(ValueError, match="min_score"):
+        LineFieldSettings(min_score=1.0)
+
+
 def test_pieces_cut_at_a_crossing_join_on_their_traced_direction_not_the_mixed_field():
     # A horizontal line with a 6 px hole where, as at a crossing, the direction field
     # near the hole points 60 degrees off the line: the ends' directions come from the
