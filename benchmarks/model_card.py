@@ -282,8 +282,8 @@ def main_job(model: Path, video: Path, out: Path) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--heldout", type=Path, required=True, help="folder with sd1, sd2, sd3 held-out sets")
-    parser.add_argument("--out", type=Path, required=True, help="folder for reports, overlay and summary")
+    parser.add_argument("--heldout", type=Path, help="folder with sd1, sd2, sd3 held-out sets (required unless --pictures-only)")
+    parser.add_argument("--out", type=Path, help="folder for reports, overlay and summary (required unless --pictures-only)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=MODEL",
                         help="a model to score (repeatable; default shipped=default)")
     parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
@@ -293,10 +293,19 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-video", action="store_true", help="no main-job run on the TWIP video")
     parser.add_argument("--no-classical", action="store_true",
                         help="score the models only (e.g. while the classical reports are made elsewhere)")
+    parser.add_argument("--pictures-only", action="store_true",
+                        help="with --figures: only redraw the pictures on real data (the first model)")
     args = parser.parse_args(argv)
 
     models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
     models = {name: resolve_model(spec) for name, spec in models.items()}
+    if args.pictures_only:
+        if args.figures is None:
+            parser.error("--pictures-only needs --figures FOLDER")
+        print("\n".join(pictures(next(iter(models.values())), args.real, args.figures)))
+        return 0
+    if args.heldout is None or args.out is None:
+        parser.error("--heldout and --out are required (unless --pictures-only)")
     args.out.mkdir(parents=True, exist_ok=True)
     limit = 100 if args.quick else args.limit
     summary: dict = {"models": {n: str(p) for n, p in models.items()}, "heldout": {}, "twip": {}}
