@@ -89,10 +89,7 @@ def _postprocess_for(family: str, postprocess, threshold):
     expected = LineFieldSettings if family == "linefield" else PostprocessSettings
     if postprocess is None:
         if family == "linefield":
-            if threshold is None:
-                return LineFieldSettings()
-            return LineFieldSettings(high=threshold, low=min(LineFieldSettings.low, threshold),
-                                     min_score=min(LineFieldSettings.min_score, threshold))
+            return LineFieldSettings.for_threshold(threshold)
         return PostprocessSettings() if threshold is None else PostprocessSettings(threshold=threshold)
     if not isinstance(postprocess, expected):
         other = "multilabel" if family == "linefield" else "linefield"

@@ -167,6 +167,14 @@ class LineFieldSettings:
             if not ok:
                 raise ValueError(f"LineFieldSettings.{name} must be {allowed}, got {getattr(self, name)!r}")
 
+    @classmethod
+    def for_threshold(cls, threshold: float | None) -> "LineFieldSettings":
+        """The defaults with a user's threshold as ``high``; ``low`` and ``min_score``
+        follow it down where it is below them. None: the defaults."""
+        if threshold is None:
+            return cls()
+        return cls(high=threshold, low=min(cls.low, threshold), min_score=min(cls.min_score, threshold))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -343,11 +351,6 @@ class SparseFields:
         for plane, values in zip(out, self.values):  # twice as fast as out[:, indices] = ...
             plane[self.indices] = values
         return out.reshape(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the indices and values (what travels, less pickling's few hundred)."""
-        return self.indices.nbytes + self.values.nbytes
 
 
 def _described(value) -> str:

@@ -234,10 +234,7 @@ def _records(found, placement, mask_indices, multiple) -> list:
         points = dislocation.points if placement is None else placement.to_frame(dislocation.points)
         # The spline may overshoot a line that leaves the frame by a pixel or so.
         points = np.clip(points, -0.5, np.array([width - 0.5, height - 0.5]))
-        ends = points[[0, -1]]
-        at_edge = not dislocation.closed and bool(
-            np.any((ends < _EDGE) | (ends > np.array([width - 1, height - 1]) - _EDGE))
-        )
+        at_edge = not dislocation.closed and _ends_at_edge(points, height, width)
         centroid = points.mean(axis=0)
         records.append(
             DislocationRecord(
@@ -647,8 +644,6 @@ def _piece(record: DislocationRecord, points: np.ndarray, shape: tuple) -> Dislo
     """``record`` cut down to ``points`` (a run of its own points): a spline through
     them, with its length, curvature, centroid, share of pixels and edge flag."""
     spline = fit_spline(points, n_points=len(record.points), sigma=0.0)
-    height, width = shape
-    ends = spline.points[[0, -1]]
     return replace(
         record,
         points=spline.points.astype(np.float32),
@@ -657,5 +652,11 @@ def _piece(record: DislocationRecord, points: np.ndarray, shape: tuple) -> Dislo
         max_curvature=float(spline.max_curvature),
         centroid=tuple(float(v) for v in spline.points.mean(axis=0)),
         n_pixels=int(round(record.n_pixels * spline.length / max(record.length_px, 1e-9))),
-        at_edge=bool(np.any((ends < _EDGE) | (ends > np.array([width - 1, height - 1]) - _EDGE))),
+        at_edge=_ends_at_edge(spline.points, *shape),
     )
+
+
+def _ends_at_edge(points: np.ndarray, height: int, width: int) -> bool:
+    """Whether an end of ``points`` lies within ``_EDGE`` px of the frame's border."""
+    ends = points[[0, -1]]
+    return bool(np.any((ends < _EDGE) | (ends > np.array([width - 1, height - 1]) - _EDGE)))

@@ -151,8 +151,8 @@ class TorchBackend:
         The centre value from which :meth:`predict_packed` keeps a line-field model's
         pixels (:class:`~temtrack.sdk.linefield.SparseFields`): the lower hysteresis
         threshold of the tracing it is meant for (tracing with a higher ``low`` is
-        exact too). None: ``min(LineFieldSettings.low, threshold)``, the ``low`` the
-        analyzer derives from this backend's ``threshold``. The main job traces the
+        exact too). None: ``LineFieldSettings.for_threshold(threshold).low``, the ``low``
+        the analyzer derives from this backend's ``threshold``. The main job traces the
         dense fields of :meth:`predict` when its ``low`` is below this.
     """
 
@@ -211,7 +211,7 @@ class TorchBackend:
         self.threshold = None if output == "masks" else float(threshold)
         self.batch_size = int(batch_size)
         self.field_dtype = field_dtype
-        self.field_low = min(LineFieldSettings.low, self.probability_threshold) if field_low is None else float(field_low)
+        self.field_low = LineFieldSettings.for_threshold(self.probability_threshold).low if field_low is None else float(field_low)
         self.source = dict(source or {})
         self._pinned = None
         self._host: dict = {}  # reused (pinned on CUDA) host buffers of predict_packed, by slot
