@@ -8,7 +8,8 @@ when absent) the model's fields are computed once; then:
    they were cut into pieces (no single spline covers half of the line) or covered by a
    spline that runs on beyond the label (its mean distance to the line over 5 px);
 2. **tracing variants** (spline recall as ``tem-track eval`` computes it, the length score
-   of the found lines, and lines per frame): the defaults, other thresholds and cuts, the
+   of the found lines, and lines per frame): the defaults, the direction read from the
+   model's channels instead of the centre map's Hessian, other thresholds and cuts, the
    previous join rule (judged by the gap's own direction), the previous end directions
    (the field's axis instead of the traced chord) and no end trimming, ridges from a thresholded and
    skeletonised centre map instead of non-maximum suppression, fields averaged over four
@@ -128,12 +129,13 @@ def coverage(cases, settings) -> dict:
     from scipy.ndimage import distance_transform_edt
 
     from temtrack.sdk.geometry import distance_to_curve
-    from temtrack.sdk.linefield import extract_lines, ridges, split_fields
+    from temtrack.sdk.linefield import extract_lines, ridges, split_fields, traced_direction
     from temtrack.sdk.splinematch import score_splines
 
     shares, pieces, runs_on, best_shares, near_shares = [], 0, 0, [], []
     for fields, curves in cases:
         centre, direction = split_fields(fields)
+        direction = traced_direction(centre, direction, settings)
         away = distance_transform_edt(~ridges(centre, direction, high=settings.high, low=settings.low))
         preds = [d.points for d in extract_lines(fields, settings=settings).dislocations]
         found = {i for i, _ in score_splines(preds, curves).pairs}
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="default", help="a line-field model (default: the bundled one)")
     parser.add_argument("--data", type=Path, default=LABELLED, help="folder of labelled frames")
     parser.add_argument("--step", type=int, default=2, help="every STEP-th labelled frame (default 2: 30 of 59)")
-    parser.add_argument("--quick", action="store_true", help="defaults, the min_score rows and coverage only")
+    parser.add_argument("--quick", action="store_true", help="defaults, the min_score and direction rows and coverage only")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"skipped: {args.data} is absent (the real data lives in ../shared/data/real)")
@@ -193,6 +195,12 @@ def main(argv=None) -> int:
     # The mean-score rule (min_score): with --data scratch/sdK (synthetic sets) and
     # --quick these rows are the synthetic side of its choice.
     variants += [(f"min_score {v:g}", plain, {"min_score": v}, None) for v in (0.0, 0.65, 0.7) if v != defaults.min_score]
+    # Where the suppression reads the line's direction: the centre map's Hessian (the
+    # default, direction_sigma 1.5) or the model's direction channels (0).
+    variants += [
+        ("direction from the model's channels", plain, {"direction_sigma": 0.0}, None),
+        *((f"direction_sigma {v:g}", plain, {"direction_sigma": v}, None) for v in (1.0, 2.0)),
+    ]
     if not args.quick:
         variants += [
             ("high 0.5", plain, {"high": 0.5}, None),

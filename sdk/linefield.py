@@ -6,9 +6,11 @@ ridge on every dislocation's centreline, in [0, 1]) and the local line direction
 dislocation, in this order:
 
 1. **non-maximum suppression** across the line: a pixel stays when ``centre`` there is
-   at least its value one pixel away on both sides along the normal of the predicted
-   direction (bilinear samples), so neighbours a few pixels apart in a pile-up stay
-   two ridges;
+   at least its value one pixel away on both sides along the line's normal (bilinear
+   samples), so neighbours a few pixels apart in a pile-up stay two ridges. The normal
+   is, by default, that of the centre map's own ridge, from its Hessian
+   (:func:`hessian_direction`, ``direction_sigma``); the model's direction channels
+   (``direction_sigma = 0``) are noisier on real frames and break lines into pieces;
 2. **hysteresis**: ridge pixels above ``low`` that are 8-connected to a pixel above
    ``high``; then thinning (Zhang-Suen) to one-pixel lines;
 3. **tracing**: the thinned ridges are cut at junction pixels (three or more
@@ -62,10 +64,12 @@ __all__ = [
     "SparseFields",
     "check_fields",
     "extract_lines",
+    "hessian_direction",
     "instance_masks",
     "kept_pixels",
     "ridges",
     "split_fields",
+    "traced_direction",
 ]
 
 
@@ -115,6 +119,11 @@ class LineFieldSettings:
         A traced line whose mean centreline value along its pixels (its ``score``) is
         below this is dropped: a ridge that only grazes ``high`` somewhere and runs on
         texture. 0 keeps every line.
+    direction_sigma : float
+        Where the suppression takes the line's direction from. Above 0: from the
+        Hessian of the centreline map itself, smoothed by a Gaussian of this sigma (px)
+        (:func:`hessian_direction`), so the normal is the one of the ridge being
+        suppressed. 0: from the model's direction channels.
     """
 
     # Chosen on the synthetic validation images of the line-field CPU model (never the
@@ -146,6 +155,11 @@ class LineFieldSettings:
     # TWIP frames (recall -0.002) and FeCrAl (16 % fewer lines). 0.65 and 0.7 cost more
     # recall on both (docs/model-card.md, *Line scores*).
     min_score: float = 0.6
+    # Measured on the 59 labelled TWIP frames and the held-out synthetic sets with the
+    # bundled model: the model's own direction channels are noisier than its centre
+    # map's ridges on real frames, and suppressing across them breaks lines into
+    # pieces (docs/model-card.md, *Direction from the centre map*).
+    direction_sigma: float = 1.5
 
     def __post_init__(self):
         problems = {
@@ -162,6 +176,7 @@ class LineFieldSettings:
             "max_turn": (0.0 < self.max_turn <= 180.0, "in (0, 180] degrees"),
             "end_cut": (0.0 <= self.end_cut < 1.0, "in [0, 1)"),
             "min_score": (0.0 <= self.min_score < 1.0, "in [0, 1)"),
+            "direction_sigma": (0.0 <= self.direction_sigma <= 10.0, "in [0, 10] px"),
         }
         for name, (ok, allowed) in problems.items():
             if not ok:
@@ -365,13 +380,71 @@ def split_fields(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(fields[0], np.float32), np.asarray(fields[1:3], np.float32)
 
 
+def hessian_direction(centre: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """The ridges' direction as ``(cos 2θ, sin 2θ)`` from the Hessian of ``centre``.
+
+    Along a bright ridge the Hessian's eigenvector of the larger eigenvalue runs along
+    the line: ``2θ = atan2(2 Hxy, Hxx - Hyy)``, with the second derivatives taken by
+    Gaussian derivative kernels of ``sigma`` px (reflected at the border). Where the
+    Hessian vanishes (a flat map) the direction is (1, 0).
+
+    Parameters
+    ----------
+    centre : (H, W) ndarray of float
+    sigma : float
+        Gaussian scale of the derivatives, px (> 0).
+
+    Returns
+    -------
+    (2, H, W) ndarray of float32
+    """
+    along, across = _hessian_terms(centre, sigma)
+    norm = np.hypot(along, across)
+    flat = norm <= 1e-12
+    norm[flat] = 1.0
+    return np.stack([np.where(flat, np.float32(1), along / norm), np.where(flat, np.float32(0), across / norm)])
+
+
+def _hessian_terms(centre: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(Hxx - Hyy, 2 Hxy)`` of ``centre`` by Gaussian derivative kernels of ``sigma`` px."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0 px, got {sigma!r}")
+    x = np.arange(-math.ceil(4 * sigma), math.ceil(4 * sigma) + 1, dtype=np.float64)
+    g0 = np.exp(-0.5 * (x / sigma) ** 2)
+    g0 /= g0.sum()
+    g1 = (x / sigma**2 * g0).astype(np.float32)  # OpenCV correlates; the sign cancels in Hxy
+    g2 = (x**2 / sigma**4 - 1 / sigma**2) * g0
+    g2 = (g2 - g2.mean()).astype(np.float32)  # a flat map has no curvature
+    g0 = g0.astype(np.float32)
+    image = np.asarray(centre, np.float32)
+
+    def filtered(kx, ky):
+        return cv2.sepFilter2D(image, cv2.CV_32F, kx, ky, borderType=cv2.BORDER_REFLECT)
+
+    return filtered(g2, g0) - filtered(g0, g2), 2 * filtered(g1, g1)
+
+
+def traced_direction(centre: np.ndarray, direction: np.ndarray, settings: LineFieldSettings) -> np.ndarray:
+    """The direction field the tracing reads (:func:`ridges`, and the axis of one-pixel
+    segments): the model's channels ``direction`` when ``settings.direction_sigma`` is 0,
+    else the Hessian of ``centre`` (:func:`hessian_direction`) on the pixels
+    :class:`SparseFields` keeps, so sparse and dense fields trace alike. (2, H, W)
+    float32, proportional to ``(cos 2θ, sin 2θ)``: only the angle is read, so the
+    Hessian's terms are not normalised."""
+    if settings.direction_sigma <= 0:
+        return direction
+    near = np.where(kept_pixels(centre, low=settings.low), centre, np.float32(0))
+    return np.stack(_hessian_terms(near, settings.direction_sigma))
+
+
 def ridges(centre: np.ndarray, direction: np.ndarray, *, high: float = 0.5, low: float = 0.25) -> np.ndarray:
     """One-pixel ridges of the centreline map: NMS across the line, hysteresis, thinning.
 
     Parameters
     ----------
     centre : (H, W) ndarray of float32 in [0, 1]
-    direction : (2, H, W) ndarray of float32: cos 2θ, sin 2θ
+    direction : (2, H, W) ndarray of float32: cos 2θ, sin 2θ (or any positive
+        multiple of them: only their angle is read)
     high, low : float
         Hysteresis thresholds.
 
@@ -745,7 +818,7 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
     >>> fields[1] = 1.0  # horizontal: cos 2θ = 1, sin 2θ = 0
     >>> frame = extract_lines(fields)
     >>> len(frame.dislocations), round(frame.dislocations[0].length)
-    (1, 68)
+    (1, 67)
     """
     settings = settings or LineFieldSettings()
     # Sparse fields were checked when made (on their kept values: all the tracing reads).
@@ -757,6 +830,7 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
         cropped = np.zeros_like(centre)
         cropped[y0:y1, x0:x1] = centre[y0:y1, x0:x1]
         centre = cropped
+    direction = traced_direction(centre, direction, settings)
     skeleton = ridges(centre, direction, high=settings.high, low=settings.low)
     segments = [_segment(p, direction) for p in _segments(skeleton)]
     ends = np.asarray(fields[3], np.float32) if fields.shape[0] > 3 else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from temtrack.sdk.linefield import LineFieldSettings, extract_lines, instance_masks
+from temtrack.sdk.linefield import LineFieldSettings, extract_lines, hessian_direction, instance_masks
 from temtrack.sdk.metrics import score_image, score_splines, summarize
 from temtrack.training.synth import generate_sample
 from temtrack.training.synth.targets import line_targets
@@ -111,6 +111,36 @@ def test_neighbours_5px_apart_are_two_dislocations():
     assert len(frame.dislocations) == 2
     ys = sorted(float(d.points[:, 1].mean()) for d in frame.dislocations)
     np.testing.assert_allclose(ys, [40, 45], atol=0.5)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 90.0, 135.0])
+def test_hessian_direction_runs_along_a_ridge(angle):
+    a = np.radians(angle)
+    centre = _fields([_line((64 - 50 * np.cos(a), 64 - 50 * np.sin(a)), (64 + 50 * np.cos(a), 64 + 50 * np.sin(a)))], (128, 128))[0]
+    cos2, sin2 = hessian_direction(centre)
+    y, x = np.mgrid[:128, :128]
+    on = (centre > 0.5) & (np.abs((x - 64) * np.cos(a) + (y - 64) * np.sin(a)) < 40)  # away from the ends
+    # Within 3 degrees of the line's axis on the ridge (the doubled angle within 6).
+    doubled = np.degrees(np.angle(np.exp(1j * (np.arctan2(sin2[on], cos2[on]) - 2 * a))))
+    assert on.sum() > 120 and np.abs(doubled).max() < 6.0
+    assert np.allclose(np.hypot(cos2, sin2), 1.0, atol=1e-5)
+    flat = hessian_direction(np.zeros((16, 16), np.float32))
+    assert np.array_equal(flat[0], np.ones((16, 16))) and not flat[1].any()
+    with pytest.raises(ValueError, match="sigma"):
+        hessian_direction(centre, 0)
+
+
+def test_the_centre_map_s_hessian_makes_the_tracing_ignore_a_wrong_direction_field():
+    fields = _fields([_line((10, 40), (110, 40)), _line((10, 45), (110, 45))], (96, 128))
+    fields[1:3] = -fields[1:3]  # the direction channels turned by 90 degrees
+    frame = extract_lines(fields)  # the default reads the direction off the centre map
+    assert len(frame.dislocations) == 2
+    assert sorted(round(d.length) for d in frame.dislocations) == pytest.approx([100, 100], abs=3)
+    # Read from the channels, the suppression runs along the lines and breaks them.
+    channels = extract_lines(fields, settings=LineFieldSettings(direction_sigma=0))
+    assert sum(d.length for d in channels.dislocations) < 100
+    with pytest.raises(ValueError, match="direction_sigma"):
+        LineFieldSettings(direction_sigma=-1)
 
 
 def test_valid_region_excludes_the_rest_and_input_is_not_modified():
@@ -311,8 +341,11 @@ def test_a_sharp_turn_is_cut_and_a_gentle_one_is_not():
     assert len(frame.dislocations) == 2
     lengths = sorted(d.length for d in frame.dislocations)
     assert lengths[0] > 30 and lengths[1] > 40
-    # ... unless cutting is off, and a 25 degree bend stays one line.
-    assert len(extract_lines(_polyline_fields(corner), settings=LineFieldSettings(max_turn=180)).dislocations) == 1
+    # ... unless cutting is off (with the direction channels: the Hessian of the centre
+    # map has no ridge normal at the corner's apex, which breaks the ridge there too),
+    # and a 25 degree bend stays one line.
+    no_cuts = LineFieldSettings(max_turn=180, direction_sigma=0)
+    assert len(extract_lines(_polyline_fields(corner), settings=no_cuts).dislocations) == 1
     bend = _dense_polyline([(10, 70), (60, 70), (60 + 50 * np.cos(np.radians(-25)), 70 + 50 * np.sin(np.radians(-25)))])
     assert len(extract_lines(_polyline_fields(bend)).dislocations) == 1
 

@@ -146,6 +146,7 @@ VARIANTS = {
     "low thresholds": LineFieldSettings(high=0.5, low=0.25),
     "high thresholds, no trim": LineFieldSettings(high=0.9, low=0.6, trim=0.0),
     "no turn cuts, no border": LineFieldSettings(max_turn=180.0, border=0.0),
+    "direction from the model's channels": LineFieldSettings(direction_sigma=0.0),
 }
 
 
