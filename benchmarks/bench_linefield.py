@@ -20,15 +20,16 @@ against the multi-label baseline measured side by side in this process.
    thesis' metric when the network is perfect, for the routes from a semantic prediction
    to instances: the union of the true masks as one mask through
    ``extract_dislocations`` (issue 16's baseline); perfect line fields traced by
-   ``extract_lines``; the same without the direction channels (the direction taken from
-   the centre map's Hessian instead: what a centre-only model would give); and without
-   joining segment ends (``link_distance=0``: no pairing at crossings or gaps).
+   ``extract_lines`` reading the direction channels (``direction_sigma=0``); the same
+   with the direction from the centre map's Hessian (the default since stop 31: what a
+   centre-only model would give); and without joining segment ends
+   (``link_distance=0``: no pairing at crossings or gaps).
 
 4. **A trained model** (``--model MODEL.onnx --validation N``): its thesis length
    score, precision and predictions per frame on N validation images per preset (the
    training validation seeds, never the held-out sets or real frames), for several
    tracing thresholds, and the ablations of 3. on its own predictions (direction from
-   the Hessian of its centre map; no joins). How the tracing defaults were chosen.
+   its direction channels; no joins). How the tracing defaults were chosen.
 
 Prints a table with ratios; timings are the median of the items or frames, in one
 process (one core).
@@ -53,7 +54,7 @@ def _median_ms(function, items) -> float:
 
 
 def postprocess_rows(frames: int) -> list[tuple]:
-    from temtrack.sdk.linefield import extract_lines
+    from temtrack.sdk.linefield import LineFieldSettings, extract_lines
     from temtrack.sdk.postprocess import extract_dislocations
     from temtrack.training.synth import generate_sample
     from temtrack.training.synth.targets import line_targets
@@ -67,12 +68,15 @@ def postprocess_rows(frames: int) -> list[tuple]:
         t = line_targets(sample.centrelines, sample.image.shape)
         cases.append((np.concatenate([t.centre[None], t.direction]), sample.masks))
     extract_lines(cases[0][0]), extract_dislocations(cases[0][1])  # imports out of the timing
+    channels = LineFieldSettings(direction_sigma=0)
     lines = _median_ms(lambda c: extract_lines(c[0]), cases)
+    read = _median_ms(lambda c: extract_lines(c[0], settings=channels), cases)
     masks = _median_ms(lambda c: extract_dislocations(c[1]), cases)
     count = statistics.mean(len(extract_lines(c[0]).dislocations) for c in cases)
     return [
         ("post-process, mask baseline (ms/frame)", masks, 1.0),
         (f"post-process, line fields (ms/frame, {count:.0f} lines)", lines, masks / lines),
+        ("  the same, direction from the channels, not the Hessian", read, masks / read),
     ]
 
 
@@ -99,18 +103,6 @@ def stream_rows(items: int, size: int) -> list[tuple]:
     ]
 
 
-def hessian_direction(centre: np.ndarray, sigma: float = 1.5) -> np.ndarray:
-    """``(cos 2θ, sin 2θ)`` of the centre map's ridges from its Hessian: the eigenvector of
-    the larger eigenvalue runs along a bright ridge."""
-    from scipy.ndimage import gaussian_filter
-
-    hxx = gaussian_filter(centre, sigma, order=(0, 2))
-    hyy = gaussian_filter(centre, sigma, order=(2, 0))
-    hxy = gaussian_filter(centre, sigma, order=(1, 1))
-    doubled = np.arctan2(2 * hxy, hxx - hyy)
-    return np.stack([np.cos(doubled), np.sin(doubled)]).astype(np.float32)
-
-
 def ceiling_rows(n: int) -> list[tuple]:
     from temtrack.sdk.linefield import LineFieldSettings, extract_lines, instance_masks
     from temtrack.sdk.metrics import score_image, summarize
@@ -118,7 +110,8 @@ def ceiling_rows(n: int) -> list[tuple]:
     from temtrack.training.synth import generate_sample
     from temtrack.training.synth.targets import line_targets
 
-    no_joins = LineFieldSettings(link_distance=0)
+    channels = LineFieldSettings(direction_sigma=0)  # the direction channels, not the Hessian
+    no_joins = LineFieldSettings(direction_sigma=0, link_distance=0)
     rows = []
     for preset in ("sd1", "sd2", "sd3"):
         scores: dict[str, list] = {"union": [], "fields": [], "hessian": [], "no_joins": []}
@@ -126,20 +119,19 @@ def ceiling_rows(n: int) -> list[tuple]:
             sample = generate_sample(preset, seed=seed)
             t = line_targets(sample.centrelines, sample.image.shape)
             fields = np.concatenate([t.centre[None], t.direction])
-            hessian = np.concatenate([t.centre[None], hessian_direction(t.centre)])
             union = extract_dislocations(sample.masks.max(axis=0, keepdims=True))
             for name, frame in (
                 ("union", union),
-                ("fields", extract_lines(fields)),
-                ("hessian", extract_lines(hessian)),
+                ("fields", extract_lines(fields, settings=channels)),
+                ("hessian", extract_lines(fields)),
                 ("no_joins", extract_lines(fields, settings=no_joins)),
             ):
                 scores[name].append(score_image(instance_masks(frame), sample.masks))
         means = {name: summarize(s)["length_score_mean"] for name, s in scores.items()}
         base = max(means["union"], 1e-9)
         rows.append((f"ceiling {preset}, union of masks (length score)", means["union"], 1.0))
-        rows.append((f"ceiling {preset}, perfect line fields", means["fields"], means["fields"] / base))
-        rows.append((f"ceiling {preset}, centre only (Hessian direction)", means["hessian"], means["hessian"] / base))
+        rows.append((f"ceiling {preset}, perfect line fields, direction channels", means["fields"], means["fields"] / base))
+        rows.append((f"ceiling {preset}, centre only (Hessian direction, default)", means["hessian"], means["hessian"] / base))
         rows.append((f"ceiling {preset}, line fields without joins", means["no_joins"], means["no_joins"] / base))
     return rows
 
@@ -160,16 +152,14 @@ def model_rows(model: str, n: int) -> list[tuple]:
         for i in range(n):
             sample = generate_sample(preset, seed=sample_seed(1_000_003 + 104729 * k, i))
             items.append((preset, backend.predict(sample.image[None])[0], sample.masks))
-    variants = [(f"high {h} low {lo} min_length {m:g}", LineFieldSettings(high=h, low=lo, min_length=m), None)
+    variants = [(f"high {h} low {lo} min_length {m:g}", LineFieldSettings(high=h, low=lo, min_length=m))
                 for h, lo, m in THRESHOLDS]
-    variants += [("defaults, direction from the Hessian", LineFieldSettings(), "hessian"),
-                 ("defaults, no joins", LineFieldSettings(link_distance=0), None)]
+    variants += [("defaults, direction from the channels", LineFieldSettings(direction_sigma=0)),
+                 ("defaults, no joins", LineFieldSettings(link_distance=0))]
     rows, baseline = [], {}
-    for name, settings, direction in variants:  # ratios against the first variant
+    for name, settings in variants:  # ratios against the first variant
         per: dict[str, list] = {}
         for preset, fields, masks in items:
-            if direction == "hessian":
-                fields = np.concatenate([fields[:1], hessian_direction(fields[0])])
             per.setdefault(preset, []).append(score_image(instance_masks(extract_lines(fields, settings=settings)), masks))
         for preset, scores in per.items():
             summary = summarize(scores)

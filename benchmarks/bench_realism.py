@@ -1,7 +1,8 @@
 """Realism of the generator presets: distances of their images to real TEM frames.
 
     python benchmarks/bench_realism.py [--presets sd1 sd3_real ...] [--n 48] [--size 512]
-        [--real ../shared/data/real] [--frames MY_FRAMES ...] [--backgrounds patches] [--json OUT]
+        [--repeats 1] [--real ../shared/data/real] [--frames MY_FRAMES ...] [--backgrounds patches]
+        [--json OUT]
 
 For each preset (all built-in presets by default; a JSON config file is accepted too)
 it renders ``--n`` images and computes the statistics of
@@ -14,6 +15,9 @@ folder of images or a video), to check a preset against your microscope. It prin
 distances per real set and one against all real frames pooled (rows: presets,
 columns: statistics; 0 = alike), and for every preset ``X_real`` whose thesis preset
 ``X`` was run too, the ratio of its distance to ``X``'s (the issue's target: <= 0.5).
+``--repeats R`` renders R independent sets per preset and adds the mean and range of
+the pooled distances and ratios over them: how much of a distance is the sample's own
+noise.
 Presets whose background uses real patches are skipped without ``--backgrounds``.
 """
 
@@ -117,6 +121,29 @@ def ratios(distances: dict[str, dict[str, float]]) -> dict[str, dict[str, float]
     return out
 
 
+def _spread(repeats: dict[str, list[RealismStats]], pooled: RealismStats) -> dict[str, dict[str, list[str]]]:
+    """Mean and range, over the repeats, of each preset's distance to the pooled real
+    frames, and of each ``X_real``'s ratio to ``X`` (repeat r against repeat r)."""
+    per = {name: [realism_distances(stats, pooled) for stats in sets] for name, sets in repeats.items()}
+
+    def cell(values) -> str:
+        values = [v for v in values if math.isfinite(v)]
+        return f"{sum(values) / len(values):.3f} ({min(values):.3f}-{max(values):.3f})" if values else "-"
+
+    distances = {name: [cell([d[s] for d in runs]) for s in STATISTICS] for name, runs in per.items()}
+    ratios_ = {}
+    for name, runs in per.items():
+        base = name[: -len("_real")] if name.endswith("_real") else None
+        if base in per:
+            pairs = list(zip(runs, per[base]))
+            ratios_[name] = [cell([a[s] / b[s] for a, b in pairs if b[s] > 0]) for s in STATISTICS]
+    n = len(next(iter(repeats.values())))
+    return {
+        f"distance to real set 'pooled', mean (range) over {n} repeats": distances,
+        f"ratio new / thesis preset, pooled, mean (range) over {n} repeats (target <= 0.5)": ratios_,
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=None, help="preset names or JSON configs (default: all built-in)")
@@ -126,6 +153,9 @@ def main(argv=None) -> int:
     parser.add_argument("--real", type=Path, default=Path("../shared/data/real"))
     parser.add_argument("--fecral-frames", type=int, default=30)
     parser.add_argument("--backgrounds", type=Path, default=None, help="real patch folder, for presets that use patches")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="independent sets of --n images per preset (seeds follow on); with 2 or more, "
+                        "also the spread of the pooled distances and ratios over them")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--frames", type=Path, action="append", default=[], metavar="DIR_OR_VIDEO",
                         help="your own real frames (a folder of images of one bit depth, or a video); "
@@ -146,15 +176,23 @@ def main(argv=None) -> int:
         return 1
     real["pooled"] = pool_statistics(list(real.values()))
 
+    if args.repeats < 1:
+        print(f"error: --repeats must be at least 1, got {args.repeats}", file=sys.stderr)
+        return 2
     synthetic: dict[str, RealismStats] = {}
+    repeats: dict[str, list[RealismStats]] = {}
     for name in args.presets or preset_names():
         label, config = _load_preset(name, args.size)
         if config.background.mode != "perlin" and args.backgrounds is None:
             print(f"skipping preset {label}: its backgrounds use real patches, give --backgrounds DIR", file=sys.stderr)
             continue
         start = time.perf_counter()
-        synthetic[label] = synthetic_set(config, n=args.n, seed=args.seed, backgrounds=args.backgrounds)
-        print(f"preset {label}: {args.n} images ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+        repeats[label] = [
+            synthetic_set(config, n=args.n, seed=args.seed + r * args.n, backgrounds=args.backgrounds)
+            for r in range(args.repeats)
+        ]
+        synthetic[label] = repeats[label][0]
+        print(f"preset {label}: {args.repeats} x {args.n} images ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
 
     distances = {
         block: {name: realism_distances(stats, reference) for name, stats in synthetic.items()}
@@ -166,6 +204,12 @@ def main(argv=None) -> int:
     for block, rows in ratio.items():
         if rows:
             print(_table(f"\nratio new / thesis preset, real set {block!r} (target <= 0.5)", rows, fmt="{:8.2f}"))
+    spread = _spread(repeats, real["pooled"]) if args.repeats > 1 else {}
+    for title, rows in spread.items():
+        print(f"\n{title}")
+        print(f"{'preset':<16}" + "".join(f"{SHORT[s]:>17}" for s in STATISTICS))
+        for name, cells in rows.items():
+            print(f"{name:<16}" + "".join(f"{cell:>17}" for cell in cells))
     summary = {**{f"real:{k}": v.summary() for k, v in real.items()}, **{k: v.summary() for k, v in synthetic.items()}}
     keys = list(next(iter(summary.values())))
     print("\ntypical values (medians; vignetting: edge ring / centre)")
@@ -176,7 +220,7 @@ def main(argv=None) -> int:
         args.json.write_text(
             json.dumps(
                 {"settings": {k: str(v) for k, v in vars(args).items()}, "distances": distances, "ratios": ratio,
-                 "summary": summary},
+                 "spread": spread, "summary": summary},
                 indent=1,
                 allow_nan=True,
             )

@@ -38,6 +38,10 @@ Such edges stay straight and frame-long while the window fades in or out (fecral
 frames 455-457, 984-993, 1090-1093, where its gray text is nowhere saturated); no
 specimen edge runs along one pixel row over the whole frame (in the real videos we
 have, specimen rows step over at most a third of the width).
+Beyond the outermost such edge, a band of at most a quarter of the frame that is mostly
+(half or more) saturated white or black is the window's panel or a letterbox, and is
+masked with whatever text it holds (fecral frames 991 and 1092, where the recording
+window's white panel with its gray status text scrolls in).
 
 The accepted pixels, grown by ``grow`` px to cover anti-aliasing and compression
 ringing, form the mask.
@@ -108,6 +112,8 @@ _EDGE_STEP = 0.06  # gray step between neighbouring rows (columns) that counts t
 _EDGE_SPAN = 0.8  # share of the frame's width (height) such an edge spans
 _BAR = 40  # px: straight edges this close bound a bar (a status bar), masked between them
 _MAX_EDGES = 0.1  # share of the rows (columns) beyond which frame-long steps are a pattern (scan lines), not a window
+_PANEL = 0.25  # the widest band, as a share of the frame, beyond a window's outermost edge that may be its panel
+_PANEL_SATURATED = 0.5  # least share of white or black pixels in such a band
 
 
 @dataclass(frozen=True)
@@ -276,28 +282,39 @@ def _grouped(boxes: np.ndarray, seed: np.ndarray, member: np.ndarray, shape: tup
     return accepted
 
 
-def _straight_edges(image: np.ndarray) -> np.ndarray:
+def _straight_edges(image: np.ndarray, level: float) -> np.ndarray:
     """Rows (columns) along which the frame steps by at least ``_EDGE_STEP`` across at
-    least ``_EDGE_SPAN`` of its width (height), and the bars between two such edges at
-    most ``_BAR`` px apart. (H, W) bool.
+    least ``_EDGE_SPAN`` of its width (height), the bars between two such edges at most
+    ``_BAR`` px apart, and the panel between the outermost such edge and the frame's
+    border when it is narrow and mostly saturated. (H, W) bool.
 
     The window of the recording software (a status bar, a letterbox edge) is drawn with
     edges that run straight along a pixel row over the whole frame, even while it fades
-    in or out; a specimen's edges are neither that straight nor that long. Steps along
-    more than ``_MAX_EDGES`` of the rows (columns) are a pattern of the camera or the
-    capture (scan lines, interlacing), not a window: none are taken then.
+    in or out; a specimen's edges are neither that straight nor that long. Beyond the
+    outermost edge, a band of at most ``_PANEL`` of the frame whose pixels are at least
+    ``_PANEL_SATURATED`` white or black (within ``level``) is the window's panel with
+    its text, or a letterbox, not specimen. Steps along more than ``_MAX_EDGES`` of the
+    rows (columns) are a pattern of the camera or the capture (scan lines, interlacing),
+    not a window: none are taken then.
     """
     mask = np.zeros(image.shape, bool)
+    saturated = (image <= level) | (image >= 1.0 - level)
     for axis in (0, 1):
         stepped = np.abs(np.diff(image, axis=axis)) >= _EDGE_STEP
         edges = np.flatnonzero(stepped.mean(axis=1 - axis) >= _EDGE_SPAN)
-        if not len(edges) or len(edges) > _MAX_EDGES * image.shape[axis]:
+        size = image.shape[axis]
+        if not len(edges) or len(edges) > _MAX_EDGES * size:
             continue
-        lines = np.zeros(image.shape[axis], bool)
+        lines = np.zeros(size, bool)
         lines[edges] = lines[edges + 1] = True  # the step lies between a row and the next
         for a, b in zip(edges[:-1], edges[1:]):
             if b - a <= _BAR:
                 lines[a : b + 1] = True
+        share = saturated.mean(axis=1 - axis)  # per row (column)
+        for band in (slice(0, edges[0] + 1), slice(edges[-1] + 1, size)):
+            width = band.stop - band.start
+            if 0 < width <= _PANEL * size and share[band].mean() >= _PANEL_SATURATED:
+                lines[band] = True
         if axis == 0:
             mask[lines, :] = True
         else:
@@ -309,7 +326,7 @@ def _frame_mask(image: np.ndarray, level: float, *, edges: bool = True) -> np.nd
     """One frame's overlay pixels (not grown); ``edges``: with a recording window's
     straight edges and bars (:func:`_straight_edges`)."""
     labels, boxes, seed, member = _candidates(image, level)
-    mask = _straight_edges(image) if edges else np.zeros(image.shape, bool)
+    mask = _straight_edges(image, level) if edges else np.zeros(image.shape, bool)
     accepted = _grouped(boxes, seed, member, image.shape)
     start = 0
     for label in labels:
@@ -378,7 +395,7 @@ def annotation_mask(frames, *, grow: int = 3, level: float = 0.08) -> np.ndarray
     edges = np.zeros(stack.shape[1:], np.int32)
     for image in stack:
         mask |= _frame_mask(image, level, edges=False)
-        edges += _straight_edges(image)
+        edges += _straight_edges(image, level)
     mask |= 2 * edges >= len(stack)
     return _grown(mask, grow)
 

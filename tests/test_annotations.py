@@ -196,6 +196,42 @@ def test_fading_status_bar_is_masked_with_its_text(transposed, alpha):
         assert not _points_on(mask, curves)[away].any()
 
 
+def _with_panel(image: np.ndarray, top: int, gray: float) -> np.ndarray:
+    """``image`` with a recording window's panel from row ``top`` to the bottom: a bar
+    edge, then a flat panel of ``gray`` with a line of gray status text in it."""
+    out = image.astype(np.float32).copy()
+    out[top : top + 3] = 0.55  # the window's edge
+    out[top + 3 :] = gray
+    text = np.zeros(out.shape, np.uint8)
+    cv2.putText(text, "Counts: 212351   Fluence", (6, top + 24), cv2.FONT_HERSHEY_SIMPLEX, 0.45, 255, 1)
+    out[text > 0] = 0.6
+    return out
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_saturated_panel_beyond_a_window_edge_is_masked_with_its_text(transposed):
+    """A white panel 40 px tall at the bottom of a generator frame (a recording window
+    scrolled in), with gray status text: masked whole, text included; the same band in
+    mid gray, or a white one over a third of the frame, is not a panel (not masked whole),
+    and no centreline point more than 10 px above the panel or the gray band is touched."""
+    top = SIZE - 40
+    for seed in range(2):
+        sample = generate_sample("sd2", seed, size=SIZE)
+        cases = {"white panel": (top, 1.0), "gray band": (top, 0.5), "tall white band": (SIZE // 3 * 2 - 10, 1.0)}
+        for name, (start, gray) in cases.items():
+            image = _with_panel(sample.image, start, gray)
+            image = np.ascontiguousarray(image.T) if transposed else image
+            mask = annotation_mask(image, grow=0)
+            below = mask[:, start + 6 :] if transposed else mask[start + 6 :]
+            assert below.all() == (name == "white panel"), name
+            if name == "tall white band":
+                continue  # a large white region: the saturated-overlay rule may take parts of it
+            curves = [c[:, ::-1] if transposed else c for c in sample.centrelines]
+            points = np.concatenate(curves)
+            above = (points[:, 0] if transposed else points[:, 1]) < start - 10
+            assert not _points_on(mask, curves)[above].any(), name
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 def test_scan_lines_are_not_a_window(transposed):
     """A generator frame whose every other row (column) is 0.1 brighter, as an
