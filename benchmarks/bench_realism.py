@@ -16,8 +16,8 @@ distances per real set and one against all real frames pooled (rows: presets,
 columns: statistics; 0 = alike), and for every preset ``X_real`` whose thesis preset
 ``X`` was run too, the ratio of its distance to ``X``'s (the issue's target: <= 0.5).
 ``--repeats R`` renders R independent sets per preset and adds the mean and range of
-the pooled distances and ratios over them: how much of a distance is the sample's own
-noise.
+the pooled distances and ratios over them, and the noise floor: the distance between a
+preset's own repeats, below which two sets cannot be told apart with ``--n`` images.
 Presets whose background uses real patches are skipped without ``--backgrounds``.
 """
 
@@ -137,10 +137,16 @@ def _spread(repeats: dict[str, list[RealismStats]], pooled: RealismStats) -> dic
         if base in per:
             pairs = list(zip(runs, per[base]))
             ratios_[name] = [cell([a[s] / b[s] for a, b in pairs if b[s] > 0]) for s in STATISTICS]
+    # The noise floor: one preset's repeats against each other (no real frame involved).
+    floor = {
+        name: [cell([realism_distances(a, b)[s] for a, b in zip(sets[:-1], sets[1:])]) for s in STATISTICS]
+        for name, sets in repeats.items()
+    }
     n = len(next(iter(repeats.values())))
     return {
         f"distance to real set 'pooled', mean (range) over {n} repeats": distances,
         f"ratio new / thesis preset, pooled, mean (range) over {n} repeats (target <= 0.5)": ratios_,
+        "noise floor: distance between a preset's own repeats, mean (range)": floor,
     }
 
 
@@ -207,9 +213,9 @@ def main(argv=None) -> int:
     spread = _spread(repeats, real["pooled"]) if args.repeats > 1 else {}
     for title, rows in spread.items():
         print(f"\n{title}")
-        print(f"{'preset':<16}" + "".join(f"{SHORT[s]:>17}" for s in STATISTICS))
+        print(f"{'preset':<16}" + "".join(f"{SHORT[s]:>21}" for s in STATISTICS))
         for name, cells in rows.items():
-            print(f"{name:<16}" + "".join(f"{cell:>17}" for cell in cells))
+            print(f"{name:<16}" + "".join(f"{cell:>21}" for cell in cells))
     summary = {**{f"real:{k}": v.summary() for k, v in real.items()}, **{k: v.summary() for k, v in synthetic.items()}}
     keys = list(next(iter(summary.values())))
     print("\ntypical values (medians; vignetting: edge ring / centre)")

@@ -92,7 +92,7 @@ def field_end_segment(path, direction, reach=6):
     for k, (tip, inner, piece) in enumerate(
         ((xy[0], xy[min(reach, len(xy) - 1)], path[:reach]), (xy[-1], xy[max(len(xy) - 1 - reach, 0)], path[-reach:]))
     ):
-        axis = linefield._axis(direction, piece)
+        axis = np.array(linefield._axis(direction, piece))
         if np.hypot(*(tip - inner)) > 0:
             axis = axis if axis @ (tip - inner) >= 0 else -axis
         ends[k], out[k] = tip, axis

@@ -524,12 +524,16 @@ def _segments(skeleton: np.ndarray) -> list[np.ndarray]:
 END_REACH = 10
 
 
-def _axis(direction: np.ndarray, path: np.ndarray) -> np.ndarray:
+def _axis(direction: np.ndarray, path: np.ndarray) -> tuple[float, float]:
     """Mean line axis (unit (x, y), sign arbitrary) of the direction field along ``path``."""
-    c = float(direction[0][path[:, 0], path[:, 1]].mean())
-    s = float(direction[1][path[:, 0], path[:, 1]].mean())
+    if len(path) == 1:  # the common case (a bridge pixel): plain floats, no numpy reductions
+        (row, col), = path.tolist()
+        c, s = float(direction[0][row, col]), float(direction[1][row, col])
+    else:
+        c = float(direction[0][path[:, 0], path[:, 1]].mean())
+        s = float(direction[1][path[:, 0], path[:, 1]].mean())
     theta = 0.5 * math.atan2(s, c)
-    return np.array([math.cos(theta), math.sin(theta)])
+    return math.cos(theta), math.sin(theta)
 
 
 def _segment(path: np.ndarray, direction: np.ndarray) -> _Segment:
@@ -548,7 +552,11 @@ def _segment(path: np.ndarray, direction: np.ndarray) -> _Segment:
     out = []
     for k, (dx, dy) in enumerate(((x0 - u0, y0 - v0), (x1 - u1, y1 - v1))):
         norm = math.hypot(dx, dy)
-        out.append((dx / norm, dy / norm) if norm > 0 else _axis(direction, path) * (1 if k == 0 else -1))
+        if norm > 0:
+            out.append((dx / norm, dy / norm))
+        else:
+            ax, ay = _axis(direction, path)
+            out.append((ax, ay) if k == 0 else (-ax, -ay))
     return _Segment(path, np.array([(x0, y0), (x1, y1)], float), np.array(out))
 
 
