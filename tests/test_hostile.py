@@ -77,6 +77,13 @@ def _slow_run(folder, *args, **popen):
     )
 
 
+def _as_from_a_terminal():
+    """In the child: SIGINT as a terminal's foreground job has it. A runner started in
+    the background of a non-interactive shell passes SIGINT on ignored, and a process
+    rightly keeps an ignored SIGINT ignored; these tests press Ctrl-C as a user would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(condition, timeout=30.0):
     ends = time.monotonic() + timeout
     while time.monotonic() < ends:
@@ -117,7 +124,8 @@ def test_terminate_keeps_the_finished_frames(folder, signum, code, monkeypatch):
 
 @needs_proc
 def test_ctrl_c_prints_one_line_and_no_worker_traceback(folder):
-    process = _slow_run(folder, "--workers", "1", "--batch-size", "1", start_new_session=True)
+    process = _slow_run(folder, "--workers", "1", "--batch-size", "1", start_new_session=True,
+                        preexec_fn=_as_from_a_terminal)
     assert _wait_for(lambda: (folder / ".s.parquet.partial" / "run.json").exists())
     time.sleep(1.0)
     os.killpg(process.pid, signal.SIGINT)  # as a terminal does: the whole process group
@@ -162,11 +170,17 @@ def test_ctrl_c_during_synth_with_workers(tmp_path):
         [sys.executable, "-m", "temtrack.cli", "synth", "--n", "100000", "--size", "128", "--workers", "2", "--out", "d",
          "--quiet"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
     )
-    assert _wait_for(lambda: any((tmp_path / "d.partial" / "labels").glob("*.json")), timeout=60)
-    workers = children(process.pid)
-    os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    try:
+        assert _wait_for(lambda: any((tmp_path / "d.partial" / "labels").glob("*.json")), timeout=60)
+        workers = children(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # never leave 100 000 images rendering behind a failed test
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("tem-track synth: interrupted (SIGINT)")
     assert _wait_for(lambda: not any(alive(pid) for pid in workers), timeout=10)
