@@ -131,18 +131,14 @@ def _spread(repeats: dict[str, list[RealismStats]], pooled: RealismStats) -> dic
         return f"{sum(values) / len(values):.3f} ({min(values):.3f}-{max(values):.3f})" if values else "-"
 
     distances = {name: [cell([d[s] for d in runs]) for s in STATISTICS] for name, runs in per.items()}
-    ratios_ = {}
-    for name, runs in per.items():
-        base = name[: -len("_real")] if name.endswith("_real") else None
-        if base in per:
-            pairs = list(zip(runs, per[base]))
-            ratios_[name] = [cell([a[s] / b[s] for a, b in pairs if b[s] > 0]) for s in STATISTICS]
+    n = len(next(iter(repeats.values())))
+    by_repeat = [ratios({name: runs[r] for name, runs in per.items()}) for r in range(n)]
+    ratios_ = {name: [cell([rows[name][s] for rows in by_repeat]) for s in STATISTICS] for name in by_repeat[0]}
     # The noise floor: one preset's repeats against each other (no real frame involved).
     floor = {
         name: [cell([realism_distances(a, b)[s] for a, b in zip(sets[:-1], sets[1:])]) for s in STATISTICS]
         for name, sets in repeats.items()
     }
-    n = len(next(iter(repeats.values())))
     return {
         f"distance to real set 'pooled', mean (range) over {n} repeats": distances,
         f"ratio new / thesis preset, pooled, mean (range) over {n} repeats (target <= 0.5)": ratios_,
@@ -167,6 +163,9 @@ def main(argv=None) -> int:
                         help="your own real frames (a folder of images of one bit depth, or a video); "
                         "repeatable; compared beside the shared sets")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        print(f"error: --repeats must be at least 1, got {args.repeats}", file=sys.stderr)
+        return 2
 
     real = real_sets(args.real, fecral_frames=args.fecral_frames)
     for path in args.frames:
@@ -182,9 +181,6 @@ def main(argv=None) -> int:
         return 1
     real["pooled"] = pool_statistics(list(real.values()))
 
-    if args.repeats < 1:
-        print(f"error: --repeats must be at least 1, got {args.repeats}", file=sys.stderr)
-        return 2
     synthetic: dict[str, RealismStats] = {}
     repeats: dict[str, list[RealismStats]] = {}
     for name in args.presets or preset_names():

@@ -298,7 +298,7 @@ def _straight_edges(image: np.ndarray, level: float) -> np.ndarray:
     not a window: none are taken then.
     """
     mask = np.zeros(image.shape, bool)
-    saturated = (image <= level) | (image >= 1.0 - level)
+    saturated = None  # only for frames with such edges (most have none)
     for axis in (0, 1):
         stepped = np.abs(np.diff(image, axis=axis)) >= _EDGE_STEP
         edges = np.flatnonzero(stepped.mean(axis=1 - axis) >= _EDGE_SPAN)
@@ -310,6 +310,8 @@ def _straight_edges(image: np.ndarray, level: float) -> np.ndarray:
         for a, b in zip(edges[:-1], edges[1:]):
             if b - a <= _BAR:
                 lines[a : b + 1] = True
+        if saturated is None:
+            saturated = (image <= level) | (image >= 1.0 - level)
         share = saturated.mean(axis=1 - axis)  # per row (column)
         for band in (slice(0, edges[0] + 1), slice(edges[-1] + 1, size)):
             width = band.stop - band.start
