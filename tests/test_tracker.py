@@ -383,3 +383,57 @@ def test_curve_linker_gating_is_exact_for_many_short_curves():
         ids_dense = dense.step(frame, curves)
         assert ids_gated.tolist() == ids_dense.tolist()
     assert len(gated._ids) > 300  # the lost tracks really were kept
+
+
+def _register_reference(linker, predicted, geometry, near, trouble):
+    """The pile-up registration as first written: every measured (track, curve) pair of
+    a group in the (candidate, pair) block, none left out."""
+    from temtrack.tracker import _curves
+
+    s = linker._settings
+    _, normal = _curves.axes(predicted)
+    cost0 = s.overhang_weight * geometry.overhang + s.gap_penalty * linker._missed[:, None]
+    measured = np.isfinite(geometry.distance)
+    shift = np.zeros((len(predicted), 2))
+    beside = near | np.eye(len(predicted), dtype=bool)
+    for k in np.flatnonzero(trouble | near[:, trouble].any(axis=1)):
+        group = np.flatnonzero(beside[k])
+        member, curve = np.nonzero(measured[group])
+        if len(group) < 2 or not len(member):
+            continue
+        rows = group[member]
+        along = (geometry.offset[rows, curve] * normal[k]).sum(axis=1)
+        lateral2 = np.maximum(geometry.distance[rows, curve] ** 2 - along**2, 0.0)
+        candidates = np.unique(np.round(np.concatenate([[0.0], along]), 1))
+        cost = np.sqrt(lateral2[None] + (along[None] - candidates[:, None]) ** 2) + cost0[rows, curve][None]
+        score = np.zeros(len(candidates))
+        for ids in (member, curve):  # each track its best curve, each curve its best track
+            for value in np.unique(ids):
+                score += np.minimum(cost[:, ids == value].min(axis=1), s.max_cost)
+        score += s.max_cost * (len(group) - len(np.unique(member)))
+        shift[k] = candidates[np.argmin(score + 1e-3 * np.abs(candidates))] * normal[k]
+    return shift
+
+
+def test_pileup_registration_leaves_out_only_pairs_that_cannot_matter(pileup_videos, monkeypatch):
+    """The registration skips (track, curve) pairs already at max_cost across the line;
+    its jumps are those of the full computation, on pile-ups and on a dense scene."""
+    calls = []
+    original = CurveLinker._register
+
+    def checked(self, predicted, geometry, near, trouble):
+        got = original(self, predicted, geometry, near, trouble)
+        np.testing.assert_allclose(got, _register_reference(self, predicted, geometry, near, trouble), atol=1e-9)
+        calls.append(int((np.hypot(*got.T) > 0).sum()))
+        return got
+
+    monkeypatch.setattr(CurveLinker, "_register", checked)
+    for frames in pileup_videos:
+        _score("curve", frames)
+    rng = np.random.default_rng(3)
+    base = [vertical(x, y0=rng.uniform(10, 40), length=rng.uniform(30, 80)) for x in np.arange(20.0, 400.0, 6.0)]
+    linker = CurveLinker()
+    for frame in range(6):
+        jump = 7.0 if frame == 3 else 0.0  # beyond the gate: the registration's case
+        linker.step(frame, [c + [jump * (frame >= 3), 0.0] + rng.normal(0, 0.3, 2) for c in base if rng.random() > 0.1])
+    assert len(calls) >= 10 and sum(calls) > 0, calls  # registration ran, and found jumps

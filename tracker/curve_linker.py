@@ -282,7 +282,19 @@ class CurveLinker(Linker):
             along = (geometry.offset[rows, curve] * normal[k]).sum(axis=1)  # (P,)
             lateral2 = np.maximum(geometry.distance[rows, curve] ** 2 - along**2, 0.0)
             candidates = np.unique(np.round(np.concatenate([[0.0], along]), 1))
-            cost = np.sqrt(lateral2[None] + (along[None] - candidates[:, None]) ** 2) + cost0[rows, curve][None]  # (C, P)
+            # A pair whose lateral distance and fixed cost already reach max_cost costs
+            # max_cost at every shift: it cannot move the best shift. Left out (a curve
+            # or track with no other pair then adds the same max_cost to every
+            # candidate's score, which leaves the argmin alone), the (C, P) block below
+            # shrinks several times on a dense frame.
+            fixed = cost0[rows, curve]
+            useful = np.sqrt(lateral2) + fixed < s.max_cost
+            if not useful.any():
+                continue
+            member, curve, along, lateral2, fixed = (
+                member[useful], curve[useful], along[useful], lateral2[useful], fixed[useful]
+            )
+            cost = np.sqrt(lateral2[None] + (along[None] - candidates[:, None]) ** 2) + fixed[None]  # (C, P)
             # Each track its best curve, each curve its best track (max_cost when none).
             by_member = np.flatnonzero(np.r_[True, member[1:] != member[:-1]])
             per_track = np.minimum(np.minimum.reduceat(cost, by_member, axis=1), s.max_cost).sum(axis=1)
