@@ -7,7 +7,13 @@ so the ratio does not depend on how fast the machine is). The curve linker used 
 held to < 20 ms per frame by a unit test (about 1-2 ms on one core); the ratio is what
 to watch for regressions.
 
+With ``--splines`` the frames are a real run's instead: the splines Parquet file the main
+job wrote (e.g. ``tem-track ../shared/data/real/twip-8.4um/video.mp4 --out twip.parquet
+--end 40``: about 200 curves per frame), linked from its first frame, both linkers timed
+over every frame after the warm-up.
+
     python benchmarks/bench_linker_frame.py [--frames 40] [--lines 15] [--repeats 5]
+    python benchmarks/bench_linker_frame.py --splines twip.parquet [--repeats 2]
 """
 
 from __future__ import annotations
@@ -37,16 +43,47 @@ def seconds_per_frame(method: str, frames: int, lines: int) -> float:
     return (time.perf_counter() - start) / frames
 
 
+def real_frames(path) -> list[list[np.ndarray]]:
+    """The curves of each frame of a splines Parquet file, frame by frame."""
+    import pandas as pd
+
+    table = pd.read_parquet(path, columns=["frame", "x", "y"])
+    return [
+        [np.column_stack([x, y]) for x, y in zip(group["x"], group["y"])]
+        for _, group in table.groupby("frame", sort=True)
+    ]
+
+
+def seconds_per_real_frame(method: str, frames: list[list[np.ndarray]]) -> float:
+    linker = make_linker(method)
+    for f, curves in enumerate(frames[:5]):
+        linker.step(f, curves)
+    start = time.perf_counter()
+    for f, curves in enumerate(frames[5:], start=5):
+        linker.step(f, curves)
+    return (time.perf_counter() - start) / max(len(frames) - 5, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=40, help="frames timed per run (default: 40)")
     parser.add_argument("--lines", type=int, default=15, help="curves per frame (default: 15)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per linker; the fastest counts (default: 5)")
+    parser.add_argument("--splines", help="a splines Parquet file of the main job: link its frames instead")
     args = parser.parse_args()
     times = {}
-    for method in ("trackpy", "curve"):  # trackpy is the baseline
-        times[method] = min(seconds_per_frame(method, args.frames, args.lines) for _ in range(args.repeats))
-    print(f"{args.lines} curves per frame, {args.frames} frames, best of {args.repeats}")
+    if args.splines:
+        frames = real_frames(args.splines)
+        if len(frames) < 6:
+            parser.error(f"--splines {args.splines}: {len(frames)} frames, need at least 6 (5 warm up the linkers)")
+        for method in ("trackpy", "curve"):
+            times[method] = min(seconds_per_real_frame(method, frames) for _ in range(args.repeats))
+        count = np.mean([len(c) for c in frames])
+        print(f"{args.splines}: {count:.1f} curves per frame, {len(frames) - 5} frames timed, best of {args.repeats}")
+    else:
+        for method in ("trackpy", "curve"):  # trackpy is the baseline
+            times[method] = min(seconds_per_frame(method, args.frames, args.lines) for _ in range(args.repeats))
+        print(f"{args.lines} curves per frame, {args.frames} frames, best of {args.repeats}")
     for method, seconds in times.items():
         print(f"  {method:8s} {1000 * seconds:7.2f} ms/frame  ({seconds / times['trackpy']:.2f} x trackpy)")
 
