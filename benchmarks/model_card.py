@@ -2,6 +2,7 @@
 
     python benchmarks/model_card.py --heldout HELDOUT --out OUT [--model NAME=MODEL ...]
         [--real ../shared/data/real] [--figures docs/model-card] [--quick]
+    python benchmarks/model_card.py --pictures-only --beside FILE.jpg --model a=A.onnx --model b=B.onnx
 
 - ``HELDOUT`` holds ``sd1``, ``sd2``, ``sd3``: synthetic sets from ``tem-track synth``
   with seeds never used in training, e.g.
@@ -162,7 +163,6 @@ def pictures(model: Path, real: Path, folder: Path) -> list[str]:
     import cv2
 
     from temtrack.sdk.analyzer import Analyzer
-    from temtrack.sdk.overlay import draw_tracks
 
     analyzer = Analyzer(model, workers=0, batch_size=1)
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,9 +173,7 @@ def pictures(model: Path, real: Path, folder: Path) -> list[str]:
             print(f"skipped picture {label}: {path} is missing", file=sys.stderr)
             continue
         image = _read_frame(path, index)
-        (result,) = analyzer.stream([image])
-        curves = [d.points for d in result.dislocations]
-        drawn = draw_tracks(image, curves, list(range(len(curves))), labels=False)
+        drawn, curves = _drawn(analyzer, image)
         plain = cv2.cvtColor(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
         panel = np.concatenate([plain, np.full((plain.shape[0], 8, 3), 255, np.uint8), drawn], axis=1)
         scale = min(1.0, 1100 / panel.shape[1])
@@ -184,6 +182,48 @@ def pictures(model: Path, real: Path, folder: Path) -> list[str]:
         target = folder / f"{label}.jpg"
         cv2.imwrite(str(target), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
         written.append(f"{label}: {len(curves)} dislocations")
+    return written
+
+
+def _drawn(analyzer, image: np.ndarray):
+    """``image`` with the analyzer's splines drawn on it, one colour each, and the splines."""
+    from temtrack.sdk.overlay import draw_tracks
+
+    (result,) = analyzer.stream([image])
+    curves = [d.points for d in result.dislocations]
+    return draw_tracks(image, curves, list(range(len(curves))), labels=False), curves
+
+
+#: The pictures drawn side by side for several models (``--beside``).
+BESIDE = ("sample3", "fecral-frame600", "twip-frame200")
+
+
+def beside(models: dict, real: Path, target: Path) -> list[str]:
+    """One picture: a row per real frame of :data:`BESIDE`, each model's splines side by
+    side in the order given (columns), 1100 px wide."""
+    import cv2
+
+    from temtrack.sdk.analyzer import Analyzer
+
+    analyzers = {name: Analyzer(model, workers=0, batch_size=1) for name, model in models.items()}
+    rows, written = [], []
+    for label, source, index in PICTURES:
+        if label not in BESIDE or not (real / source).exists():
+            continue
+        image = _read_frame(real / source, index)
+        panels = []
+        for name, analyzer in analyzers.items():
+            drawn, curves = _drawn(analyzer, image)
+            panels += [drawn, np.full((drawn.shape[0], 8, 3), 255, np.uint8)]
+            written.append(f"{label}, {name}: {len(curves)} dislocations")
+        row = np.concatenate(panels[:-1], axis=1)
+        scale = 1100 / row.shape[1]
+        rows += [cv2.resize(row, (1100, round(row.shape[0] * scale)), interpolation=cv2.INTER_AREA),
+                 np.full((8, 1100, 3), 255, np.uint8)]
+    if not rows:
+        return ["skipped the side-by-side picture: no real frame found"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(target), np.concatenate(rows[:-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return written
 
 
@@ -295,10 +335,16 @@ def main(argv=None) -> int:
                         help="score the models only (e.g. while the classical reports are made elsewhere)")
     parser.add_argument("--pictures-only", action="store_true",
                         help="with --figures: only redraw the pictures on real data (the first model)")
+    parser.add_argument("--beside", type=Path, metavar="FILE.jpg",
+                        help="with --pictures-only: one picture of every --model's splines side by side "
+                             "on a dislocation sample, FeCrAl and TWIP (instead of the card's pictures)")
     args = parser.parse_args(argv)
 
     models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
     models = {name: resolve_model(spec) for name, spec in models.items()}
+    if args.pictures_only and args.beside is not None:
+        print("\n".join(beside(models, args.real, args.beside)))
+        return 0
     if args.pictures_only:
         if args.figures is None:
             parser.error("--pictures-only needs --figures FOLDER")
