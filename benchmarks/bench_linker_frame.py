@@ -31,16 +31,14 @@ def vertical(x: float, y0: float = 20.0, length: float = 120.0, n: int = 40) -> 
     return np.column_stack([np.full(n, float(x)), np.linspace(y0, y0 + length, n)])
 
 
-def seconds_per_frame(method: str, frames: int, lines: int) -> float:
+#: Frames each linker links before the clock starts.
+WARM_UP = 5
+
+
+def pileup_frames(frames: int, lines: int) -> list[list[np.ndarray]]:
+    """``WARM_UP + frames`` frames of ``lines`` parallel lines 7 px apart gliding 0.5 px per frame."""
     xs = 20.0 + 7.0 * np.arange(lines)
-    linker = make_linker(method)
-    for f in range(5):
-        linker.step(f, [vertical(x + 0.5 * f) for x in xs])
-    curves = [[vertical(x + 0.5 * f) for x in xs] for f in range(5, 5 + frames)]
-    start = time.perf_counter()
-    for f, frame in enumerate(curves, start=5):
-        linker.step(f, frame)
-    return (time.perf_counter() - start) / frames
+    return [[vertical(x + 0.5 * f) for x in xs] for f in range(WARM_UP + frames)]
 
 
 def real_frames(path) -> list[list[np.ndarray]]:
@@ -54,14 +52,15 @@ def real_frames(path) -> list[list[np.ndarray]]:
     ]
 
 
-def seconds_per_real_frame(method: str, frames: list[list[np.ndarray]]) -> float:
+def seconds_per_frame(method: str, frames: list[list[np.ndarray]]) -> float:
+    """Seconds per frame of ``method`` linking ``frames`` after the first ``WARM_UP``."""
     linker = make_linker(method)
-    for f, curves in enumerate(frames[:5]):
+    for f, curves in enumerate(frames[:WARM_UP]):
         linker.step(f, curves)
     start = time.perf_counter()
-    for f, curves in enumerate(frames[5:], start=5):
+    for f, curves in enumerate(frames[WARM_UP:], start=WARM_UP):
         linker.step(f, curves)
-    return (time.perf_counter() - start) / max(len(frames) - 5, 1)
+    return (time.perf_counter() - start) / (len(frames) - WARM_UP)
 
 
 def main() -> None:
@@ -71,19 +70,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs per linker; the fastest counts (default: 5)")
     parser.add_argument("--splines", help="a splines Parquet file of the main job: link its frames instead")
     args = parser.parse_args()
-    times = {}
     if args.splines:
         frames = real_frames(args.splines)
-        if len(frames) < 6:
-            parser.error(f"--splines {args.splines}: {len(frames)} frames, need at least 6 (5 warm up the linkers)")
-        for method in ("trackpy", "curve"):
-            times[method] = min(seconds_per_real_frame(method, frames) for _ in range(args.repeats))
+        if len(frames) <= WARM_UP:
+            parser.error(f"--splines {args.splines}: {len(frames)} frames, need more than {WARM_UP} (they warm up the linkers)")
         count = np.mean([len(c) for c in frames])
-        print(f"{args.splines}: {count:.1f} curves per frame, {len(frames) - 5} frames timed, best of {args.repeats}")
+        print(f"{args.splines}: {count:.1f} curves per frame, {len(frames) - WARM_UP} frames timed, best of {args.repeats}")
     else:
-        for method in ("trackpy", "curve"):  # trackpy is the baseline
-            times[method] = min(seconds_per_frame(method, args.frames, args.lines) for _ in range(args.repeats))
+        frames = pileup_frames(args.frames, args.lines)
         print(f"{args.lines} curves per frame, {args.frames} frames, best of {args.repeats}")
+    # trackpy is the baseline
+    times = {method: min(seconds_per_frame(method, frames) for _ in range(args.repeats)) for method in ("trackpy", "curve")}
     for method, seconds in times.items():
         print(f"  {method:8s} {1000 * seconds:7.2f} ms/frame  ({seconds / times['trackpy']:.2f} x trackpy)")
 

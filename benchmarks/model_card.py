@@ -2,7 +2,7 @@
 
     python benchmarks/model_card.py --heldout HELDOUT --out OUT [--model NAME=MODEL ...]
         [--real ../shared/data/real] [--figures docs/model-card] [--quick]
-    python benchmarks/model_card.py --pictures-only --beside FILE.jpg --model a=A.onnx --model b=B.onnx
+    python benchmarks/model_card.py --beside FILE.jpg --model a=A.onnx --model b=B.onnx
 
 - ``HELDOUT`` holds ``sd1``, ``sd2``, ``sd3``: synthetic sets from ``tem-track synth``
   with seeds never used in training, e.g.
@@ -175,14 +175,24 @@ def pictures(model: Path, real: Path, folder: Path) -> list[str]:
         image = _read_frame(path, index)
         drawn, curves = _drawn(analyzer, image)
         plain = cv2.cvtColor(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-        panel = np.concatenate([plain, np.full((plain.shape[0], 8, 3), 255, np.uint8), drawn], axis=1)
-        scale = min(1.0, 1100 / panel.shape[1])
-        if scale < 1.0:
-            panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        panel = _joined([plain, drawn])
         target = folder / f"{label}.jpg"
         cv2.imwrite(str(target), panel, [cv2.IMWRITE_JPEG_QUALITY, 85])
         written.append(f"{label}: {len(curves)} dislocations")
     return written
+
+
+def _joined(panels: list, width: int = 1100, *, exact: bool = False) -> np.ndarray:
+    """``panels`` (same height) side by side with 8 px white gaps, scaled down to
+    ``width`` px when wider (and up to it with ``exact``, so that rows stack)."""
+    import cv2
+
+    gap = np.full((panels[0].shape[0], 8, 3), 255, np.uint8)
+    row = np.concatenate([piece for panel in panels for piece in (gap, panel)][1:], axis=1)
+    if row.shape[1] > width or exact:
+        scale = width / row.shape[1]
+        row = cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return row
 
 
 def _drawn(analyzer, image: np.ndarray):
@@ -214,16 +224,13 @@ def beside(models: dict, real: Path, target: Path) -> list[str]:
         panels = []
         for name, analyzer in analyzers.items():
             drawn, curves = _drawn(analyzer, image)
-            panels += [drawn, np.full((drawn.shape[0], 8, 3), 255, np.uint8)]
+            panels.append(drawn)
             written.append(f"{label}, {name}: {len(curves)} dislocations")
-        row = np.concatenate(panels[:-1], axis=1)
-        scale = 1100 / row.shape[1]
-        rows += [cv2.resize(row, (1100, round(row.shape[0] * scale)), interpolation=cv2.INTER_AREA),
-                 np.full((8, 1100, 3), 255, np.uint8)]
+        rows += [np.full((8, 1100, 3), 255, np.uint8), _joined(panels, exact=True)]
     if not rows:
         return ["skipped the side-by-side picture: no real frame found"]
     target.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(target), np.concatenate(rows[:-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    cv2.imwrite(str(target), np.concatenate(rows[1:]), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return written
 
 
@@ -336,13 +343,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures-only", action="store_true",
                         help="with --figures: only redraw the pictures on real data (the first model)")
     parser.add_argument("--beside", type=Path, metavar="FILE.jpg",
-                        help="with --pictures-only: one picture of every --model's splines side by side "
-                             "on a dislocation sample, FeCrAl and TWIP (instead of the card's pictures)")
+                        help="only draw one picture of every --model's splines side by side "
+                             "on a dislocation sample, FeCrAl and TWIP (nothing else is run)")
     args = parser.parse_args(argv)
 
     models = dict(item.split("=", 1) for item in (args.model or ["shipped=default"]))
     models = {name: resolve_model(spec) for name, spec in models.items()}
-    if args.pictures_only and args.beside is not None:
+    if args.beside is not None:
         print("\n".join(beside(models, args.real, args.beside)))
         return 0
     if args.pictures_only:

@@ -434,6 +434,6 @@ def test_pileup_registration_leaves_out_only_pairs_that_cannot_matter(pileup_vid
     base = [vertical(x, y0=rng.uniform(10, 40), length=rng.uniform(30, 80)) for x in np.arange(20.0, 400.0, 6.0)]
     linker = CurveLinker()
     for frame in range(6):
-        jump = 7.0 if frame == 3 else 0.0  # beyond the gate: the registration's case
+        jump = 7.0 if frame == 3 else 0.0  # every line jumps at once: what the registration looks for
         linker.step(frame, [c + [jump * (frame >= 3), 0.0] + rng.normal(0, 0.3, 2) for c in base if rng.random() > 0.1])
     assert len(calls) >= 10 and sum(calls) > 0, calls  # registration ran, and found jumps
