@@ -415,6 +415,33 @@ def _register_reference(linker, predicted, geometry, near, trouble):
     return shift
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pileup_registration_matches_the_per_track_computation_on_random_neighbourhoods(seed):
+    """The registration scores every track's candidates at once; on random
+    neighbourhoods (tracks with no pair, pairs too far to matter, offsets on a coarse
+    grid so that candidates tie) it picks the jumps the per-track computation picks."""
+    from temtrack.tracker import _curves
+
+    rng = np.random.default_rng(seed)
+    n, m = 60, 50
+    predicted = np.stack([vertical(x, length=rng.uniform(40, 90), n=24) for x in rng.uniform(0, 300, n)])
+    measured = rng.random((n, m)) < 0.15
+    measured[rng.random(n) < 0.3] = False  # tracks without a single measured pair
+    distance = np.where(measured, rng.uniform(0.0, 9.0, (n, m)), np.inf)  # beyond 6 px: cannot matter
+    angle = rng.uniform(0, 2 * np.pi, (n, m))
+    reach = np.round(rng.uniform(0, 1, (n, m)) * np.where(measured, distance, 0.0) * 2) / 2  # 0.5 px grid: ties
+    offset = np.where(measured[..., None], np.stack([np.cos(angle), np.sin(angle)], axis=-1) * reach[..., None], np.nan)
+    geometry = _curves.PairGeometry(distance, np.where(measured, rng.uniform(0, 20, (n, m)), 0.0), offset)
+    near = np.triu(rng.random((n, n)) < 0.12, 1)
+    near = near | near.T
+    trouble = rng.random(n) < 0.4
+    linker = CurveLinker()
+    linker._missed = rng.integers(0, 3, n)
+    got = linker._register(predicted, geometry, near, trouble)
+    np.testing.assert_allclose(got, _register_reference(linker, predicted, geometry, near, trouble), atol=1e-9)
+    assert (np.hypot(*got.T) > 0).sum() >= 5  # jumps were found, not only zeros
+
+
 def test_pileup_registration_leaves_out_only_pairs_that_cannot_matter(pileup_videos, monkeypatch):
     """The registration skips (track, curve) pairs already at max_cost across the line;
     its jumps are those of the full computation, on pile-ups and on a dense scene."""

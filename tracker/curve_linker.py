@@ -259,53 +259,52 @@ class CurveLinker(Linker):
         measured offsets, or ``max_cost`` if none is near; every curve near them is
         charged likewise. Candidate shifts are the measured offsets themselves. Only
         tracks with a ``trouble`` (N,) track beside them are registered; the rest keep 0.
+
+        All registered tracks are scored together (:func:`_best_shifts`), not in a
+        Python loop over tracks: a dense frame has hundreds of small neighbourhoods.
         """
         s = self._settings
         n = len(predicted)
+        shift = np.zeros((n, 2))
+        beside = near | np.eye(n, dtype=bool)
+        tracks = np.flatnonzero(trouble | near[:, trouble].any(axis=1))
+        tracks = tracks[beside[tracks].sum(axis=1) >= 2]  # a track alone has no neighbourhood
+        if not len(tracks):
+            return shift
         _, normal = _curves.axes(predicted)
         # The overhang and gap terms of the cost, which a shift keeps.
         cost0 = s.overhang_weight * geometry.overhang + s.gap_penalty * self._missed[:, None]
-        measured = np.isfinite(geometry.distance)
-        shift = np.zeros((n, 2))
-        beside = near | np.eye(n, dtype=bool)
-        for k in np.flatnonzero(trouble | near[:, trouble].any(axis=1)):
-            group = np.flatnonzero(beside[k])
-            if len(group) < 2:
-                continue
-            # Only measured (track, curve) pairs can cost less than max_cost: work on
-            # those pairs alone, not on the dense group x curves block (on a dense
-            # frame, most of it unmeasured).
-            member, curve = np.nonzero(measured[group])  # sorted by member
-            if not len(member):
-                continue
-            rows = group[member]
-            along = (geometry.offset[rows, curve] * normal[k]).sum(axis=1)  # (P,)
-            lateral2 = np.maximum(geometry.distance[rows, curve] ** 2 - along**2, 0.0)
-            candidates = np.unique(np.round(np.concatenate([[0.0], along]), 1))
-            # A pair whose lateral distance and fixed cost already reach max_cost costs
-            # max_cost at every shift: it cannot move the best shift. Left out (a curve
-            # or track with no other pair then adds the same max_cost to every
-            # candidate's score, which leaves the argmin alone), the (C, P) block below
-            # shrinks several times on a dense frame.
-            fixed = cost0[rows, curve]
-            useful = np.sqrt(lateral2) + fixed < s.max_cost
-            if not useful.any():
-                continue
-            member, curve, along, lateral2, fixed = (
-                member[useful], curve[useful], along[useful], lateral2[useful], fixed[useful]
-            )
-            cost = np.sqrt(lateral2[None] + (along[None] - candidates[:, None]) ** 2) + fixed[None]  # (C, P)
-            # Each track its best curve, each curve its best track (max_cost when none).
-            by_member = np.flatnonzero(np.r_[True, member[1:] != member[:-1]])
-            per_track = np.minimum(np.minimum.reduceat(cost, by_member, axis=1), s.max_cost).sum(axis=1)
-            per_track += s.max_cost * (len(group) - len(by_member))
-            order = np.argsort(curve, kind="stable")
-            by_curve = np.flatnonzero(np.r_[True, curve[order][1:] != curve[order][:-1]])
-            per_curve = np.minimum(np.minimum.reduceat(cost[:, order], by_curve, axis=1), s.max_cost).sum(axis=1)
-            score = per_track + per_curve
-            # Ties go to the smaller jump.
-            best = np.argmin(score + 1e-3 * np.abs(candidates))
-            shift[k] = candidates[best] * normal[k]
+        # Only measured (track, curve) pairs can cost less than max_cost: the pairs of
+        # each registered track's group, member by member (sorted by member).
+        track_of, member = np.nonzero(beside[tracks])  # sorted by track, then member
+        pair_rows, pair_curves = np.nonzero(np.isfinite(geometry.distance))  # sorted by row
+        first = np.searchsorted(pair_rows, np.arange(n + 1))
+        count = first[member + 1] - first[member]
+        pair = _ranges(first[member], count)
+        owner = np.repeat(track_of, count)  # the registered track (index into tracks) of each pair
+        rows, curve = pair_rows[pair], pair_curves[pair]
+        member_of = np.repeat(member, count)
+        along = (geometry.offset[rows, curve] * normal[tracks[owner]]).sum(axis=1)
+        lateral2 = np.maximum(geometry.distance[rows, curve] ** 2 - along**2, 0.0)
+        # Candidates: 0 and every pair's offset along the normal, to 0.1 px, per track.
+        values = np.concatenate([np.zeros(len(tracks)), np.round(along, 1)])
+        holder = np.concatenate([np.arange(len(tracks)), owner])
+        order = np.lexsort((values, holder))
+        values, holder = values[order], holder[order]
+        new = np.ones(len(values), bool)
+        new[1:] = (holder[1:] != holder[:-1]) | (values[1:] != values[:-1])
+        candidates, candidate_of = values[new], holder[new]
+        # A pair whose lateral distance and fixed cost already reach max_cost costs
+        # max_cost at every shift: it cannot move the best shift. Left out (a curve or
+        # track with no other pair then adds the same max_cost to every candidate's
+        # score, which leaves the argmin alone), the blocks shrink several times on a
+        # dense frame.
+        fixed = cost0[rows, curve]
+        useful = np.sqrt(lateral2) + fixed < s.max_cost
+        pairs = _Pairs(owner[useful], member_of[useful], curve[useful], along[useful], lateral2[useful], fixed[useful])
+        best = _best_shifts(pairs, candidates, candidate_of, s.max_cost)
+        registered = np.flatnonzero(np.isfinite(best))
+        shift[tracks[registered]] = best[registered, None] * normal[tracks[registered]]
         return shift
 
     def _cost(self, geometry: _curves.PairGeometry) -> np.ndarray:
@@ -480,3 +479,79 @@ def _sparse_median(n: int, pairs: tuple, residual: np.ndarray) -> np.ndarray:
         high = ordered[np.minimum(start + count // 2, max(len(ordered) - 1, 0))] if len(ordered) else 0
         shift[:, d] = np.where(has, 0.5 * (low + high), 0.0)
     return shift
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The (track, curve) pairs of every registered track's group, flat: sorted by the
+    registered track (``owner``), then by group member."""
+
+    owner: np.ndarray
+    member: np.ndarray
+    curve: np.ndarray
+    along: np.ndarray
+    lateral2: np.ndarray
+    fixed: np.ndarray
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])``, without the loop."""
+    total = int(counts.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
+
+
+def _best_shifts(pairs: _Pairs, candidates: np.ndarray, candidate_of: np.ndarray, max_cost: float) -> np.ndarray:
+    """The best shift along the normal of each registered track; NaN for those without a pair.
+
+    For track k every candidate shift t is scored: each member of its group, the cost of
+    its best pair moved by t, capped at ``max_cost`` (``max_cost`` without a pair); plus
+    each curve with a pair, its best pair's, capped. The lowest score wins; ties go to
+    the smaller jump, then to the first candidate (``np.argmin``'s rule).
+    ``candidates`` (ascending within each track) and ``candidate_of`` (ascending) list
+    every track's candidates.
+
+    A pair costs less than ``max_cost`` only at the candidates within
+    ``sqrt((max_cost - fixed)**2 - lateral2)`` of its own offset. The score is therefore
+    a constant per track (``max_cost`` per member and curve), which cannot move the
+    argmin and is left out, lowered where such (candidate, pair) entries are; only those
+    entries are computed, a tenth or less of the whole block on a dense frame.
+    """
+    n = int(candidate_of.max()) + 1 if len(candidate_of) else 0
+    best = np.full(n, np.nan)
+    if not len(pairs.owner):
+        return best
+    # Every track's candidates searched at once: keys are the track's index times a
+    # span wider than any candidate's or query's range, plus the value.
+    reach = np.sqrt(np.maximum((max_cost - pairs.fixed) ** 2 - pairs.lateral2, 0.0)) + 1e-6
+    span = 2.0 * (np.abs(candidates).max() + np.abs(pairs.along).max() + reach.max()) + 1.0
+    keys = candidate_of * span + candidates
+    centre = pairs.owner * span + pairs.along
+    low = np.searchsorted(keys, centre - reach, side="left")
+    high = np.searchsorted(keys, centre + reach, side="right")
+    entry_pair = np.repeat(np.arange(len(low)), high - low)
+    entry_choice = _ranges(low, high - low)
+    cost = np.sqrt(pairs.lateral2[entry_pair] + (pairs.along[entry_pair] - candidates[entry_choice]) ** 2)
+    lowered = np.minimum(cost + pairs.fixed[entry_pair], max_cost) - max_cost  # <= 0
+    score = np.zeros(len(candidates))
+    for item in (pairs.member, pairs.curve):
+        # Each member (each curve) counts once per candidate, with its best pair there.
+        _, item_id = np.unique(pairs.owner * (int(item.max()) + 1) + item, return_inverse=True)
+        key = entry_choice * (int(item_id.max()) + 1) + item_id[entry_pair]
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        if len(key):
+            start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+            least = np.minimum.reduceat(lowered[order], start)
+            score += np.bincount(key[start] // (int(item_id.max()) + 1), weights=least, minlength=len(candidates))
+    # The first lowest value of each track with pairs.
+    tracks = np.flatnonzero(np.bincount(pairs.owner, minlength=n))
+    counts = np.bincount(candidate_of, minlength=n)[tracks]
+    where = _ranges(np.searchsorted(candidate_of, tracks), counts)
+    value = score[where] + 1e-3 * np.abs(candidates[where])
+    where = where[value == np.repeat(np.minimum.reduceat(value, np.cumsum(counts) - counts), counts)]
+    track = candidate_of[where]
+    first = np.r_[True, track[1:] != track[:-1]]
+    best[track[first]] = candidates[where[first]]
+    return best
