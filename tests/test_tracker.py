@@ -385,6 +385,27 @@ def test_curve_linker_gating_is_exact_for_many_short_curves():
     assert len(gated._ids) > 300  # the lost tracks really were kept
 
 
+
+@pytest.mark.parametrize("seed", range(3))
+def test_curve_linker_solving_group_by_group_gives_the_dense_links_and_total(seed):
+    """Solving each connected group of allowed links on its own (one-link groups in
+    closed form) gives the links and the total cost of the one dense assignment: the
+    total decides between the linker's hypotheses."""
+    from temtrack.tracker.curve_linker import _assignment
+
+    rng = np.random.default_rng(seed)
+    n, m = 80, 70
+    linker = CurveLinker()
+    gate = linker._settings.max_cost
+    cost = rng.uniform(0.0, 2.0 * gate, (n, m))
+    gates = rng.uniform(gate, 2.0 * gate, n)
+    allowed = (cost <= gates[:, None]) & (rng.random((n, m)) < 0.03)  # sparse: many one-link groups
+    links, total = linker._solve_groups(cost, allowed)
+    rows, cols, dense_total = _assignment(np.where(allowed, cost, np.inf), gate)  # the dense path's solve
+    assert links.tolist() == np.column_stack([rows, cols]).tolist()
+    assert total == pytest.approx(dense_total, rel=1e-12)
+    assert 10 <= len(links) < min(n, m)  # links made, and some items left unlinked
+
 def _register_reference(linker, predicted, geometry, near, trouble):
     """The pile-up registration as first written: every measured (track, curve) pair of
     a group in the (candidate, pair) block, none left out."""

@@ -8,6 +8,7 @@ numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -152,13 +153,32 @@ def paired_geometry(a: np.ndarray, b: np.ndarray, *, margin: float = END_MARGIN)
 
     Returns mean distances a->b (P,), the fraction of ``a``'s points past ``b``'s
     ends (P,), mean offsets a->b (P, 2), and the same distances and fractions b->a.
+    The pairs are measured :data:`_CHUNK` at a time, in buffers that stay in the
+    processor's cache (each pair's figures do not depend on the others').
     """
     p = len(a)
-    dx = a[:, :, None, 0] - b[:, None, :, 0]
+    parts = [_paired_chunk(a[i : i + _CHUNK], b[i : i + _CHUNK], margin) for i in range(0, max(p, 1), _CHUNK)]
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+# Pairs measured at once by paired_geometry: a (chunk, K, L) float64 buffer of about
+# 600 kB at K = L = 24, which the elementwise steps then find in cache (about twice as fast on
+# thousands of pairs as one pass over all of them).
+_CHUNK = 128
+
+
+def _paired_chunk(a: np.ndarray, b: np.ndarray, margin: float):
+    """:func:`paired_geometry` of one chunk of pairs."""
+    p = len(a)
+    sq = a[:, :, None, 0] - b[:, None, :, 0]
     dy = a[:, :, None, 1] - b[:, None, :, 1]
-    sq = dx * dx + dy * dy  # (P, K, L); components apart: numpy reduces a length-2 axis slowly
+    # (P, K, L) squared distances, in place (components apart: numpy reduces a
+    # length-2 axis slowly).
+    np.multiply(sq, sq, out=sq)
+    np.multiply(dy, dy, out=dy)
+    np.add(sq, dy, out=sq)
     if a.shape[1] == b.shape[1]:
-        # Both directions in one pass: half the numpy calls, which is what costs here.
+        # Both directions in one pass: half the numpy calls.
         dist, over, vec = _one_sided(
             np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([sq.argmin(axis=2), sq.argmin(axis=1)]), margin
         )
@@ -332,12 +352,14 @@ def near_pairs(centre_a, radius_a, centre_b, radius_b, reach: float) -> tuple[np
     for value in np.unique(level):
         members = np.flatnonzero(level == value)
         tree = cKDTree(centre_b[members])
-        hits = tree.query_ball_point(centre_a, reach + radius_a + radius_b[members].max() + 1e-6)
-        sizes = np.fromiter((len(h) for h in hits), np.int64, len(hits))
-        if not sizes.sum():
+        # Unsorted lists: the pairs are sorted once at the end.
+        hits = tree.query_ball_point(centre_a, reach + radius_a + radius_b[members].max() + 1e-6, return_sorted=False)
+        sizes = np.fromiter(map(len, hits), np.int64, len(hits))
+        total = int(sizes.sum())
+        if not total:
             continue
         rows.append(np.repeat(np.arange(len(centre_a)), sizes))
-        cols.append(members[np.concatenate([h for h in hits if len(h)]).astype(np.int64)])
+        cols.append(members[np.fromiter(chain.from_iterable(hits), np.int64, total)])
     if not rows:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     rows, cols = np.concatenate(rows), np.concatenate(cols)

@@ -318,25 +318,12 @@ class CurveLinker(Linker):
     def _solve(self, geometry: _curves.PairGeometry, gates: np.ndarray) -> tuple[np.ndarray, float]:
         """Links ``(track, curve)`` (L, 2) minimising link costs plus ``max_cost`` per
         unlinked item, with no link costing more than its track's gate (N,)."""
-        from scipy.optimize import linear_sum_assignment
-
         cost = self._cost(geometry)
-        n, m = cost.shape
-        gate = self._settings.max_cost
-        # Square matrix [[links, track unlinked], [curve unlinked, filler]]: every
-        # assignment of it is a valid linking, and its cost counts each unlinked item once.
         allowed = cost <= gates[:, None]
         if getattr(self, "_gated", False):
             return self._solve_groups(cost, allowed)
-        full = np.full((n + m, m + n), np.inf)
-        full[:n, :m] = np.where(allowed, cost, np.inf)
-        full[np.arange(n), m + np.arange(n)] = gate
-        full[n + np.arange(m), np.arange(m)] = gate
-        full[n:, m:] = 0.0
-        rows, cols = linear_sum_assignment(full)
-        total = float(full[rows, cols].sum())
-        keep = (rows < n) & (cols < m)
-        return np.column_stack([rows[keep], cols[keep]]).astype(np.int64), total
+        rows, cols, total = _assignment(np.where(allowed, cost, np.inf), self._settings.max_cost)
+        return np.column_stack([rows, cols]).astype(np.int64), total
 
     def _solve_groups(self, cost: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, float]:
         """:meth:`_solve` one connected group of allowed links at a time.
@@ -345,7 +332,6 @@ class CurveLinker(Linker):
         the optima of the groups of tracks and curves joined by allowed links; a
         track or curve with no allowed link is simply unlinked.
         """
-        from scipy.optimize import linear_sum_assignment
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
@@ -361,19 +347,19 @@ class CurveLinker(Linker):
             order = np.argsort(edge_label, kind="stable")
             bounds = np.flatnonzero(np.diff(edge_label[order])) + 1
             for group in np.split(order, bounds):
+                if len(group) == 1 and cost[rows[group[0]], cols[group[0]]] < 2 * gate:
+                    # One track, one curve, one allowed link (most groups): linking
+                    # costs less than leaving both, as the assignment below would find.
+                    total += float(cost[rows[group[0]], cols[group[0]]])
+                    linked_rows.append(rows[group])
+                    linked_cols.append(cols[group])
+                    continue
                 tracks, curves = np.unique(rows[group]), np.unique(cols[group])
-                a, b = len(tracks), len(curves)
-                full = np.full((a + b, b + a), np.inf)
                 sub = np.ix_(tracks, curves)
-                full[:a, :b] = np.where(allowed[sub], cost[sub], np.inf)
-                full[np.arange(a), b + np.arange(a)] = gate
-                full[a + np.arange(b), np.arange(b)] = gate
-                full[a:, b:] = 0.0
-                r, c = linear_sum_assignment(full)
-                total += float(full[r, c].sum())
-                keep = (r < a) & (c < b)
-                linked_rows.append(tracks[r[keep]])
-                linked_cols.append(curves[c[keep]])
+                r, c, part = _assignment(np.where(allowed[sub], cost[sub], np.inf), gate)
+                total += part
+                linked_rows.append(tracks[r])
+                linked_cols.append(curves[c])
         if not linked_rows:
             return np.empty((0, 2), np.int64), float(total)
         links = np.column_stack([np.concatenate(linked_rows), np.concatenate(linked_cols)]).astype(np.int64)
@@ -480,6 +466,24 @@ def _sparse_median(n: int, pairs: tuple, residual: np.ndarray) -> np.ndarray:
         shift[:, d] = np.where(has, 0.5 * (low + high), 0.0)
     return shift
 
+
+
+def _assignment(cost: np.ndarray, gate: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The links of least total cost in an (a, b) block of link costs (inf: not allowed),
+    each item left unlinked costing ``gate``: the rows and columns linked, and the total."""
+    from scipy.optimize import linear_sum_assignment
+
+    a, b = cost.shape
+    # Square matrix [[links, track unlinked], [curve unlinked, filler]]: every
+    # assignment of it is a valid linking, and its cost counts each unlinked item once.
+    full = np.full((a + b, b + a), np.inf)
+    full[:a, :b] = cost
+    full[np.arange(a), b + np.arange(a)] = gate
+    full[a + np.arange(b), np.arange(b)] = gate
+    full[a:, b:] = 0.0
+    rows, cols = linear_sum_assignment(full)
+    keep = (rows < a) & (cols < b)
+    return rows[keep], cols[keep], float(full[rows, cols].sum())
 
 @dataclass(frozen=True)
 class _Pairs:
