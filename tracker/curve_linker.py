@@ -542,13 +542,14 @@ def _best_shifts(pairs: _Pairs, candidates: np.ndarray, candidate_of: np.ndarray
     for item in (pairs.member, pairs.curve):
         # Each member (each curve) counts once per candidate, with its best pair there.
         _, item_id = np.unique(pairs.owner * (int(item.max()) + 1) + item, return_inverse=True)
-        key = entry_choice * (int(item_id.max()) + 1) + item_id[entry_pair]
+        items = int(item_id.max()) + 1
+        key = entry_choice * items + item_id[entry_pair]  # (candidate, item) of each entry
         order = np.argsort(key, kind="stable")
         key = key[order]
         if len(key):
             start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
             least = np.minimum.reduceat(lowered[order], start)
-            score += np.bincount(key[start] // (int(item_id.max()) + 1), weights=least, minlength=len(candidates))
+            score += np.bincount(key[start] // items, weights=least, minlength=len(candidates))
     # The first lowest value of each track with pairs.
     tracks = np.flatnonzero(np.bincount(pairs.owner, minlength=n))
     counts = np.bincount(candidate_of, minlength=n)[tracks]
