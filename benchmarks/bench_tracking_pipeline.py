@@ -131,7 +131,7 @@ def main(argv=None) -> None:
         print("| linking | video | splines | matched to a true line | IDF1 (matched) | ID switches per 1000 |")
         print("|---|---|---|---|---|---|")
         for name, options in runs.items():
-            pooled = {"n_matched": 0, "switches": 0, "idf1_weighted": 0.0, "splines": 0, "matched_n": 0}
+            pooled = {"n_matched": 0, "switches": 0, "idf1_weighted": 0.0, "splines": 0}
             for k, (truth, splines) in enumerate(inputs):
                 s = scores(truth, splines, options)
                 print(f"| {name} | {args.seed + k} | {s['splines']} | {s['matched']:.2f} | {s['idf1']:.3f} | {s['switches_per_1000']:.1f} |")

@@ -385,7 +385,6 @@ def test_curve_linker_gating_is_exact_for_many_short_curves():
     assert len(gated._ids) > 300  # the lost tracks really were kept
 
 
-
 @pytest.mark.parametrize("seed", range(3))
 def test_curve_linker_solving_group_by_group_gives_the_dense_links_and_total(seed):
     """Solving each connected group of allowed links on its own (one-link groups in
@@ -405,6 +404,7 @@ def test_curve_linker_solving_group_by_group_gives_the_dense_links_and_total(see
     assert links.tolist() == np.column_stack([rows, cols]).tolist()
     assert total == pytest.approx(dense_total, rel=1e-12)
     assert 10 <= len(links) < min(n, m)  # links made, and some items left unlinked
+
 
 def _register_reference(linker, predicted, geometry, near, trouble):
     """The pile-up registration as first written: every measured (track, curve) pair of

@@ -157,6 +157,7 @@ def paired_geometry(a: np.ndarray, b: np.ndarray, *, margin: float = END_MARGIN)
     processor's cache (each pair's figures do not depend on the others').
     """
     p = len(a)
+    # At least one chunk, empty when there are no pairs: the outputs keep their shapes.
     parts = [_paired_chunk(a[i : i + _CHUNK], b[i : i + _CHUNK], margin) for i in range(0, max(p, 1), _CHUNK)]
     return tuple(np.concatenate(column) for column in zip(*parts))
 

@@ -282,8 +282,7 @@ class CurveLinker(Linker):
         count = first[member + 1] - first[member]
         pair = _ranges(first[member], count)
         owner = np.repeat(track_of, count)  # the registered track (index into tracks) of each pair
-        rows, curve = pair_rows[pair], pair_curves[pair]
-        member_of = np.repeat(member, count)
+        rows, curve = pair_rows[pair], pair_curves[pair]  # rows: the group member of each pair
         along = (geometry.offset[rows, curve] * normal[tracks[owner]]).sum(axis=1)
         lateral2 = np.maximum(geometry.distance[rows, curve] ** 2 - along**2, 0.0)
         # Candidates: 0 and every pair's offset along the normal, to 0.1 px, per track.
@@ -301,7 +300,7 @@ class CurveLinker(Linker):
         # dense frame.
         fixed = cost0[rows, curve]
         useful = np.sqrt(lateral2) + fixed < s.max_cost
-        pairs = _Pairs(owner[useful], member_of[useful], curve[useful], along[useful], lateral2[useful], fixed[useful])
+        pairs = _Pairs(owner[useful], rows[useful], curve[useful], along[useful], lateral2[useful], fixed[useful])
         best = _best_shifts(pairs, candidates, candidate_of, s.max_cost)
         registered = np.flatnonzero(np.isfinite(best))
         shift[tracks[registered]] = best[registered, None] * normal[tracks[registered]]
@@ -467,7 +466,6 @@ def _sparse_median(n: int, pairs: tuple, residual: np.ndarray) -> np.ndarray:
     return shift
 
 
-
 def _assignment(cost: np.ndarray, gate: float) -> tuple[np.ndarray, np.ndarray, float]:
     """The links of least total cost in an (a, b) block of link costs (inf: not allowed),
     each item left unlinked costing ``gate``: the rows and columns linked, and the total."""
@@ -484,6 +482,7 @@ def _assignment(cost: np.ndarray, gate: float) -> tuple[np.ndarray, np.ndarray, 
     rows, cols = linear_sum_assignment(full)
     keep = (rows < a) & (cols < b)
     return rows[keep], cols[keep], float(full[rows, cols].sum())
+
 
 @dataclass(frozen=True)
 class _Pairs:
