@@ -99,6 +99,11 @@ def field_end_segment(path, direction, reach=6):
     return linefield._Segment(path, ends, out)
 
 
+def field_end_segments(paths, direction):
+    """:func:`field_end_segment` of every path (what the tracing calls)."""
+    return [field_end_segment(path, direction) for path in paths]
+
+
 def thresholded_ridges(centre, direction, *, high=0.5, low=0.25):
     """Ridges as the skeleton of the hysteresis mask of the centre map (no suppression)."""
     import cv2
@@ -211,10 +216,10 @@ def main(argv=None) -> int:
             ("link_distance 24", plain, {"link_distance": 24.0}, None),
             ("min_length 20", plain, {"min_length": 20.0}, None),
             ("joins by the gap's direction (previous rule)", plain, {}, ("_join_cost", gap_direction_cost)),
-            ("end directions from the field (previous rule)", plain, {}, ("_segment", field_end_segment)),
+            ("end directions from the field (previous rule)", plain, {}, ("_segments_along", field_end_segments)),
             ("no end trimming (trim 0)", plain, {"trim": 0.0}, None),
             ("both previous rules, channels (stop 25's tracing)", plain, {"trim": 0.0, "direction_sigma": 0.0},
-             ("_segment", field_end_segment)),
+             ("_segments_along", field_end_segments)),
             ("ridges: thresholded + skeletonised, no NMS", plain, {}, ("ridges", thresholded_ridges)),
             ("fields averaged over 4 flips", [(fields_of(backend, i, flips=True), c) for i, c in frames], {}, None),
             ("frame scaled 0.75", [(fields_of(backend, i, scale=0.75), c) for i, c in frames], {}, None),

@@ -144,7 +144,8 @@ def fit_spline(
         count = max(int(2 * u[-1]), 16)
         t = np.linspace(u[0], u[-1], count)
         dense = tck(t)
-    length = float(_steps(dense).sum())
+    steps = _steps(dense)
+    length = float(steps.sum())
     if tck is not None and degree >= 2:
         dx, dy = tck(t, nu=1).T
         ddx, ddy = tck(t, nu=2).T
@@ -153,7 +154,18 @@ def fit_spline(
         mean_curvature, max_curvature = float(curvature.mean()), float(curvature.max())
     else:
         mean_curvature = max_curvature = 0.0
-    return Spline(resample(dense, n_points), length, mean_curvature, max_curvature, closed)
+    return Spline(_resampled(dense, steps, n_points), length, mean_curvature, max_curvature, closed)
+
+
+def _resampled(points: np.ndarray, steps: np.ndarray, n_points: int) -> np.ndarray:
+    """:func:`resample` of ``points`` ((n, 2) float64, finite) whose step lengths
+    ``steps`` (:func:`_steps`) are known: the same numbers, without checking the curve
+    again or measuring its steps twice (the fit runs for every line of every frame)."""
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
+    if arc[-1] == 0:
+        return np.repeat(points[:1], n_points, axis=0)
+    samples = np.linspace(0.0, arc[-1], n_points)
+    return np.column_stack([np.interp(samples, arc, points[:, 0]), np.interp(samples, arc, points[:, 1])])
 
 
 def hausdorff_distance(a, b, *, exclude_ends: float = 0.0) -> float:

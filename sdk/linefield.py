@@ -516,7 +516,9 @@ def _segments(skeleton: np.ndarray) -> list[np.ndarray]:
     distance = csgraph.dijkstra(graph, directed=False, indices=starts, min_only=True)
     order = np.lexsort((distance, labels))
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    return np.split(coords[order] - 1, bounds)
+    ordered = coords[order] - 1
+    edges = [0, *bounds.tolist(), len(ordered)]
+    return [ordered[a:b] for a, b in zip(edges[:-1], edges[1:])]  # np.split's pieces, a few times faster
 
 
 #: Arc (px) over which a segment end's outward direction is measured: the chord from the
@@ -536,28 +538,36 @@ def _axis(direction: np.ndarray, path: np.ndarray) -> tuple[float, float]:
     return math.cos(theta), math.sin(theta)
 
 
-def _segment(path: np.ndarray, direction: np.ndarray) -> _Segment:
-    """The segment along ``path`` with its ends and their outward directions.
+def _segments_along(paths: list[np.ndarray], direction: np.ndarray) -> list[_Segment]:
+    """The segments along ``paths`` (ordered (row, col) pixels, none empty) with their
+    ends and the ends' outward directions, all paths at once.
 
     An end's direction is the chord of the last ``END_REACH`` px of the traced path, not
     the predicted direction field there: where the segment was cut at a crossing, the
     field near the cut mixes both lines' directions, and on the real TWIP frames the
     chord joins more of a line's pieces (docs/model-card.md, *End directions and
-    trimming*). A one-pixel segment (a bridge left
-    between two junctions) has no chord and takes the field's axis, both ways.
+    trimming*). A one-pixel segment (a bridge left between two junctions) has no chord
+    and takes the field's axis, both ways.
     """
-    reach = min(END_REACH, len(path) - 1)
-    # Four pixels as Python numbers: numpy calls on 2-vectors cost more than the arithmetic.
-    (y0, x0), (y1, x1), (v0, u0), (v1, u1) = path[[0, -1, reach, -1 - reach]].tolist()
-    out = []
-    for k, (dx, dy) in enumerate(((x0 - u0, y0 - v0), (x1 - u1, y1 - v1))):
-        norm = math.hypot(dx, dy)
-        if norm > 0:
-            out.append((dx / norm, dy / norm))
-        else:
-            ax, ay = _axis(direction, path)
-            out.append((ax, ay) if k == 0 else (-ax, -ay))
-    return _Segment(path, np.array([(x0, y0), (x1, y1)], float), np.array(out))
+    if not paths:
+        return []
+    counts = np.array([len(path) for path in paths])
+    first = np.cumsum(counts) - counts
+    last = first + counts - 1
+    reach = np.minimum(END_REACH, counts - 1)
+    pixels = np.concatenate(paths)
+    # (n, 2 ends, 2) as (x, y): the tips and the pixels END_REACH px inside them.
+    tips = pixels[np.column_stack([first, last])][..., ::-1].astype(float)
+    inner = pixels[np.column_stack([first + reach, last - reach])][..., ::-1].astype(float)
+    chord = tips - inner
+    norm = np.hypot(chord[..., 0], chord[..., 1])  # exact for these small integer chords
+    out = chord / np.where(norm > 0, norm, 1.0)[..., None]
+    for k in np.flatnonzero((norm == 0).any(axis=1)).tolist():
+        ax, ay = _axis(direction, paths[k])
+        for end, sign in ((0, 1.0), (1, -1.0)):
+            if norm[k, end] == 0:
+                out[k, end] = (sign * ax, sign * ay)
+    return [_Segment(path, ends, directions) for path, ends, directions in zip(paths, tips, out)]
 
 
 def _angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -595,8 +605,9 @@ def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[
         return []
     from scipy.spatial import cKDTree
 
-    tips = np.array([s.ends[k] for s in segments for k in (0, 1)])
-    out = np.array([s.out[k] for s in segments for k in (0, 1)])
+    # Row 2 k + e: end e of segment k.
+    tips = np.concatenate([s.ends for s in segments])
+    out = np.concatenate([s.out for s in segments])
     pairs = cKDTree(tips).query_pairs(settings.link_distance, output_type="ndarray")
     pairs = pairs[pairs[:, 0] // 2 != pairs[:, 1] // 2] if len(pairs) else pairs
     if not len(pairs):
@@ -633,7 +644,8 @@ def _chains(segments: list[_Segment], joins) -> list[np.ndarray]:
     # Start from segments with a free end; whatever is left forms no chain end (a
     # joined ring) and starts anywhere.
     starts = [k for k in range(len(segments)) if (k, 0) not in partner or (k, 1) not in partner]
-    starts += [k for k in range(len(segments)) if k not in starts]
+    free = set(starts)
+    starts += [k for k in range(len(segments)) if k not in free]
     for k in starts:
         if k in seen:
             continue
@@ -645,7 +657,7 @@ def _chains(segments: list[_Segment], joins) -> list[np.ndarray]:
             path = segments[index].path
             pieces.append(path if enter == 0 else path[::-1])
             current = partner.get((index, 1 - enter))
-        chains.append(np.vstack(pieces))
+        chains.append(pieces[0] if len(pieces) == 1 else np.vstack(pieces))
     return chains
 
 
@@ -840,23 +852,20 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
         centre = cropped
     direction = traced_direction(centre, direction, settings)
     skeleton = ridges(centre, direction, high=settings.high, low=settings.low)
-    segments = [_segment(p, direction) for p in _segments(skeleton)]
+    segments = _segments_along(_segments(skeleton), direction)
     ends = np.asarray(fields[3], np.float32) if fields.shape[0] > 3 else None
     chains = _chains(segments, _links(segments, settings))
     parts = [part for chain in chains for part in _split_at_ends(chain, ends, settings.end_cut)]
     pieces = _trim_ends(_split_at_turns(parts, settings.max_turn), centre, settings.trim)
     chains = _kept(pieces, settings.min_length, settings.border, (y0, y1, x0, x1))
-    dislocations, summaries = [], []
+    lines = []
     for path in chains:
         score = float(centre[path[:, 0], path[:, 1]].mean())
-        if score < settings.min_score:
-            continue
-        index = len(dislocations)
-        centreline = path[:, ::-1].astype(float)
-        spline = fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma)
-        dislocation = _drawn(spline, centreline, index, score, settings.mask_width, (height, width))
-        dislocations.append(dislocation)
-        summaries.append(MaskSummary(index, dislocation.n_pixels, 1, 1, False))
+        if score >= settings.min_score:
+            centreline = path[:, ::-1].astype(float)
+            lines.append((fit_spline(centreline, n_points=settings.n_points, sigma=settings.sigma), centreline, score))
+    dislocations = _drawn(lines, settings.mask_width, (height, width))
+    summaries = [MaskSummary(d.mask_index, d.n_pixels, 1, 1, False) for d in dislocations]
     return FrameDislocations(
         dislocations=tuple(dislocations),
         candidates=tuple(dislocations),
@@ -867,30 +876,37 @@ def extract_lines(fields: np.ndarray, *, settings: LineFieldSettings | None = No
     )
 
 
-def _drawn(spline, centreline, index, score, width, shape) -> Dislocation:
-    """A Dislocation whose pixels are its spline drawn ``width`` px wide."""
+def _drawn(lines: list, width: int, shape: tuple[int, int]) -> list[Dislocation]:
+    """One Dislocation per ``(spline, centreline, score)`` of ``lines``, numbered in
+    order, whose pixels are its spline drawn ``width`` px wide (the boxes and the
+    drawing coordinates of all lines computed at once)."""
+    if not lines:
+        return []
     height, frame_width = shape
     half = width // 2 + 1
-    x0, y0 = np.maximum(np.floor(spline.points.min(axis=0)).astype(int) - half, 0).tolist()
-    x1, y1 = np.minimum(np.ceil(spline.points.max(axis=0)).astype(int) + half + 1, (frame_width, height)).tolist()
-    crop = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.uint8)
-    points = np.round((spline.points - (x0, y0)) * 16).astype(np.int32).reshape(-1, 1, 2)
-    cv2.polylines(crop, [points], False, 1, width, cv2.LINE_8, shift=4)
-    pixels = crop.astype(bool)
-    return Dislocation(
-        points=spline.points,
-        length=spline.length,
-        mean_curvature=spline.mean_curvature,
-        max_curvature=spline.max_curvature,
-        closed=False,
-        mask_index=index,
-        part=0,
-        score=score,
-        n_pixels=np.count_nonzero(crop),
-        centreline=centreline,
-        box=(y0, y1, x0, x1),
-        pixels=pixels,
-    )
+    points = np.stack([spline.points for spline, _, _ in lines])  # (lines, n_points, 2) x, y
+    low = np.maximum(np.floor(points.min(axis=1)).astype(int) - half, 0)
+    high = np.minimum(np.ceil(points.max(axis=1)).astype(int) + half + 1, (frame_width, height))
+    drawn = np.round((points - low[:, None, :]) * 16).astype(np.int32)[:, :, None, :]
+    out = []
+    for index, ((spline, centreline, score), (x0, y0), (x1, y1)) in enumerate(zip(lines, low.tolist(), high.tolist())):
+        crop = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.uint8)
+        cv2.polylines(crop, [drawn[index]], False, 1, width, cv2.LINE_8, shift=4)
+        out.append(Dislocation(
+            points=spline.points,
+            length=spline.length,
+            mean_curvature=spline.mean_curvature,
+            max_curvature=spline.max_curvature,
+            closed=False,
+            mask_index=index,
+            part=0,
+            score=score,
+            n_pixels=np.count_nonzero(crop),
+            centreline=centreline,
+            box=(y0, y1, x0, x1),
+            pixels=crop.astype(bool),
+        ))
+    return out
 
 
 def instance_masks(frame: FrameDislocations) -> np.ndarray:

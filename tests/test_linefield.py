@@ -404,6 +404,38 @@ def test_pieces_cut_at_a_crossing_join_on_their_traced_direction_not_the_mixed_f
     assert frame.dislocations[0].length == pytest.approx(100, abs=4)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_segment_ends_of_all_paths_at_once_match_the_rule_path_by_path(seed):
+    # The ends' outward directions are computed for all segments together; written out
+    # here path by path: the chord from the pixel END_REACH px inside (or the far end of
+    # a shorter path) to the tip, and for a one-pixel path the direction field's axis,
+    # outward both ways. Random 8-connected walks of 1-30 px, some shorter than the reach.
+    from temtrack.sdk import linefield
+
+    rng = np.random.default_rng(seed)
+    direction = rng.uniform(-1, 1, (2, 64, 64)).astype(np.float32)
+    steps = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc])
+    paths = []
+    for length in rng.integers(1, 31, 40).tolist() + [1, 2, 11, 12]:
+        walk = np.cumsum(np.vstack([rng.integers(20, 44, 2), steps[rng.integers(0, 8, length - 1)]]), axis=0)
+        paths.append(walk)
+    segments = linefield._segments_along(paths, direction)
+    assert len(segments) == len(paths)
+    for path, segment in zip(paths, segments):
+        assert segment.path is path
+        reach = min(linefield.END_REACH, len(path) - 1)
+        (y0, x0), (y1, x1) = path[0], path[-1]
+        np.testing.assert_array_equal(segment.ends, [(x0, y0), (x1, y1)])
+        for k, (tip, inner) in enumerate(((path[0], path[reach]), (path[-1], path[-1 - reach]))):
+            chord = (tip - inner)[::-1].astype(float)
+            if np.hypot(*chord) > 0:
+                expected = chord / np.hypot(*chord)
+            else:
+                theta = 0.5 * np.arctan2(float(direction[1][tuple(path.T)].mean()), float(direction[0][tuple(path.T)].mean()))
+                expected = np.array([np.cos(theta), np.sin(theta)]) * (1 if k == 0 else -1)
+            np.testing.assert_allclose(segment.out[k], expected, atol=1e-12)
+
+
 def test_trim_is_validated():
     with pytest.raises(ValueError, match="trim"):
         LineFieldSettings(trim=1.0)
