@@ -1,14 +1,17 @@
 """Line-field family: post-processing time per frame and training data rate, each
 against the multi-label baseline measured side by side in this process.
 
-    python benchmarks/bench_linefield.py [--frames 12] [--items 24] [--size 512] [--ceiling 20]
+    python benchmarks/bench_linefield.py [--frames 12] [--real 12] [--items 24] [--size 512] [--ceiling 20]
 
 1. **Post-processing** of one 512 x 512 frame on one core: line tracing
    (:func:`temtrack.sdk.linefield.extract_lines`) of perfect fields (the generator's
    targets) against mask post-processing
    (:func:`temtrack.sdk.postprocess.extract_dislocations`) of the same frame's true
    masks, SD2- and SD3-like frames with about 15 dislocations. Issue 16's budget: at
-   most 10 ms per frame per core.
+   most 10 ms per frame per core. And (``--real N``, the first N labelled TWIP frames of
+   ``../shared/data/real/``; skipped with the reason when absent) the tracing of the
+   bundled model's fields on real frames, 700 x 362 px with about 180 lines each,
+   computed once before the timing.
 2. **Training data rate** per core at ``--size`` px with augmentation: the line-field
    stream (:class:`temtrack.training.linefield.LineFieldDataset`: render, dihedral
    moves, targets, photometric augmentation) against the multi-label stream
@@ -53,7 +56,7 @@ def _median_ms(function, items) -> float:
     return 1000 * statistics.median(times)
 
 
-def postprocess_rows(frames: int) -> list[tuple]:
+def postprocess_rows(frames: int, real: int = 0) -> list[tuple]:
     from temtrack.sdk.linefield import LineFieldSettings, extract_lines
     from temtrack.sdk.postprocess import extract_dislocations
     from temtrack.training.synth import generate_sample
@@ -73,11 +76,38 @@ def postprocess_rows(frames: int) -> list[tuple]:
     read = _median_ms(lambda c: extract_lines(c[0], settings=channels), cases)
     masks = _median_ms(lambda c: extract_dislocations(c[1]), cases)
     count = statistics.mean(len(extract_lines(c[0]).dislocations) for c in cases)
-    return [
+    rows = [
         ("post-process, mask baseline (ms/frame)", masks, 1.0),
         (f"post-process, line fields (ms/frame, {count:.0f} lines)", lines, masks / lines),
         ("  the same, direction from the channels, not the Hessian", read, masks / read),
     ]
+    if real > 0:
+        rows += real_rows(real, masks)
+    return rows
+
+
+def real_rows(frames: int, baseline: float) -> list[tuple]:
+    """The tracing of the bundled model's fields on the first ``frames`` labelled TWIP frames."""
+    from pathlib import Path
+
+    from temtrack.sdk.backends import get_backend
+    from temtrack.sdk.groundtruth import iter_ground_truth
+    from temtrack.sdk.linefield import extract_lines
+    from temtrack.sdk.models import resolve_model
+
+    folder = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "twip-8.4um" / "labeled"
+    if not folder.is_dir():
+        print(f"real frames: skipped, {folder} is absent")
+        return []
+    backend = get_backend(str(resolve_model("default")))
+    fields = []
+    for truth in iter_ground_truth(folder):
+        if len(fields) == frames:
+            break
+        fields.append(np.asarray(backend.predict(truth.image[None])[0], np.float32))
+    timed = _median_ms(extract_lines, fields)
+    count = statistics.mean(len(extract_lines(f).dislocations) for f in fields)
+    return [(f"  real TWIP frames, bundled model (ms/frame, {count:.0f} lines)", timed, baseline / timed)]
 
 
 def stream_rows(items: int, size: int) -> list[tuple]:
@@ -175,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=12, help="frames for the post-processing timing (default 12; 0 skips it)")
     parser.add_argument("--items", type=int, default=24, help="items for the data-rate timing (default 24; 0 skips it)")
+    parser.add_argument("--real", type=int, default=12, help="labelled TWIP frames for the real-frame tracing timing (default 12; 0 skips it)")
     parser.add_argument("--size", type=int, default=512, help="training image size (default 512)")
     parser.add_argument("--ceiling", type=int, default=0, help="images per preset for the ceiling (default 0: skip)")
     parser.add_argument("--model", help="a line-field ONNX model to score on validation images")
@@ -183,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     if not args.only_model:  # 0 frames or items skips that part
-        rows += postprocess_rows(args.frames) if args.frames > 0 else []
+        rows += postprocess_rows(args.frames, args.real) if args.frames > 0 else []
         rows += stream_rows(args.items, args.size) if args.items > 0 else []
     if args.ceiling and not args.only_model:
         rows += ceiling_rows(args.ceiling)
