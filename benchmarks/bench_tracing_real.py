@@ -6,7 +6,10 @@ when absent) the model's fields are computed once; then:
 1. **coverage**: how much of each labelled line the thinned ridges pass within 3 px of,
    and, for the lines not found although the ridges cover at least 90 % of them, whether
    they were cut into pieces (no single spline covers half of the line) or covered by a
-   spline that runs on beyond the label (its mean distance to the line over 5 px);
+   spline that runs on beyond the label (its mean distance to the line over 5 px).
+   Then the found lines: how many come out shorter than their label, and where the
+   rest of the label lies (on another predicted spline, on a ridge that no spline kept,
+   only on a faint ridge, or on nothing);
 2. **tracing variants** (spline recall as ``tem-track eval`` computes it, the length score
    of the found lines, and lines per frame): the defaults, the direction read from the
    model's channels instead of the centre map's Hessian, other thresholds and cuts, the
@@ -175,6 +178,55 @@ def coverage(cases, settings) -> dict:
     }
 
 
+def found_lengths(cases, settings) -> dict:
+    """Why the found lines are shorter or longer than their labels: the ratio of the
+    matched spline's length to the label's, and where the rest of each found label lies
+    (its points, 200 per label, not within 5 px of the matched spline): within 3 px of
+    another predicted spline, within 2 px of a ridge pixel that no spline kept, of a
+    ridge at much lower thresholds (hysteresis 0.2 / 0.15), or of nothing."""
+    from scipy.ndimage import distance_transform_edt
+
+    from temtrack.sdk.geometry import distance_to_curve, resample
+    from temtrack.sdk.linefield import extract_lines, ridges, split_fields, traced_direction
+    from temtrack.sdk.splinematch import score_splines
+
+    ratios, where = [], {"matched spline": 0, "another spline": 0, "a ridge no spline kept": 0, "a faint ridge only": 0,
+                         "nothing": 0}
+    for fields, curves in cases:
+        centre, direction = split_fields(fields)
+        direction = traced_direction(centre, direction, settings)
+        away = distance_transform_edt(~ridges(centre, direction, high=settings.high, low=settings.low))
+        faint = distance_transform_edt(~ridges(centre, direction, high=0.2, low=0.15))
+        preds = [d.points for d in extract_lines(fields, settings=settings).dislocations]
+        height, width = centre.shape
+        for i, j in score_splines(preds, curves).pairs:
+            label = resample(curves[i], 200)
+            ratios.append(np.hypot(*np.diff(preds[j], axis=0).T).sum() / np.hypot(*np.diff(curves[i], axis=0).T).sum())
+            rest = distance_to_curve(label, preds[j]) > 5
+            where["matched spline"] += int((~rest).sum())
+            others = np.zeros(len(label), bool)
+            for k, other in enumerate(preds):
+                if k != j:
+                    others |= distance_to_curve(label, other) <= 3
+            pts = np.clip(np.round(label).astype(int), 0, [width - 1, height - 1])
+            for name, hit in (("another spline", others), ("a ridge no spline kept", away[pts[:, 1], pts[:, 0]] <= 2),
+                              ("a faint ridge only", faint[pts[:, 1], pts[:, 0]] <= 2)):
+                where[name] += int((rest & hit).sum())
+                rest &= ~hit
+            where["nothing"] += int(rest.sum())
+    ratios, total = np.array(ratios), sum(where.values())
+    short = ratios < 1
+    out = {
+        "found lines": len(ratios),
+        "found lines shorter than the label": float(short.mean()) if len(ratios) else float("nan"),
+        "  length / label length, median": float(np.median(ratios)) if len(ratios) else float("nan"),
+        "  length score lost to shorter lines (per found line)": float((1 - ratios[short]).sum() / max(len(ratios), 1)),
+        "  length score lost to longer lines (per found line)": float(np.minimum(ratios[~short] - 1, 1).sum() / max(len(ratios), 1)),
+    }
+    out.update({f"found labels' points on {name}": count / max(total, 1) for name, count in where.items()})
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="a line-field model (default: the bundled one)")
@@ -194,7 +246,7 @@ def main(argv=None) -> int:
     plain = [(fields_of(backend, image), curves) for image, curves in frames]
     print(f"{len(frames)} frames, fields in {time.perf_counter() - tic:.1f} s", file=sys.stderr)
     defaults = LineFieldSettings()
-    for name, value in coverage(plain, defaults).items():
+    for name, value in {**coverage(plain, defaults), **found_lengths(plain, defaults)}.items():
         print(f"{name:58s} {value:.3f}" if isinstance(value, float) else f"{name:58s} {value}")
     variants = [("defaults", plain, {}, None)]
     # The mean-score rule (min_score): with --data scratch/sdK (synthetic sets) and
