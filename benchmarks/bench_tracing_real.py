@@ -12,7 +12,8 @@ when absent) the model's fields are computed once; then:
    only on a faint ridge, or on nothing);
 2. **tracing variants** (spline recall as ``tem-track eval`` computes it, the length score
    of the found lines, and lines per frame): the defaults, the direction read from the
-   model's channels instead of the centre map's Hessian, other thresholds and cuts, the
+   model's channels instead of the centre map's Hessian, other thresholds, cuts, join
+   angles and reaches of the end directions and turns (``END_REACH``, ``TURN_REACH``), the
    previous join rule (judged by the gap's own direction), the previous end directions
    (the field's axis instead of the traced chord) and no end trimming, ridges from a thresholded and
    skeletonised centre map instead of non-maximum suppression, fields averaged over four
@@ -267,6 +268,12 @@ def main(argv=None) -> int:
             ("link_distance 16", plain, {"link_distance": 16.0}, None),
             ("link_distance 24", plain, {"link_distance": 24.0}, None),
             ("min_length 20", plain, {"min_length": 20.0}, None),
+            ("link_angle 30", plain, {"link_angle": 30.0}, None),
+            ("link_angle 45", plain, {"link_angle": 45.0}, None),
+            ("END_REACH 7 (end direction over 7 px)", plain, {}, ("END_REACH", 7)),
+            ("END_REACH 14", plain, {}, ("END_REACH", 14)),
+            ("TURN_REACH 4 (turns measured over 8 px)", plain, {}, ("TURN_REACH", 4)),
+            ("TURN_REACH 9", plain, {}, ("TURN_REACH", 9)),
             ("joins by the gap's direction (previous rule)", plain, {}, ("_join_cost", gap_direction_cost)),
             ("end directions from the field (previous rule)", plain, {}, ("_segments_along", field_end_segments)),
             ("no end trimming (trim 0)", plain, {"trim": 0.0}, None),
