@@ -24,6 +24,7 @@ from scipy import interpolate
 from temtrack.tracker.geometry import (
     _check_curve,
     _closest,
+    _resampled,
     arc_length,
     curve_distance,
     distance_to_curve,
@@ -155,17 +156,6 @@ def fit_spline(
     else:
         mean_curvature = max_curvature = 0.0
     return Spline(_resampled(dense, steps, n_points), length, mean_curvature, max_curvature, closed)
-
-
-def _resampled(points: np.ndarray, steps: np.ndarray, n_points: int) -> np.ndarray:
-    """:func:`resample` of ``points`` ((n, 2) float64, finite) whose step lengths
-    ``steps`` (:func:`_steps`) are known: the same numbers, without checking the curve
-    again or measuring its steps twice (the fit runs for every line of every frame)."""
-    arc = np.concatenate([[0.0], np.cumsum(steps)])
-    if arc[-1] == 0:
-        return np.repeat(points[:1], n_points, axis=0)
-    samples = np.linspace(0.0, arc[-1], n_points)
-    return np.column_stack([np.interp(samples, arc, points[:, 0]), np.interp(samples, arc, points[:, 1])])
 
 
 def hausdorff_distance(a, b, *, exclude_ends: float = 0.0) -> float:

@@ -66,7 +66,14 @@ def resample(curve, n_points: int) -> np.ndarray:
     points = check_curve(curve, "curve")
     if n_points < 2:
         raise ValueError(f"n_points must be at least 2, got {n_points}")
-    arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+    return _resampled(points, np.hypot(*np.diff(points, axis=0).T), n_points)
+
+
+def _resampled(points: np.ndarray, steps: np.ndarray, n_points: int) -> np.ndarray:
+    """:func:`resample` of checked ``points`` ((n, 2) float64) whose ``n - 1`` step
+    lengths are ``steps``: for callers that have measured them already (the spline fit,
+    for every line of every frame)."""
+    arc = np.concatenate([[0.0], np.cumsum(steps)])
     if arc[-1] == 0:
         return np.repeat(points[:1], n_points, axis=0)
     samples = np.linspace(0.0, arc[-1], n_points)
