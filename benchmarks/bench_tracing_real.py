@@ -133,25 +133,46 @@ def score(cases, settings) -> dict:
             "lines per frame": lines / len(cases)}
 
 
-def coverage(cases, settings) -> dict:
-    """How much of the labelled lines the ridges cover, and why covered lines are missed."""
+def traced_frames(cases, settings) -> list[dict]:
+    """Each frame traced once for :func:`coverage` and :func:`found_lengths`: the
+    distance to the nearest ridge pixel (``away``; ``faint``: of the ridges at hysteresis
+    0.2 / 0.15), the predicted splines and their matches to the labelled lines."""
     from scipy.ndimage import distance_transform_edt
 
-    from temtrack.sdk.geometry import distance_to_curve
     from temtrack.sdk.linefield import extract_lines, ridges, split_fields, traced_direction
     from temtrack.sdk.splinematch import score_splines
 
-    shares, pieces, runs_on, best_shares, near_shares = [], 0, 0, [], []
+    frames = []
     for fields, curves in cases:
         centre, direction = split_fields(fields)
         direction = traced_direction(centre, direction, settings)
-        away = distance_transform_edt(~ridges(centre, direction, high=settings.high, low=settings.low))
         preds = [d.points for d in extract_lines(fields, settings=settings).dislocations]
-        found = {i for i, _ in score_splines(preds, curves).pairs}
-        height, width = centre.shape
+        frames.append({
+            "away": distance_transform_edt(~ridges(centre, direction, high=settings.high, low=settings.low)),
+            "faint": distance_transform_edt(~ridges(centre, direction, high=0.2, low=0.15)),
+            "preds": preds,
+            "pairs": score_splines(preds, curves).pairs,
+        })
+    return frames
+
+
+def _pixels(curve: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the pixels nearest the points of ``curve``, clipped to ``shape``."""
+    height, width = shape
+    pts = np.clip(np.round(curve).astype(int), 0, [width - 1, height - 1])
+    return pts[:, 1], pts[:, 0]
+
+
+def coverage(cases, traced) -> dict:
+    """How much of the labelled lines the ridges cover, and why covered lines are missed."""
+    from temtrack.sdk.geometry import distance_to_curve
+
+    shares, pieces, runs_on, best_shares, near_shares = [], 0, 0, [], []
+    for (_, curves), frame in zip(cases, traced):
+        away, preds = frame["away"], frame["preds"]
+        found = {i for i, _ in frame["pairs"]}
         for i, curve in enumerate(curves):
-            pts = np.clip(np.round(curve).astype(int), 0, [width - 1, height - 1])
-            share = float((away[pts[:, 1], pts[:, 0]] <= 3).mean())
+            share = float((away[_pixels(curve, away.shape)] <= 3).mean())
             shares.append(share)
             if i in found or share < 0.9:
                 continue
@@ -179,39 +200,30 @@ def coverage(cases, settings) -> dict:
     }
 
 
-def found_lengths(cases, settings) -> dict:
+def found_lengths(cases, traced) -> dict:
     """Why the found lines are shorter or longer than their labels: the ratio of the
     matched spline's length to the label's, and where the rest of each found label lies
     (its points, 200 per label, not within 5 px of the matched spline): within 3 px of
     another predicted spline, within 2 px of a ridge pixel that no spline kept, of a
     ridge at much lower thresholds (hysteresis 0.2 / 0.15), or of nothing."""
-    from scipy.ndimage import distance_transform_edt
-
-    from temtrack.sdk.geometry import distance_to_curve, resample
-    from temtrack.sdk.linefield import extract_lines, ridges, split_fields, traced_direction
-    from temtrack.sdk.splinematch import score_splines
+    from temtrack.sdk.geometry import arc_length, distance_to_curve, resample
 
     ratios, where = [], {"matched spline": 0, "another spline": 0, "a ridge no spline kept": 0, "a faint ridge only": 0,
                          "nothing": 0}
-    for fields, curves in cases:
-        centre, direction = split_fields(fields)
-        direction = traced_direction(centre, direction, settings)
-        away = distance_transform_edt(~ridges(centre, direction, high=settings.high, low=settings.low))
-        faint = distance_transform_edt(~ridges(centre, direction, high=0.2, low=0.15))
-        preds = [d.points for d in extract_lines(fields, settings=settings).dislocations]
-        height, width = centre.shape
-        for i, j in score_splines(preds, curves).pairs:
+    for (_, curves), frame in zip(cases, traced):
+        preds = frame["preds"]
+        for i, j in frame["pairs"]:
             label = resample(curves[i], 200)
-            ratios.append(np.hypot(*np.diff(preds[j], axis=0).T).sum() / np.hypot(*np.diff(curves[i], axis=0).T).sum())
+            ratios.append(arc_length(preds[j]) / arc_length(curves[i]))
             rest = distance_to_curve(label, preds[j]) > 5
             where["matched spline"] += int((~rest).sum())
             others = np.zeros(len(label), bool)
             for k, other in enumerate(preds):
                 if k != j:
                     others |= distance_to_curve(label, other) <= 3
-            pts = np.clip(np.round(label).astype(int), 0, [width - 1, height - 1])
-            for name, hit in (("another spline", others), ("a ridge no spline kept", away[pts[:, 1], pts[:, 0]] <= 2),
-                              ("a faint ridge only", faint[pts[:, 1], pts[:, 0]] <= 2)):
+            pixels = _pixels(label, frame["away"].shape)
+            for name, hit in (("another spline", others), ("a ridge no spline kept", frame["away"][pixels] <= 2),
+                              ("a faint ridge only", frame["faint"][pixels] <= 2)):
                 where[name] += int((rest & hit).sum())
                 rest &= ~hit
             where["nothing"] += int(rest.sum())
@@ -247,7 +259,8 @@ def main(argv=None) -> int:
     plain = [(fields_of(backend, image), curves) for image, curves in frames]
     print(f"{len(frames)} frames, fields in {time.perf_counter() - tic:.1f} s", file=sys.stderr)
     defaults = LineFieldSettings()
-    for name, value in {**coverage(plain, defaults), **found_lengths(plain, defaults)}.items():
+    traced = traced_frames(plain, defaults)
+    for name, value in {**coverage(plain, traced), **found_lengths(plain, traced)}.items():
         print(f"{name:58s} {value:.3f}" if isinstance(value, float) else f"{name:58s} {value}")
     variants = [("defaults", plain, {}, None)]
     # The mean-score rule (min_score): with --data scratch/sdK (synthetic sets) and
