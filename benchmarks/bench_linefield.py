@@ -88,6 +88,7 @@ def postprocess_rows(frames: int, real: int = 0) -> list[tuple]:
 
 def real_rows(frames: int, baseline: float) -> list[tuple]:
     """The tracing of the bundled model's fields on the first ``frames`` labelled TWIP frames."""
+    import sys
     from pathlib import Path
 
     from temtrack.sdk.backends import get_backend
@@ -95,7 +96,9 @@ def real_rows(frames: int, baseline: float) -> list[tuple]:
     from temtrack.sdk.linefield import extract_lines
     from temtrack.sdk.models import resolve_model
 
-    folder = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "twip-8.4um" / "labeled"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_tracing_real import LABELLED as folder
+
     if not folder.is_dir():
         print(f"real frames: skipped, {folder} is absent")
         return []
