@@ -27,7 +27,7 @@ from temtrack.training.linefield import (  # noqa: E402
 )
 from temtrack.training.model import ModelConfig, build_model  # noqa: E402
 from temtrack.training.synth import generate_sample  # noqa: E402
-from temtrack.training.synth.targets import line_targets  # noqa: E402
+from temtrack.training.synth.targets import GAP_SIGMA, line_targets, separation  # noqa: E402
 from temtrack.training.torch_backend import TorchBackend  # noqa: E402
 from temtrack.training.train import train  # noqa: E402
 
@@ -75,6 +75,7 @@ def test_linefield_model_has_centre_direction_and_extras():
         ({"model": {"encoder": "resnet18"}, "loss": {"direction_weight": 2.0}}, "loss.direction_weight"),
         ({"model": LINEFIELD, "data": {"datasets": ["somewhere"]}}, "data.datasets"),
         ({"model": {"encoder": "resnet18"}, "loss": {"partial_negatives": "everywhere"}}, "loss.partial_negatives"),
+        ({"model": {"encoder": "resnet18"}, "loss": {"gap_weight": 10.0}}, "loss.gap_weight"),
     ],
 )
 def test_mixing_the_families_names_the_key(data, key):
@@ -146,6 +147,65 @@ def test_loss_falls_when_overfitting_one_batch():
 def test_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
         linefield_loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 4, 8, 8), torch.ones(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("spacing", [5.0, 7.0, 9.0])
+def test_separation_weight_between_close_lines_follows_unets_formula(spacing):
+    """Two parallel lines ``spacing`` px apart: at every pixel between them d1 + d2 is the
+    spacing, so the weight is exp(-spacing^2 / (2 GAP_SIGMA^2)); tolerance: the distance
+    transform measures to drawn pixels (the lines here lie on pixel rows: exact)."""
+    a = np.array([[2.0, 20.0], [77.0, 20.0]])
+    b = np.array([[2.0, 20.0 + spacing], [77.0, 20.0 + spacing]])
+    weight = separation([a, b], (60, 80))
+    expected = np.exp(-(spacing**2) / (2 * GAP_SIGMA**2))
+    between = weight[20 : 21 + int(spacing), 40]
+    assert np.allclose(between, expected, atol=1e-4)
+    # Outside the pair it falls off: 2 px beyond the second line d1 + d2 = spacing + 4.
+    assert weight[22 + int(spacing), 40] == pytest.approx(np.exp(-((spacing + 4) ** 2) / (2 * GAP_SIGMA**2)), abs=1e-4)
+    # Closer pairs weigh more; a single line, or lines far apart, weigh nothing.
+    assert separation([a], (60, 80)).max() == 0.0
+    far = np.array([[2.0, 50.0], [77.0, 50.0]])
+    assert separation([a, far], (60, 80))[35, 40] == 0.0
+
+
+def test_separation_weight_rides_with_the_targets_and_the_stream():
+    sample = generate_sample("sd1", seed=4, size=128)
+    targets = line_targets(sample.centrelines, (128, 128), gaps=True)
+    assert targets.gaps is not None and np.array_equal(targets.gaps, separation(sample.centrelines, (128, 128)))
+    assert line_targets(sample.centrelines, (128, 128)).gaps is None
+    # An SD1 pile-up has close neighbours: the weight is high somewhere, and highest on
+    # and between lines (near a ridge of the centre target), not on the open background.
+    assert targets.gaps.max() > 0.3
+    assert float(targets.centre[targets.gaps > 0.3].max()) > 0.5
+    item = LineFieldDataset("sd1", seed=5, size=64, gaps=True).item(3)
+    assert item["gaps"].shape == (1, 64, 64) and 0 <= float(item["gaps"].min()) and float(item["gaps"].max()) <= 1
+    assert torch.equal(item["target"], LineFieldDataset("sd1", seed=5, size=64).item(3)["target"])
+    assert "gaps" not in LineFieldDataset("sd1", seed=5, size=64).item(3)
+
+
+def test_gap_weight_weighs_the_centre_map_where_lines_run_close():
+    torch.manual_seed(0)
+    raw = torch.randn(2, 3, 16, 16)
+    target, weight = torch.zeros(2, 3, 16, 16), torch.ones(2, 1, 16, 16)
+    gaps = torch.zeros(2, 1, 16, 16)
+    plain, _ = linefield_loss(raw, target, weight)
+    assert float(linefield_loss(raw, target, weight, gaps=gaps, gap_weight=10.0)[0]) == pytest.approx(float(plain), abs=1e-6)
+    gaps[..., 4:8, :] = 0.5
+    wrong = raw.clone()
+    wrong[:, 0, 4:8, :] += 5.0  # a confident 'line' in the gap between two lines
+    gain = float(linefield_loss(wrong, target, weight)[0]) - float(plain)
+    weighted = float(linefield_loss(wrong, target, weight, gaps=gaps, gap_weight=10.0)[0])
+    weighted -= float(linefield_loss(raw, target, weight, gaps=gaps, gap_weight=10.0)[0])
+    assert weighted > 3.0 * gain > 0  # the BCE weight there is 1 + 10 * 0.5 = 6 against 1
+    with pytest.raises(ValueError, match="gaps=True"):
+        linefield_loss(raw, target, weight, gap_weight=1.0)
+
+
+def test_a_run_with_the_gap_weight_trains(tmp_path):
+    run = train(tiny_linefield(steps=2, loss={"gap_weight": 10.0}), tmp_path / "run", progress=False)
+    assert run.step == 2 and (tmp_path / "run" / "best.pt").is_file()
+    _, config, _ = load_model(tmp_path / "run" / "last.pt")
+    assert config.family == "linefield" and config.out_channels == 3
 
 
 # --- a run, its checkpoint and the torch backend -------------------------------------------

@@ -148,7 +148,9 @@ class LossConfig(_Strict):
 
     Line-field family (:func:`~temtrack.training.linefield.linefield_loss`):
     ``positive_weight`` (extra BCE weight on the centre ridge, which covers ~1 % of the
-    pixels), ``direction_weight`` and ``ends_weight`` (the terms beside the centre map).
+    pixels), ``direction_weight`` and ``ends_weight`` (the terms beside the centre map),
+    ``gap_weight`` (extra BCE weight on and between lines a few px apart, U-Net's
+    separation weight: :func:`~temtrack.training.synth.targets.separation`; 0 = off).
     On partially labelled real frames (``data.labelled``), ``partial_negatives`` says
     where the centre map may be pushed towards "no line": ``"near_labels"`` (the
     default) only within ``near_labels`` px of a labelled line, so an unlabelled
@@ -161,6 +163,7 @@ class LossConfig(_Strict):
     positive_weight: float = Field(10.0, ge=0)
     direction_weight: float = Field(1.0, ge=0)
     ends_weight: float = Field(0.5, ge=0)
+    gap_weight: float = Field(0.0, ge=0, le=1000)
     partial_negatives: Literal["near_labels", "everywhere"] = "near_labels"
     near_labels: float = Field(6.0, gt=0, le=100)
 
@@ -168,7 +171,7 @@ class LossConfig(_Strict):
 # Loss options that belong to one model family only.
 _LOSS_OPTIONS = {
     "multilabel": ("matching", "empty_weight"),
-    "linefield": ("positive_weight", "direction_weight", "ends_weight", "partial_negatives", "near_labels"),
+    "linefield": ("positive_weight", "direction_weight", "ends_weight", "gap_weight", "partial_negatives", "near_labels"),
 }
 
 

@@ -84,6 +84,8 @@ class LineFieldDataset(IterableDataset):
     - ``weight``: (1, H, W) float32 tensor, where the direction is supervised
     - ``known``: (1, H, W) float32 tensor, where the centre map is supervised (all
       ones: a synthetic image is labelled in full)
+    - ``gaps`` (only with ``gaps=True``): (1, H, W) float32 tensor, the separation
+      weight between close lines (:func:`~temtrack.training.synth.targets.separation`)
     - ``index``: int64 tensor
 
     Parameters
@@ -96,6 +98,8 @@ class LineFieldDataset(IterableDataset):
         Width of the centre ridge (px).
     extras : tuple of str
         ``("ends",)`` adds the line-end map.
+    gaps : bool
+        Adds the ``gaps`` plane (for ``LossConfig.gap_weight``).
     augment_config : AugmentConfig, optional
     backgrounds : path, optional
     start : int
@@ -109,6 +113,7 @@ class LineFieldDataset(IterableDataset):
         size: int | None = None,
         sigma: float = 1.2,
         extras: tuple = (),
+        gaps: bool = False,
         augment_config: AugmentConfig | None = None,
         backgrounds: str | Path | None = None,
         start: int = 0,
@@ -118,7 +123,7 @@ class LineFieldDataset(IterableDataset):
         if unknown:
             raise ValueError(f"unknown line-field extras {unknown}; known: ['ends']")
         self.config = resolve_config(preset, size=size)
-        self.seed, self.sigma, self.extras = int(seed), float(sigma), tuple(extras)
+        self.seed, self.sigma, self.extras, self.gaps = int(seed), float(sigma), tuple(extras), bool(gaps)
         self.augment_config = augment_config or AugmentConfig()
         self.photometric = self.augment_config.model_copy(update=_GEOMETRY_OFF)
         self.backgrounds = backgrounds
@@ -157,19 +162,22 @@ class LineFieldDataset(IterableDataset):
 def _item(stream, index: int, image: np.ndarray, curves: list, known, rng) -> dict:
     """A stream's item from its (already moved) image and curves: targets, then the
     photometric augmentation; ``known`` None means fully labelled."""
-    targets = line_targets(curves, image.shape, sigma=stream.sigma, ends="ends" in stream.extras)
+    targets = line_targets(curves, image.shape, sigma=stream.sigma, ends="ends" in stream.extras, gaps=stream.gaps)
     image, _ = augment(image, np.zeros((0, *image.shape), np.uint8), rng, stream.photometric)
     planes = [targets.centre[None], targets.direction]
     if "ends" in stream.extras:
         planes.append(targets.ends[None])
     known = np.ones((1, *image.shape), np.float32) if known is None else known[None]
-    return {
+    item = {
         "image": torch.from_numpy(image[None]),
         "target": torch.from_numpy(np.concatenate(planes)),
         "weight": torch.from_numpy(targets.weight[None]),
         "known": torch.from_numpy(np.ascontiguousarray(known, dtype=np.float32)),
         "index": torch.tensor(index, dtype=torch.int64),
     }
+    if stream.gaps:
+        item["gaps"] = torch.from_numpy(targets.gaps[None])
+    return item
 
 
 # --- partially labelled real frames ------------------------------------------------------
@@ -269,6 +277,8 @@ class LabelledLineDataset(IterableDataset):
         Width of the centre ridge (px).
     extras : tuple of str
         ``("ends",)`` adds the line-end map (line ends inside the crop).
+    gaps : bool
+        Adds the ``gaps`` plane between the labelled lines.
     rule, near
         See :func:`known_pixels`.
     augment_config : AugmentConfig, optional
@@ -283,6 +293,7 @@ class LabelledLineDataset(IterableDataset):
         seed: int = 0,
         sigma: float = 1.2,
         extras: tuple = (),
+        gaps: bool = False,
         rule: str = "near_labels",
         near: float = 6.0,
         augment_config: AugmentConfig | None = None,
@@ -297,6 +308,7 @@ class LabelledLineDataset(IterableDataset):
         known_pixels([], (1, 1), rule=rule, near=near)  # validates rule and near
         self.frames, self.size, self.seed = frames, int(size), int(seed)
         self.sigma, self.extras, self.rule, self.near = float(sigma), tuple(extras), rule, float(near)
+        self.gaps = bool(gaps)
         self.augment_config = augment_config or AugmentConfig()
         self.photometric = self.augment_config.model_copy(update=_GEOMETRY_OFF)
         self.start = int(start)
@@ -341,13 +353,16 @@ def linefield_outputs(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([maps, direction, torch.sigmoid(raw[:, 3:])], dim=1)
 
 
-def _map_loss(logits: torch.Tensor, target: torch.Tensor, positive_weight: float, known=None) -> torch.Tensor:
+def _map_loss(logits: torch.Tensor, target: torch.Tensor, positive_weight: float, known=None, extra=None) -> torch.Tensor:
     """Soft-target BCE, heavier on the ridge (lines cover ~1 % of pixels), plus soft Dice.
 
     ``known`` (B, 1, H, W) limits both to the pixels whose label is known; the BCE stays
-    a mean over all pixels, so a crop that is mostly unknown weighs less.
+    a mean over all pixels, so a crop that is mostly unknown weighs less. ``extra``
+    (B, 1, H, W) adds to the BCE's weight (the separation weight between close lines).
     """
     weight = 1.0 + positive_weight * target
+    if extra is not None:
+        weight = weight + extra
     if known is not None:
         weight = weight * known
     bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).mean()
@@ -368,6 +383,8 @@ def linefield_loss(
     positive_weight: float = 10.0,
     direction_weight: float = 1.0,
     ends_weight: float = 0.5,
+    gaps: torch.Tensor | None = None,
+    gap_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """The dense line-field loss of one batch; returns ``(loss, its parts as floats)``.
 
@@ -382,13 +399,21 @@ def linefield_loss(
     known : (B, 1, H, W) tensor, optional
         1 where the centre (and ends) labels are known; None: everywhere (synthetic
         images). Partially labelled real frames set it (:func:`known_pixels`).
+    gaps : (B, 1, H, W) tensor, optional
+        The separation weight between close lines (the items' ``gaps``); the centre
+        map's BCE weighs ``gap_weight * gaps`` more there.
     """
     if raw.shape != target.shape:
         raise ValueError(f"outputs {tuple(raw.shape)} and targets {tuple(target.shape)} differ in shape")
     raw = raw.float()
     if known is not None and known.shape != weight.shape:
         raise ValueError(f"known {tuple(known.shape)} must have the shape of weight {tuple(weight.shape)}")
-    centre = _map_loss(raw[:, :1], target[:, :1], positive_weight, known)
+    if gap_weight > 0 and gaps is None:
+        raise ValueError("gap_weight > 0 needs the separation weight: items made with gaps=True")
+    extra = gap_weight * gaps.float() if gap_weight > 0 else None
+    if extra is not None and extra.shape != weight.shape:
+        raise ValueError(f"gaps {tuple(extra.shape)} must have the shape of weight {tuple(weight.shape)}")
+    centre = _map_loss(raw[:, :1], target[:, :1], positive_weight, known, extra)
     squared = (torch.tanh(raw[:, 1:3]) - target[:, 1:3]).square().sum(1, keepdim=True)
     direction = (squared * weight).sum() / weight.sum().clamp_min(1.0)
     loss = centre + direction_weight * direction

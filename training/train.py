@@ -136,7 +136,8 @@ def _linefield_stream(config: TrainConfig, labelled_train: list = (), *, start: 
     sources = [
         LineFieldDataset(
             _preset(p), seed=config.seed + 7919 * k, size=config.image_size, sigma=config.model.sigma,
-            extras=config.model.extras, augment_config=config.augment, backgrounds=config.data.backgrounds,
+            extras=config.model.extras, gaps=config.loss.gap_weight > 0, augment_config=config.augment,
+            backgrounds=config.data.backgrounds,
         )
         for k, p in enumerate(presets)
     ]
@@ -149,8 +150,8 @@ def _linefield_stream(config: TrainConfig, labelled_train: list = (), *, start: 
         shares.append(config.data.weights.get("synthetic", 1.0))
     kinds.append(LabelledLineDataset(
         labelled_train, size=config.image_size, seed=config.seed + 3, sigma=config.model.sigma,
-        extras=config.model.extras, rule=config.loss.partial_negatives, near=config.loss.near_labels,
-        augment_config=config.augment,
+        extras=config.model.extras, gaps=config.loss.gap_weight > 0, rule=config.loss.partial_negatives,
+        near=config.loss.near_labels, augment_config=config.augment,
     ))
     shares.append(config.data.weights.get("labelled", 1.0))
     return ItemStream(kinds, shares, seed=config.seed + 4, start=start)
@@ -498,7 +499,8 @@ def train(
                 logits, batch["target"].to(device, non_blocking=True), batch["weight"].to(device, non_blocking=True),
                 known=batch["known"].to(device, non_blocking=True),
                 positive_weight=config.loss.positive_weight, direction_weight=config.loss.direction_weight,
-                ends_weight=config.loss.ends_weight,
+                ends_weight=config.loss.ends_weight, gap_weight=config.loss.gap_weight,
+                gaps=batch["gaps"].to(device, non_blocking=True) if "gaps" in batch else None,
             )
             return loss
         target = batch["masks"].to(device, non_blocking=True)
