@@ -616,7 +616,14 @@ def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[
     cost = _join_cost(out[i], out[j], tips[j] - tips[i])
     keep = cost <= settings.link_angle
     order = np.argsort(cost[keep], kind="stable")
-    used, parent, joins = set(), list(range(len(segments))), []
+    return joins_in_order(pairs[keep][order], len(segments))
+
+
+def joins_in_order(pairs: np.ndarray, n_segments: int) -> list[tuple[int, int, int, int]]:
+    """Joins ``(segment a, end of a, segment b, end of b)`` taken from ``pairs`` (rows of
+    two end numbers ``2 k + e``, best first) while each end is still free and the join
+    closes no ring (a union-find over the segments)."""
+    used, parent, joins = set(), list(range(n_segments)), []
 
     def root(k):
         while parent[k] != k:
@@ -624,7 +631,7 @@ def _links(segments: list[_Segment], settings: LineFieldSettings) -> list[tuple[
             k = parent[k]
         return k
 
-    for first, second in zip(i[keep][order].tolist(), j[keep][order].tolist()):
+    for first, second in np.asarray(pairs).reshape(-1, 2).tolist():
         a, ea, b, eb = first // 2, first % 2, second // 2, second % 2
         if (a, ea) in used or (b, eb) in used or root(a) == root(b):
             continue
