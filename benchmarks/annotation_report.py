@@ -111,8 +111,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="default", help="model file or name (default: the bundled model)")
     parser.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
-    parser.add_argument("--fecral-every", type=int, default=24, help="every N-th fecral frame (default 24: 49 frames)")
-    parser.add_argument("--twip-every", type=int, default=8, help="every N-th TWIP frame (default 8: 41 frames)")
+    parser.add_argument("--fecral-every", type=int, default=24,
+                        help="every N-th fecral frame (default 24: 49 frames; 0 skips it)")
+    parser.add_argument("--twip-every", type=int, default=8, help="every N-th TWIP frame (default 8: 41 frames; 0 skips it)")
     parser.add_argument("--fecral-ranges", default="", help="also these consecutive fecral frames, e.g. "
                         "112-128,448-464 (first-last, each its own stream; '' for none)")
     parser.add_argument("--window", type=int, default=4, help="AnnotationSettings.window (default 4; 0 = per frame)")
@@ -120,8 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-sampled", action="store_true", help="only the ranges and the cost")
     args = parser.parse_args(argv)
     fecral, twip = args.real / "fecral-loops" / "video.mp4", args.real / "twip-8.4um" / "video.mp4"
-    runs = [] if args.skip_sampled else [("fecral", fecral, args.fecral_every, True, 0, None),
-                                         ("twip", twip, args.twip_every, False, 0, None)]
+    sampled = [("fecral", fecral, args.fecral_every, True, 0, None), ("twip", twip, args.twip_every, False, 0, None)]
+    runs = [] if args.skip_sampled else [run for run in sampled if run[2] > 0]
     for part in filter(None, args.fecral_ranges.split(",")):
         first, last = (int(v) for v in part.split("-"))
         runs.append((f"fecral {first}-{last}", fecral, 1, True, first, last + 1))
