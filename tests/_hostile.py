@@ -91,11 +91,15 @@ def assert_message(output: str, pattern: str) -> None:
 # A main job made slow (0.3 s per frame) so that a signal reaches it mid-run; run as
 # ``python -c SLOW_MAIN ARGS...``.
 SLOW_MAIN = """
-import sys, time
+import pathlib, sys, time
 from temtrack.sdk.backends import classical
 real = classical.ClassicalBackend.predict_packed
+calls = 0
 def slow(self, frames):
+    global calls
     time.sleep(0.3 * len(frames))
+    calls += 1
+    pathlib.Path(".predicted").write_text(str(calls))  # how far the run is, for the tests to wait on
     return real(self, frames)
 classical.ClassicalBackend.predict_packed = slow
 from temtrack.cli import main

@@ -93,6 +93,14 @@ def _wait_for(condition, timeout=30.0):
     return False
 
 
+def _predicted(folder) -> int:
+    """Batches the slow run's backend has started (written by SLOW_MAIN), 0 before the first."""
+    try:
+        return int((folder / ".predicted").read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
 @pytest.fixture
 def folder(tmp_path, video):
     shutil.copy(video, tmp_path / "v.mp4")
@@ -108,7 +116,9 @@ def test_terminate_keeps_the_finished_frames(folder, signum, code, monkeypatch):
     process = _slow_run(folder, "--workers", "0", "--batch-size", "1", "--keep-overlays")
     partial = folder / ".s.parquet.partial"
     assert _wait_for(lambda: (partial / "run.json").exists())
-    time.sleep(1.5)  # about 4 of the 10 frames done
+    # Until the backend has started its fourth frame (the first ones are done by then),
+    # however slow the machine: a fixed sleep found none done on a loaded one.
+    assert _wait_for(lambda: _predicted(folder) >= 4)
     process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert process.returncode == code, err
