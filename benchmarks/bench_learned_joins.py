@@ -288,17 +288,20 @@ def main(argv=None) -> int:
     variants = [("present rule", None, None)]
     variants += [(f"learned on synthetic, p >= {p}", "synthetic", p) for p in (0.15, 0.3)]
     variants += [(f"learned on TWIP frames < {args.split}, p >= {p}", "TWIP before the split", p) for p in (0.1, 0.2)]
-    synthetic_sets = [(folder, list(iter_ground_truth(folder))) for folder in args.synthetic]
+    # Each synthetic image's fields once, for every variant.
+    synthetic_sets = []
+    for folder in args.synthetic:
+        truths = list(iter_ground_truth(folder))
+        synthetic_sets.append((folder, truths, [fields_of(backend, t.image) for t in truths]))
     held = slice(args.split, None)
     print("\n| join rule | TWIP, all: spline recall / length score, found / lines per frame | TWIP from frame "
-          f"{args.split} (held out) | " + " | ".join(f"{f.name}: thesis length score" for f, _ in synthetic_sets) + " |")
+          f"{args.split} (held out) | " + " | ".join(f"{f.name}: thesis length score" for f, _, _ in synthetic_sets) + " |")
     print("|---|---|---|" + "---|" * len(synthetic_sets))
     for label, name, level in variants:
         links = None if name is None else learned_links(rules[name], level, centre_of)
         found = traced([f for f, _ in twip], settings, links, centre_of)
         row = [label, spline_row(found, [c for _, c in twip]), spline_row(found[held], [c for _, c in twip][held])]
-        for _, truths in synthetic_sets:
-            fields = [fields_of(backend, t.image) for t in truths]
+        for _, truths, fields in synthetic_sets:
             scored = traced(fields, settings, links, centre_of)
             row.append(f"{np.mean([score_image(instance_masks(f), t.masks).length_score for f, t in zip(scored, truths)]):.3f}")
         print("| " + " | ".join(row) + " |", flush=True)

@@ -27,7 +27,7 @@ from .augment import AugmentConfig, augment
 from .datasets import worker_items
 from .synth import SynthConfig, render_scene, resolve_config, sample_scene
 from .synth.storage import sample_seed
-from .synth.targets import line_targets
+from .synth.targets import line_distance, line_targets
 
 __all__ = [
     "LabelledLineDataset",
@@ -242,17 +242,10 @@ def known_pixels(curves, shape: tuple[int, int], *, rule: str = "near_labels", n
     height, width = (int(v) for v in shape)
     if rule == "everywhere":
         return np.ones((height, width), np.float32)
-    free = np.full((height, width), 255, np.uint8)
-    for curve in curves:
-        curve = np.asarray(curve, dtype=float)
-        if len(curve) >= 2:
-            cv2.polylines(free, [np.round(curve * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
-    if free.all():
+    distance = line_distance(curves, (height, width))
+    if distance is None:
         return np.zeros((height, width), np.float32)
-    from scipy.ndimage import distance_transform_edt
-
-    # scipy's exact distance, the same in every run (OpenCV's precise mask is not: sdk/loops.py).
-    return (distance_transform_edt(free) <= near).astype(np.float32)
+    return (distance <= near).astype(np.float32)
 
 
 class LabelledLineDataset(IterableDataset):

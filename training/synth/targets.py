@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GAP_SIGMA", "LineTargets", "line_targets", "separation"]
+__all__ = ["GAP_SIGMA", "LineTargets", "line_distance", "line_targets", "separation"]
 
 #: Scale (px) of the separation weight (``gaps``): ``exp(-(d1 + d2)^2 / (2 GAP_SIGMA^2))``
 #: is 0.46 between lines 5 px apart, 0.08 at 9 px and under 0.01 beyond 12 px.
@@ -253,10 +253,9 @@ def separation(centrelines, shape: tuple[int, int], *, sigma: float = GAP_SIGMA)
     """U-Net's separation weight between close lines: ``exp(-(d1 + d2)^2 / (2 sigma^2))``.
 
     ``d1 <= d2`` are a pixel's distances (px) to the nearest and the second-nearest of
-    ``centrelines``, each line drawn at sub-pixel precision and measured by OpenCV's
-    exact Euclidean distance transform of its drawn pixels (within half a pixel of the
-    distance to the curve itself; a weight needs no more). Zero where fewer than two
-    lines lie within ``3 sigma`` px.
+    ``centrelines``: the exact Euclidean distance to each line's drawn pixels
+    (:func:`line_distance`; within half a pixel of the distance to the curve itself, and
+    a weight needs no more). Zero where fewer than two lines lie within ``3 sigma`` px.
 
     Parameters
     ----------
@@ -277,23 +276,14 @@ def separation(centrelines, shape: tuple[int, int], *, sigma: float = GAP_SIGMA)
     >>> round(float(w[13, 20]), 2), round(float(w[10, 20]), 2), float(separation([a], (30, 40)).max())
     (0.32, 0.32, 0.0)
     """
-    import cv2
-
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 px, got {sigma!r}")
     height, width = (int(v) for v in shape)
-    lines = [np.asarray(c, dtype=float) for c in centrelines if len(c) >= 2]
     out = np.zeros((height, width), np.float32)
-    if len(lines) < 2:
+    if sum(len(c) >= 2 for c in centrelines) < 2:
         return out
     reach = 3.0 * sigma
-    distances = []
-    for line in lines:
-        canvas = np.full((height, width), 255, np.uint8)
-        cv2.polylines(canvas, [np.round(line * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
-        if canvas.all():  # the line lies outside the image
-            continue
-        distances.append(cv2.distanceTransform(canvas, cv2.DIST_L2, cv2.DIST_MASK_PRECISE))
+    distances = [d for d in (line_distance([c], (height, width)) for c in centrelines if len(c) >= 2) if d is not None]
     if len(distances) < 2:
         return out
     nearest_two = np.partition(np.stack(distances), 1, axis=0)[:2]
@@ -301,3 +291,22 @@ def separation(centrelines, shape: tuple[int, int], *, sigma: float = GAP_SIGMA)
     total = nearest_two[0][close] + nearest_two[1][close]
     out[close] = np.exp(-(total.astype(np.float64) ** 2) / (2.0 * sigma * sigma))
     return out
+
+
+def line_distance(curves, shape: tuple[int, int]) -> np.ndarray | None:
+    """Distance (px, float64) from every pixel to the nearest pixel drawn along ``curves``
+    (``(n, 2)`` arrays of ``(x, y)``, drawn 8-connected at 1/16 px precision; curves of
+    fewer than 2 points are skipped); None when nothing is drawn inside ``shape``.
+
+    SciPy's exact transform, the same in every run (OpenCV's precise mask is not:
+    sdk/loops.py), so a training stream that uses it repeats itself exactly.
+    """
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    free = np.full(tuple(int(v) for v in shape), 255, np.uint8)
+    for curve in curves:
+        curve = np.asarray(curve, dtype=float)
+        if len(curve) >= 2:
+            cv2.polylines(free, [np.round(curve * 16).astype(np.int32)], False, 0, 1, cv2.LINE_8, shift=4)
+    return None if free.all() else distance_transform_edt(free)
