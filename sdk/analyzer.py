@@ -125,8 +125,19 @@ class Analyzer:
         model the upper hysteresis threshold on its centreline map.
     tracker : {"curve", "trackpy"}
         Linker (``temtrack.tracker.linker_names()``); ``tracker_options`` its settings.
-    batch_size, workers, scale
+    batch_size, workers
         :class:`~temtrack.sdk.pipeline.PipelineSettings`.
+    scale : float, "auto" or None
+        Model px per frame px (:class:`~temtrack.sdk.pipeline.PipelineSettings`). None
+        runs a line-field model at the frames' own size and fits frames to a
+        fixed-size model's input. ``"auto"`` (the default) does the same for a
+        fixed-size model, a mask model or the classical backend; for a line-field model, which runs at any size, it measures
+        the width of the lines in a few frames spread through each input (a stream's
+        first frame) and resamples the frames so the lines get the width the model was
+        trained at when they are far from it
+        (:func:`temtrack.sdk.linescale.choose_scale`): a resampling is announced as an
+        :class:`InputNotice`, and the choice recorded in the outputs' metadata
+        (``"scale_choice"``).
     providers : list of str, optional
         onnxruntime execution providers (implies ``backend="onnxruntime"``).
     annotations : bool or AnnotationSettings
@@ -154,7 +165,7 @@ class Analyzer:
         tracker_options: dict | None = None,
         batch_size: int = 4,
         workers: int | None = None,
-        scale: float | None = None,
+        scale: float | str | None = "auto",
         providers: list | None = None,
         annotations: bool | AnnotationSettings = True,
     ):
@@ -171,9 +182,16 @@ class Analyzer:
             raise ValueError(f"unknown tracker {tracker!r}; valid trackers: {', '.join(linker_names())}")
         self.tracker, self.tracker_options = tracker, dict(tracker_options or {})
         self._check_tracker()
-        self.settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers), scale=scale)
+        if isinstance(scale, str) and scale != "auto":
+            raise ValueError(f"scale must be a number > 0, 'auto' or None, got {scale!r}")
+        self.settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers),
+                                         scale=None if scale == "auto" else scale)
         self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
         self.family = getattr(self.backend, "family", "multilabel")
+        # A model with a fixed input size fits each frame to it, and a mask model or the
+        # classical backend runs at the frames' own size: that is their "auto".
+        self.auto_scale = (scale == "auto" and self.family == "linefield"
+                           and getattr(self.backend, "input_size", None) is None)
         if threshold is not None and postprocess is not None:
             raise ValueError("give either threshold or postprocess (whose settings hold the threshold), not both")
         self.postprocess = _postprocess_for(
@@ -198,7 +216,7 @@ class Analyzer:
             "selection": self.selection,
             "postprocess": dataclasses.asdict(self.postprocess),
             "tracker": self._new_linker().describe(),
-            "pipeline": {"batch_size": self.settings.batch_size, "scale": self.settings.scale},
+            "pipeline": {"batch_size": self.settings.batch_size, "scale": "auto" if self.auto_scale else self.settings.scale},
             "annotations": None if self.annotations is None else dataclasses.asdict(self.annotations),
         }
 
@@ -236,13 +254,20 @@ class Analyzer:
         from .sources import Frame, open_source
 
         def results(items, pixel_size):
+            settings = self.settings
+            if self.auto_scale:  # a live stream cannot be read ahead: its first frame decides
+                items = iter(items)
+                first = next(items, None)
+                if first is not None:
+                    settings = self._chosen_settings(self._choose_scale("the stream", [first.image]))
+                    items = itertools.chain([first], items)
             return iterate_results(
                 items,
                 self.backend,
                 linker=self._new_linker(),
                 series=self._series(pixel_size),
                 postprocess=self.postprocess,
-                settings=self.settings,
+                settings=settings,
                 keep_images=keep_images,
                 annotations=self.annotations,
             )
@@ -349,6 +374,11 @@ class Analyzer:
                 warnings.warn(frames.range_note, InputNotice, stacklevel=2)
             check_start(frames, start)
             metadata = self._metadata(frames, start, end, every)
+            settings = self.settings
+            if self.auto_scale:
+                choice = self._choose_scale(frames.name, _spread_frames(frames, start, end, every))
+                settings = self._chosen_settings(choice)
+                metadata["scale_choice"] = choice.to_dict()
             if out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
             lock = None if out is None else OutputLock(out.with_name(f".{out.name}.lock"), str(out)).acquire()
@@ -379,7 +409,7 @@ class Analyzer:
                             linker=linker,
                             series=series,
                             postprocess=self.postprocess,
-                            settings=self.settings,
+                            settings=settings,
                             keep_images=overlay_writer is not None,
                             annotations=self.annotations,
                             context=context,
@@ -440,6 +470,24 @@ class Analyzer:
             seconds=time.perf_counter() - began,
             _tables=tables if memory is not None else {},
         )
+
+    def _choose_scale(self, name: str, images: list | None):
+        """``scale="auto"``: the scale for these frames of one input (None: an input
+        that can be read only once), announced when it resamples."""
+        from .linescale import ScaleChoice, choose_scale
+
+        if images is None:
+            choice = ScaleChoice(1.0, None, (), "the input can be read only once, so no frames were sampled for "
+                                 "its line width: the frames' own size (give scale=S to resample)")
+        else:
+            choice = choose_scale(images)
+        if choice.scale != 1.0 or images is None:
+            warnings.warn(f"{name}: {choice.reason}", InputNotice, stacklevel=3)
+        return choice
+
+    def _chosen_settings(self, choice) -> PipelineSettings:
+        # Scale 1 runs exactly as without a scale (no resampling).
+        return dataclasses.replace(self.settings, scale=None if choice.scale == 1.0 else choice.scale)
 
     def _metadata(self, frames, start, end, every) -> dict:
         from temtrack import __version__
@@ -607,6 +655,26 @@ def resolve_backend(model=None, *, backend=None, providers: list | None = None) 
             )
         raise ValueError(f"model {model} runs on the {runs_on!r} backend, not {backend!r}")
     return get_backend(str(model), **options), None
+
+
+def _spread_frames(frames, start: int, end: int | None, every: int) -> list | None:
+    """The images of up to ``linescale.FRAMES`` frames spread evenly over the frames a
+    run processes (its first and last included); None for an input that can be read
+    only once (an iterator)."""
+    import numpy as np
+
+    from .linescale import FRAMES
+
+    stop = end if end is not None else frames.n_frames
+    if frames.kind == "iterator" or stop is None:
+        return None
+    indices = range(start, stop, every)
+    chosen = sorted({indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(FRAMES, len(indices))).round()})
+    images = []
+    for index in chosen:
+        for frame in frames.frames(start=index, end=index + 1):
+            images.append(frame.image)
+    return images
 
 
 class InputNotice(UserWarning):

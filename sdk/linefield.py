@@ -405,17 +405,23 @@ def hessian_direction(centre: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     return np.stack([np.where(flat, np.float32(1), along / norm), np.where(flat, np.float32(0), across / norm)])
 
 
+def gaussian_kernels(sigma: float, *, reach: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D Gaussian kernels of ``sigma`` px over ``±ceil(reach * sigma)`` px, float32:
+    smoothing (sums to 1), first derivative (for OpenCV, which correlates: the sign
+    cancels in ``Hxy``) and second derivative (zero-sum: a flat image has no curvature)."""
+    x = np.arange(-math.ceil(reach * sigma), math.ceil(reach * sigma) + 1, dtype=np.float64)
+    g0 = np.exp(-0.5 * (x / sigma) ** 2)
+    g0 /= g0.sum()
+    g1 = (x / sigma**2 * g0).astype(np.float32)
+    g2 = (x**2 / sigma**4 - 1 / sigma**2) * g0
+    return g0.astype(np.float32), g1, (g2 - g2.mean()).astype(np.float32)
+
+
 def _hessian_terms(centre: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """``(Hxx - Hyy, 2 Hxy)`` of ``centre`` by Gaussian derivative kernels of ``sigma`` px."""
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 px, got {sigma!r}")
-    x = np.arange(-math.ceil(4 * sigma), math.ceil(4 * sigma) + 1, dtype=np.float64)
-    g0 = np.exp(-0.5 * (x / sigma) ** 2)
-    g0 /= g0.sum()
-    g1 = (x / sigma**2 * g0).astype(np.float32)  # OpenCV correlates; the sign cancels in Hxy
-    g2 = (x**2 / sigma**4 - 1 / sigma**2) * g0
-    g2 = (g2 - g2.mean()).astype(np.float32)  # a flat map has no curvature
-    g0 = g0.astype(np.float32)
+    g0, g1, g2 = gaussian_kernels(sigma, reach=4.0)
     image = np.asarray(centre, np.float32)
 
     def filtered(kx, ky):

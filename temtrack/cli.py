@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import signal
 import sys
@@ -460,8 +461,11 @@ def _run_parser() -> argparse.ArgumentParser:
                         "model's lines; float16 halves the values' bytes and can move lines)")
     parser.add_argument("--batch-size", type=int, default=4, help="frames per model call (default: 4)")
     parser.add_argument("--workers", type=int, help="post-processing processes (default: CPU cores - 1; 0 = none)")
-    parser.add_argument("--scale", type=float, help="model px per frame px instead of fitting the frame to the "
-                        "model input")
+    parser.add_argument("--scale", type=_scale, metavar="S|auto", help="model px per frame px; default auto: a "
+                        "line-field model measures the dislocations' width in 8 frames and resamples them when it is "
+                        "far from the width the model was trained at (announced), otherwise runs at the frames' own "
+                        "size; a fixed-size model fits each frame to its input. --scale 1: always the frames' own "
+                        "size")
     parser.add_argument("--every", type=int, default=1, help="process every K-th frame (default: 1)")
     parser.add_argument("--start", type=int, default=0, help="first frame (default: 0)")
     parser.add_argument("--end", type=int, help="stop before this frame (default: the last)")
@@ -495,6 +499,19 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _scale(text: str):
+    """``--scale``: a number > 0 or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}")
+    return value
 
 
 def _key_values(items: list[str], option: str) -> dict:
@@ -623,7 +640,7 @@ def _run(args: argparse.Namespace) -> int:
         tracker_options=_key_values(args.tracker_option, "--tracker-option"),
         batch_size=args.batch_size,
         workers=args.workers,
-        scale=args.scale,
+        scale="auto" if args.scale is None else args.scale,
         providers=None if args.providers is None else [p.strip() for p in args.providers.split(",") if p.strip()],
         annotations=not args.keep_overlays,
     )

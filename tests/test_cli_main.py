@@ -138,6 +138,23 @@ def test_bad_options_are_clear_errors(tmp_path, video, capsys):
     assert not (tmp_path / "s.parquet").exists()
 
 
+def test_scale_auto_is_the_default_and_recorded_and_bad_scales_are_named(tmp_path, video, capsys):
+    out = tmp_path / "s.parquet"
+    assert _main(video, "--out", out, "--workers", 0, "--quiet") == 0
+    assert "line width" not in capsys.readouterr().err  # the generator's lines: nothing resampled, nothing said
+    meta = read_metadata(out)
+    assert meta["settings"]["pipeline"]["scale"] == "auto"
+    assert meta["scale_choice"]["scale"] == 1.0 and meta["scale_choice"]["frame_sigmas_px"]
+    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--scale", "1", "--overwrite") == 0
+    meta = read_metadata(out)
+    assert meta["settings"]["pipeline"]["scale"] == 1.0 and "scale_choice" not in meta
+    for bad in ("0", "-1", "wide", "nan"):
+        with pytest.raises(SystemExit) as exit_:  # argparse's usage error
+            _main(video, "--out", tmp_path / "t.parquet", "--scale", bad, "--quiet")
+        assert exit_.value.code == 2 and "--scale" in (err := capsys.readouterr().err) and "'auto'" in err
+    assert not (tmp_path / "t.parquet").exists()
+
+
 def test_tracker_options_reach_the_linker(tmp_path, video):
     out = tmp_path / "s.parquet"
     assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--tracker", "trackpy",
