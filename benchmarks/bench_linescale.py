@@ -15,6 +15,7 @@ costs, and how much the automatic scale wins back.
 
     python benchmarks/bench_linescale.py                 # every 3rd labelled frame
     python benchmarks/bench_linescale.py --step 1 --zooms 0.5 1 2
+    python benchmarks/bench_linescale.py --picture docs/model-card-linefield/scale-auto.jpg
 
 Needs the real data (``../shared/data/real``; parts skipped with a reason when absent)
 and the runtime (onnxruntime); the generator rows need the training extra.
@@ -126,6 +127,34 @@ def zoom_rows(zooms: list[float], step: int) -> list[tuple]:
     return rows
 
 
+def picture(target: Path, zoom: float = 2.0) -> str:
+    """One labelled TWIP frame resampled by ``zoom``: the splines at the frames' own size
+    (left) and with ``scale="auto"`` (right), one colour each, 1100 px wide."""
+    import cv2
+
+    from temtrack.sdk.analyzer import Analyzer, InputNotice
+    from temtrack.sdk.overlay import draw_tracks
+
+    image = zoomed(_labelled(1)[len(_labelled(1)) // 2].image, zoom)
+    panels, counts = [], []
+    for scale in (None, "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputNotice)
+            splines = Analyzer(workers=0, scale=scale).run(image[None], progress=False).splines
+        curves = [np.column_stack([x, y]) for x, y in zip(splines.x, splines.y)]
+        panels.append(draw_tracks(image, curves, list(range(len(curves))), labels=False, thickness=3))
+        counts.append(len(curves))
+    gap = np.full((image.shape[0], 16, 3), 255, np.uint8)
+    row = np.concatenate([panels[0], gap, panels[1]], axis=1)
+    row = cv2.resize(row, None, fx=1100 / row.shape[1], fy=1100 / row.shape[1], interpolation=cv2.INTER_AREA)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(target), row, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    from temtrack.sdk.linescale import choose_scale
+
+    return (f"wrote {target}: {counts[0]} splines at the frame's own size, {counts[1]} with scale='auto' "
+            f"({choose_scale([image]).reason})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--step", type=int, default=3, help="every STEP-th labelled TWIP frame (default 3: 20 frames)")
@@ -133,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="*", default=["sd1", "sd2", "sd3"])
     parser.add_argument("--images", type=int, default=40, help="generator images per preset (default 40)")
     parser.add_argument("--fecral-every", type=int, default=49, help="FeCrAl frames for the widths (default every 49th)")
+    parser.add_argument("--picture", type=Path, help="only draw a labelled TWIP frame at 2x, own size beside auto, here")
     args = parser.parse_args(argv)
+    if args.picture is not None:
+        if not LABELLED.is_dir():
+            print(f"picture skipped: {LABELLED} is absent", file=sys.stderr)
+            return 0
+        print(picture(args.picture))
+        return 0
 
     print("| input | line sigma, px: median (quartiles) | --scale auto |")
     print("|---|---|---|")

@@ -131,9 +131,9 @@ class Analyzer:
         Model px per frame px (:class:`~temtrack.sdk.pipeline.PipelineSettings`). None
         runs a line-field model at the frames' own size and fits frames to a
         fixed-size model's input. ``"auto"`` (the default) does the same for a
-        fixed-size model, a mask model or the classical backend; for a line-field model, which runs at any size, it measures
-        the width of the lines in a few frames spread through each input (a stream's
-        first frame) and resamples the frames so the lines get the width the model was
+        fixed-size model, a mask model or the classical backend. For a line-field
+        model, which runs at any size, it measures the width of the lines in a few
+        frames spread through each input (a stream's first frame) and resamples the frames so the lines get the width the model was
         trained at when they are far from it
         (:func:`temtrack.sdk.linescale.choose_scale`): a resampling is announced as an
         :class:`InputNotice`, and the choice recorded in the outputs' metadata
@@ -670,10 +670,14 @@ def _spread_frames(frames, start: int, end: int | None, every: int) -> list | No
         return None
     indices = range(start, stop, every)
     chosen = sorted({indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(FRAMES, len(indices))).round()})
+    from .sources import SourceError
+
     images = []
     for index in chosen:
-        for frame in frames.frames(start=index, end=index + 1):
-            images.append(frame.image)
+        try:
+            images.extend(frame.image for frame in frames.frames(start=index, end=index + 1))
+        except SourceError:  # e.g. a video shorter than its container says: the run reports it when reached
+            continue
     return images
 
 

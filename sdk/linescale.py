@@ -50,10 +50,11 @@ MAX_SIDE = 1024
 # bundled model trained on give medians of 1.41-1.68 px per preset.
 REFERENCE_SIGMA = 1.68
 # Widths within this factor of the reference keep scale 1: the labelled TWIP frames and
-# the four dislocation samples (2.0 px each), which the model traces best at their own
-# size. The TWIP frames seen 1.41x as large (2.38 px) are outside it: at their own size
-# the model finds a fifth fewer of their lines (benchmarks/bench_linescale.py).
-BAND = 1.4
+# the dislocation samples (2.0 px; sample1 alone 2.38 px), which the model traces well at
+# their own size. A TWIP frame seen 2x or 0.5x as large is outside it; one seen 1.41x as
+# large (2.38 px) is not, although the model finds a fifth fewer of its lines: a default
+# that acts only on clear cases (benchmarks/bench_linescale.py).
+BAND = 1.6
 # The sampled frames must agree within this factor (upper over lower quartile).
 AGREEMENT = 1.5
 MIN_SCALE, MAX_SCALE = 0.25, 2.0
@@ -122,7 +123,8 @@ def line_sigma(image) -> float | None:
     Returns
     -------
     float or None
-        Sigma in px (about the full width at half depth / 2.35), one of ``LEVELS``:
+        Sigma in px (about the full width at half depth / 2.35), one of ``LEVELS``
+        up to 1/32 of the frame's smaller side:
         within 1.5 levels (1.3x) of a Gaussian line's sigma from 0.9 to 7 px, 0.15
         levels low on average;
         None when the frame holds no elongated dark ridge (a flat frame). The smallest
@@ -144,10 +146,13 @@ def line_sigma(image) -> float | None:
     top, left = max(0, (image.shape[0] - MAX_SIDE) // 2), max(0, (image.shape[1] - MAX_SIDE) // 2)
     image = image[top : top + MAX_SIDE, left : left + MAX_SIDE]
     height, width = image.shape
+    # A line is narrow against the frame: in a small frame a wide band (a slip band, a
+    # bend contour) would otherwise outweigh the few lines there.
+    levels = [sigma for sigma in LEVELS if sigma <= min(height, width) / 32]
     best = np.zeros((height, width), np.float32)
     level = np.zeros((height, width), np.uint8)
     normal = np.zeros((height, width), np.uint8)
-    for index, sigma in enumerate(LEVELS):
+    for index, sigma in enumerate(levels):
         # Coarse scales run on a halved frame (the same sigma in frame px): a fifth of the
         # work. Halving lowers a thin ridge's sampled peak by a few per cent, enough to
         # move a flat maximum by a level, so only from 2.83 px on.
@@ -162,7 +167,7 @@ def line_sigma(image) -> float | None:
             across = cv2.resize(across, (width, height), interpolation=cv2.INTER_NEAREST)
         stronger = strength > best
         best[stronger], level[stronger], normal[stronger] = strength[stronger], index, across[stronger]
-    margin = math.ceil(2 * LEVELS[-1])  # the reflected border makes ridges of its own
+    margin = math.ceil(2 * levels[-1])  # the reflected border makes ridges of its own
     best[:margin] = best[-margin:] = 0
     best[:, :margin] = best[:, -margin:] = 0
     # Only a ridge's centre (a maximum across it): beside the centre the strength peaks
@@ -180,10 +185,10 @@ def line_sigma(image) -> float | None:
         return None
     strength = best[centre]
     chosen = strength >= np.quantile(strength, 1 - TOP_SHARE)
-    levels, weights = level[centre][chosen], strength[chosen]
-    totals = np.bincount(levels, weights=weights, minlength=len(LEVELS))
+    chosen_levels, weights = level[centre][chosen], strength[chosen]
+    totals = np.bincount(chosen_levels, weights=weights, minlength=len(levels))
     median = int(np.searchsorted(np.cumsum(totals), 0.5 * totals.sum()))
-    return LEVELS[median]
+    return levels[median]
 
 
 def choose_scale(frames: Iterable) -> ScaleChoice:

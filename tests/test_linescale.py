@@ -19,7 +19,7 @@ ONE_STEP = STEP * 1.001
 TOLERANCE = STEP**1.5 * 1.001
 
 
-def _line_frame(sigma, *, shape=(160, 192), angle=0.0, depth=0.3):
+def _line_frame(sigma, *, shape=(256, 288), angle=0.0, depth=0.3):
     """A straight dark line with a Gaussian cross-section of ``sigma`` px through the centre."""
     y, x = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
     normal = (np.cos(np.radians(angle)), np.sin(np.radians(angle)))
@@ -49,6 +49,14 @@ def test_round_spots_do_not_count_as_lines():
         if abs(cx - 128) > 25:
             frame -= 0.4 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 5.0**2))
     assert 1 / TOLERANCE <= line_sigma(frame) / 1.5 <= TOLERANCE
+
+
+def test_in_a_small_frame_a_wide_band_does_not_outweigh_the_lines():
+    y, x = np.mgrid[:96, :96].astype(np.float64)
+    frame = 0.8 - 0.5 * np.exp(-((y - 48.0) ** 2) / (2 * 8.0**2))  # a wide dark band
+    for column in (30.0, 48.0, 66.0):
+        frame -= 0.2 * np.exp(-((x - column) ** 2) / (2 * 1.5**2))
+    assert 1 / TOLERANCE <= line_sigma(frame.astype(np.float32)) / 1.5 <= TOLERANCE
 
 
 @pytest.mark.parametrize("preset", ["sd1", "sd3"])
