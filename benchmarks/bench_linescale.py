@@ -12,6 +12,8 @@ costs, and how much the automatic scale wins back.
    bundled model) at their own size and with ``scale="auto"``; spline recall, length
    score of the found lines and lines per frame, scored in the labels' own pixels
    (``tem-track eval``'s rule), with the ratio of auto to own size.
+3. **Bright lines**: the same frames inverted (as dark field would show them) with
+   ``--lines dark`` (the default) and ``--lines bright``.
 
     python benchmarks/bench_linescale.py                 # every 3rd labelled frame
     python benchmarks/bench_linescale.py --step 1 --zooms 0.5 1 2
@@ -127,6 +129,26 @@ def zoom_rows(zooms: list[float], step: int) -> list[tuple]:
     return rows
 
 
+def inverted_rows(step: int) -> list[tuple]:
+    """The labelled TWIP frames inverted (a stand-in for dark field, where lines are
+    bright): spline recall, length score and lines per frame with ``lines="dark"`` (the
+    default) and ``lines="bright"``."""
+    from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.postprocess import PostprocessSettings, extract_dislocations
+    from temtrack.sdk.splinematch import score_splines, summarize_splines
+
+    truths = _labelled(step)
+    labels = [[d.points for d in extract_dislocations(t.masks, settings=PostprocessSettings()).dislocations] for t in truths]
+    stack = 1.0 - np.stack([t.image for t in truths])
+    rows = []
+    for lines in ("dark", "bright"):
+        splines = Analyzer(workers=0, lines=lines).run(stack, progress=False).splines
+        scores = [score_splines([np.column_stack([x, y]) for x, y in zip(s.x, s.y)], truth)
+                  for s, truth in ((splines[splines.frame == k], truth) for k, truth in enumerate(labels))]
+        rows.append((lines, summarize_splines(scores)))
+    return rows
+
+
 def picture(target: Path, zoom: float = 2.0) -> str:
     """One labelled TWIP frame resampled by ``zoom``: the splines at the frames' own size
     (left) and with ``scale="auto"`` (right), one colour each, 1100 px wide."""
@@ -187,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {zoom:g} | {chosen} | {base['spline_recall']:.3f} | {mine['spline_recall']:.3f} | {ratio:.2f} "
               f"| {base['matched_length_score']:.3f} | {mine['matched_length_score']:.3f} "
               f"| {base['pred_per_frame']:.1f} | {mine['pred_per_frame']:.1f} | {base_s:.0f} | {mine_s:.0f} |")
+    print()
+    print("| TWIP frames inverted (bright lines) | spline recall | length score, found | lines / frame |")
+    print("|---|---|---|---|")
+    for lines, total in inverted_rows(args.step):
+        print(f"| --lines {lines} | {total['spline_recall']:.3f} | {total['matched_length_score']:.3f} "
+              f"| {total['pred_per_frame']:.1f} |")
     return 0
 
 

@@ -28,7 +28,10 @@ from .pipeline import FrameResult, PipelineSettings, cap_workers, iterate_result
 from .linefield import LineFieldSettings
 from .postprocess import PostprocessSettings
 
-__all__ = ["Analyzer", "InputNotice", "RunResult", "check_outputs", "process_videos", "resolve_backend"]
+__all__ = ["Analyzer", "InputNotice", "LINES", "RunResult", "check_outputs", "process_videos", "resolve_backend"]
+
+#: ``Analyzer(lines=...)``: dislocations darker than the background (bright field) or brighter (dark field).
+LINES = ("dark", "bright")
 
 
 @dataclass
@@ -140,6 +143,10 @@ class Analyzer:
         (``"scale_choice"``).
     providers : list of str, optional
         onnxruntime execution providers (implies ``backend="onnxruntime"``).
+    lines : {"dark", "bright"}
+        Dislocations darker than the background (bright field, the default) or
+        brighter (dark field, weak beam): ``"bright"`` gives the model (and the line
+        width measure of ``scale="auto"``) the inverted frames, ``1 - frame``.
     annotations : bool or AnnotationSettings
         Leave out dislocations lying mostly on burnt-in overlays (scale bars and their
         labels, dose text, timestamps, cursors), found in every frame with the help of
@@ -168,6 +175,7 @@ class Analyzer:
         scale: float | str | None = "auto",
         providers: list | None = None,
         annotations: bool | AnnotationSettings = True,
+        lines: str = "dark",
     ):
         from temtrack.tracker import linker_names
 
@@ -184,8 +192,10 @@ class Analyzer:
         self._check_tracker()
         if isinstance(scale, str) and scale != "auto":
             raise ValueError(f"scale must be a number > 0, 'auto' or None, got {scale!r}")
+        if lines not in LINES:
+            raise ValueError(f"lines must be one of {', '.join(map(repr, LINES))}, got {lines!r}")
         self.settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers),
-                                         scale=None if scale == "auto" else scale)
+                                         scale=None if scale == "auto" else scale, invert=lines == "bright")
         self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
         self.family = getattr(self.backend, "family", "multilabel")
         # A model with a fixed input size fits each frame to it, and a mask model or the
@@ -216,7 +226,8 @@ class Analyzer:
             "selection": self.selection,
             "postprocess": dataclasses.asdict(self.postprocess),
             "tracker": self._new_linker().describe(),
-            "pipeline": {"batch_size": self.settings.batch_size, "scale": "auto" if self.auto_scale else self.settings.scale},
+            "pipeline": {"batch_size": self.settings.batch_size, "scale": "auto" if self.auto_scale else self.settings.scale,
+                         "lines": "bright" if self.settings.invert else "dark"},
             "annotations": None if self.annotations is None else dataclasses.asdict(self.annotations),
         }
 
@@ -476,6 +487,8 @@ class Analyzer:
         that can be read only once), announced when it resamples."""
         from .linescale import ScaleChoice, choose_scale
 
+        if images is not None and self.settings.invert:
+            images = [1.0 - image for image in images]  # the width of the lines the model will see
         if images is None:
             choice = ScaleChoice(1.0, None, (), "the input can be read only once, so no frames were sampled for "
                                  "its line width: the frames' own size (give scale=S to resample)")

@@ -78,12 +78,17 @@ class PipelineSettings:
         (letterbox, :mod:`temtrack.sdk.preprocess`).
     read_ahead : int
         Frames decoded ahead of inference.
+    invert : bool
+        Give the model ``1 - frame``: for dislocations brighter than the background
+        (dark field, weak beam), since the models know dark lines only. Everything else
+        (overlays, burnt-in text, outputs) sees the frames as they are.
     """
 
     batch_size: int = 4
     workers: int | None = None
     scale: float | None = None
     read_ahead: int = 16
+    invert: bool = False
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -94,6 +99,8 @@ class PipelineSettings:
             raise ValueError(f"scale must be None or a finite number > 0, got {self.scale!r}")
         if not isinstance(self.read_ahead, int) or self.read_ahead < 1:
             raise ValueError(f"read_ahead must be an integer >= 1, got {self.read_ahead!r}")
+        if not isinstance(self.invert, bool):
+            raise ValueError(f"invert must be True or False, got {self.invert!r}")
 
     @property
     def processes(self) -> int:
@@ -450,6 +457,8 @@ class _Stages:
             frames = [frame for frame, _ in batch]
             placement = self.placement_of(frames[0].image.shape)
             inputs = np.stack([f.image if placement is None else fit(f.image, placement) for f in frames])
+            if self.settings.invert:  # bright lines (dark field) as the dark lines the models know
+                inputs = 1.0 - inputs
             predict_packed = getattr(backend, "predict_packed", None)
             if not fields and getattr(backend, "threshold", None) not in (None, options.threshold):
                 predict_packed = None  # its crops are cut at its own threshold, not the one asked for

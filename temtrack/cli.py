@@ -466,6 +466,9 @@ def _run_parser() -> argparse.ArgumentParser:
                         "far from the width the model was trained at (announced), otherwise runs at the frames' own "
                         "size; a fixed-size model fits each frame to its input. --scale 1: always the frames' own "
                         "size")
+    parser.add_argument("--lines", choices=("dark", "bright"), default="dark", help="dislocations darker than the "
+                        "background (bright field; default) or brighter (dark field, weak beam: the model sees the "
+                        "inverted frames)")
     parser.add_argument("--every", type=int, default=1, help="process every K-th frame (default: 1)")
     parser.add_argument("--start", type=int, default=0, help="first frame (default: 0)")
     parser.add_argument("--end", type=int, help="stop before this frame (default: the last)")
@@ -546,6 +549,8 @@ def _loops(args: argparse.Namespace, out: Path | None) -> int:
             raise ValueError(f"{flag} goes with dislocations; the loop detector is classical (no model)")
     for key in _torch_switches(args):
         raise ValueError(f"--{key.replace('_', '-')} goes with dislocations; the loop detector is classical (no model)")
+    if args.lines != "dark":
+        raise ValueError("--lines goes with dislocation lines; the loop detector finds dark loops and dots")
     picture = None if args.plots is None else args.plots / "loops.png"
     if picture is not None and picture.exists() and not args.overwrite:
         raise FileExistsError(f"plot {picture} already exists; pass --overwrite to replace it")
@@ -641,6 +646,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         scale="auto" if args.scale is None else args.scale,
+        lines=args.lines,
         providers=None if args.providers is None else [p.strip() for p in args.providers.split(",") if p.strip()],
         annotations=not args.keep_overlays,
     )

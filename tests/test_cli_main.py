@@ -148,6 +148,10 @@ def test_scale_auto_is_the_default_and_recorded_and_bad_scales_are_named(tmp_pat
     assert _main(video, "--out", out, "--workers", 0, "--quiet", "--scale", "1", "--overwrite") == 0
     meta = read_metadata(out)
     assert meta["settings"]["pipeline"]["scale"] == 1.0 and "scale_choice" not in meta
+    assert _main(video, "--out", out, "--workers", 0, "--quiet", "--lines", "bright", "--overwrite") == 0
+    assert read_metadata(out)["settings"]["pipeline"]["lines"] == "bright"
+    assert _main(video, "--out", tmp_path / "l.parquet", "--objects", "loops", "--lines", "bright", "--quiet") == 2
+    assert "--lines goes with dislocation lines" in capsys.readouterr().err
     for bad in ("0", "-1", "wide", "nan"):
         with pytest.raises(SystemExit) as exit_:  # argparse's usage error
             _main(video, "--out", tmp_path / "t.parquet", "--scale", bad, "--quiet")
