@@ -304,6 +304,14 @@ def _model_rows(metadata) -> list[tuple[str, str]]:
         rows.append(("threshold", _number(post["threshold"])))
     elif _get(post, "high") is not None and _get(post, "low") is not None:
         rows.append(("thresholds", f"centreline {_number(post['high'])} (seed), {_number(post['low'])} (extend)"))
+    choice = _get(metadata, "scale_choice")
+    scale = _get(metadata, "settings", "pipeline", "scale")
+    if isinstance(choice, dict):  # --scale auto (linescale.ScaleChoice)
+        rows.append(("scale", f"{_number(choice.get('scale'))} model px per frame px: {choice.get('reason', '')}"))
+    elif scale is not None:
+        rows.append(("scale", f"{_number(scale)} model px per frame px"))
+    if _get(metadata, "settings", "pipeline", "lines") == "bright":
+        rows.append(("lines", "bright (dark field): the model saw the inverted frames"))
     selection = _get(metadata, "settings", "selection")
     if isinstance(selection, str):
         rows.append(("backend choice", selection))
