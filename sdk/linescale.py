@@ -3,7 +3,7 @@ width a line-field model was trained at (``--scale auto``).
 
 A line-field model finds lines about as wide as those it was trained on. Seen twice as
 wide (a higher magnification, a larger camera) or half as wide, the bundled model loses
-about 40 % of the labelled TWIP lines it finds at the frames' own size
+40-50 % of the labelled TWIP lines it finds at the frames' own size
 (``benchmarks/bench_linescale.py``). Resampling each frame by ``scale`` before the model
 (model px per frame px, :class:`~temtrack.sdk.pipeline.PipelineSettings`) undoes that.
 
@@ -12,14 +12,15 @@ detection and ridge detection with automatic scale selection"): the ridge streng
 ``sigma**(2 * GAMMA) * (l1 - |l2|)`` of the Hessian's eigenvalues ``l1 >= l2`` at
 Gaussian scales ``sigma`` in steps of 2**(1/4) peaks, with ``GAMMA = 3/4``, at the sigma
 of a dark line's Gaussian cross-section; a round spot or loop, whose two eigenvalues are
-alike, scores about 0. A frame's width
-is the strength-weighted median of the peak sigma over the centres (maxima across the
-ridge) of its strongest ridges; a video's is the median over frames spread through it.
+alike, scores about 0. A frame's width is the strength-weighted median of the peak sigma
+over the centres (maxima across the ridge) of its strongest ridges; a video's is the
+median over frames spread through it.
 
-:func:`choose_scale` keeps ``1`` while that width lies within ``BAND`` of the
-model's training width ``REFERENCE_SIGMA``, or when the sampled frames disagree (a video
-with no lines, e.g. of loops, gives widths of whatever else is in it); otherwise the
-scale is ``REFERENCE_SIGMA / width``, within ``[MIN_SCALE, MAX_SCALE]``.
+:func:`choose_scale` keeps ``1`` while that width lies within ``BAND`` of the model's
+training width ``REFERENCE_SIGMA``, when the sampled frames disagree, or when half or
+fewer of them show a ridge wider than the smallest level (a video with no lines, e.g.
+of loops, gives the widths of whatever else is in it: noise, texture, loops); otherwise
+the scale is ``REFERENCE_SIGMA / width``, within ``[MIN_SCALE, MAX_SCALE]``.
 
 Pure numpy/OpenCV; no torch, no model.
 """
@@ -72,7 +73,8 @@ class ScaleChoice:
     sigma : float or None
         The video's line width as a Gaussian sigma, px (None: no frame had ridges).
     sigmas : tuple of float
-        Each sampled frame's width, px (frames without ridges left out).
+        Each sampled frame's width, px (frames without ridges, or at the smallest
+        level, left out).
     reason : str
         One line for the user.
     """
