@@ -95,16 +95,33 @@ def _labelled(step: int):
     return [truth for k, truth in enumerate(iter_ground_truth(LABELLED)) if k % step == 0]
 
 
+def _labels(truths) -> list:
+    """The labelled lines of each frame, as ``tem-track eval`` reads them."""
+    from temtrack.sdk.postprocess import PostprocessSettings, extract_dislocations
+
+    return [[d.points for d in extract_dislocations(t.masks, settings=PostprocessSettings()).dislocations] for t in truths]
+
+
+def _scores(splines, labels, zoom: float = 1.0) -> dict:
+    """``summarize_splines`` of a run's splines table against ``labels`` (frame k = label
+    list k), the points divided by ``zoom`` into the labels' pixels."""
+    from temtrack.sdk.splinematch import score_splines, summarize_splines
+
+    per_frame = []
+    for frame, truth_curves in enumerate(labels):
+        rows = splines[splines.frame == frame]
+        per_frame.append(score_splines([np.column_stack([x, y]) / zoom for x, y in zip(rows.x, rows.y)], truth_curves))
+    return summarize_splines(per_frame)
+
+
 def zoom_rows(zooms: list[float], step: int) -> list[tuple]:
     """Per zoom: the auto scale, and spline recall / length score / lines per frame at
     the frames' own size and with ``scale="auto"``."""
     from temtrack.sdk.analyzer import Analyzer, InputNotice
-    from temtrack.sdk.postprocess import PostprocessSettings, extract_dislocations
     from temtrack.sdk.results import read_metadata
-    from temtrack.sdk.splinematch import score_splines, summarize_splines
 
     truths = _labelled(step)
-    labels = [[d.points for d in extract_dislocations(t.masks, settings=PostprocessSettings()).dislocations] for t in truths]
+    labels = _labels(truths)
     own, auto = Analyzer(workers=0, scale=None), Analyzer(workers=0, scale="auto")
     rows = []
     for zoom in zooms:
@@ -117,12 +134,7 @@ def zoom_rows(zooms: list[float], step: int) -> list[tuple]:
                 out = Path(folder) / "splines.parquet"
                 splines = analyzer.run(stack, out, progress=False, summary=False).splines.copy()
                 choice = read_metadata(out).get("scale_choice", {}).get("reason", "")
-            per_frame = []
-            for frame, truth_curves in enumerate(labels):
-                rows_of = splines[splines.frame == frame]
-                curves = [np.column_stack([x, y]) / zoom for x, y in zip(rows_of.x, rows_of.y)]
-                per_frame.append(score_splines(curves, truth_curves))
-            scores[name] = (summarize_splines(per_frame), choice, time.perf_counter() - tic)
+            scores[name] = (_scores(splines, labels, zoom), choice, time.perf_counter() - tic)
         (base, _, base_s), (mine, chosen, mine_s) = scores["own size"], scores["auto"]
         rows.append((zoom, chosen, base, mine, base_s, mine_s))
         print(f"zoom {zoom:g} done", file=sys.stderr, flush=True)
@@ -134,19 +146,12 @@ def inverted_rows(step: int) -> list[tuple]:
     bright): spline recall, length score and lines per frame with ``lines="dark"`` (the
     default) and ``lines="bright"``."""
     from temtrack.sdk.analyzer import Analyzer
-    from temtrack.sdk.postprocess import PostprocessSettings, extract_dislocations
-    from temtrack.sdk.splinematch import score_splines, summarize_splines
 
     truths = _labelled(step)
-    labels = [[d.points for d in extract_dislocations(t.masks, settings=PostprocessSettings()).dislocations] for t in truths]
+    labels = _labels(truths)
     stack = 1.0 - np.stack([t.image for t in truths])
-    rows = []
-    for lines in ("dark", "bright"):
-        splines = Analyzer(workers=0, lines=lines).run(stack, progress=False).splines
-        scores = [score_splines([np.column_stack([x, y]) for x, y in zip(s.x, s.y)], truth)
-                  for s, truth in ((splines[splines.frame == k], truth) for k, truth in enumerate(labels))]
-        rows.append((lines, summarize_splines(scores)))
-    return rows
+    return [(lines, _scores(Analyzer(workers=0, lines=lines).run(stack, progress=False).splines, labels))
+            for lines in ("dark", "bright")]
 
 
 def picture(target: Path, zoom: float = 2.0) -> str:
@@ -157,7 +162,8 @@ def picture(target: Path, zoom: float = 2.0) -> str:
     from temtrack.sdk.analyzer import Analyzer, InputNotice
     from temtrack.sdk.overlay import draw_tracks
 
-    image = zoomed(_labelled(1)[len(_labelled(1)) // 2].image, zoom)
+    truths = _labelled(1)
+    image = zoomed(truths[len(truths) // 2].image, zoom)
     panels, counts = [], []
     for scale in (None, "auto"):
         with warnings.catch_warnings():

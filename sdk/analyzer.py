@@ -674,19 +674,16 @@ def _spread_frames(frames, start: int, end: int | None, every: int) -> list | No
     """The images of up to ``linescale.FRAMES`` frames spread evenly over the frames a
     run processes (its first and last included); None for an input that can be read
     only once (an iterator)."""
-    import numpy as np
-
     from .linescale import FRAMES
+    from .sources import SourceError
+    from .sources.base import _sample_indices
 
     stop = end if end is not None else frames.n_frames
     if frames.kind == "iterator" or stop is None:
         return None
     indices = range(start, stop, every)
-    chosen = sorted({indices[int(i)] for i in np.linspace(0, len(indices) - 1, min(FRAMES, len(indices))).round()})
-    from .sources import SourceError
-
     images = []
-    for index in chosen:
+    for index in (indices[i] for i in _sample_indices(len(indices), FRAMES)):
         try:
             images.extend(frame.image for frame in frames.frames(start=index, end=index + 1))
         except SourceError:  # e.g. a video shorter than its container says: the run reports it when reached

@@ -174,9 +174,9 @@ def parse_input_range(text: str) -> str | tuple[float, float]:
     return low, high
 
 
-def _sample_indices(n_frames: int) -> list[int]:
-    """Up to ``_SAMPLED_FRAMES`` frame indices spread evenly over ``0 .. n_frames - 1``, ends included."""
-    count = min(n_frames, _SAMPLED_FRAMES)
+def _sample_indices(n_frames: int, count: int = _SAMPLED_FRAMES) -> list[int]:
+    """Up to ``count`` frame indices spread evenly over ``0 .. n_frames - 1``, ends included."""
+    count = min(n_frames, count)
     return sorted({int(i) for i in np.linspace(0, n_frames - 1, count).round()})
 
 
