@@ -147,6 +147,13 @@ class Analyzer:
         Dislocations darker than the background (bright field, the default) or
         brighter (dark field, weak beam): ``"bright"`` gives the model (and the line
         width measure of ``scale="auto"``) the inverted frames, ``1 - frame``.
+    flatten : float, "auto" or None
+        Even out the illumination of each frame the model sees (vignetting, thickness
+        and bend contours) by dividing it by its Gaussian blur of ``flatten`` model px
+        (:func:`temtrack.sdk.illumination.flatten`). ``"auto"`` (the default) does so
+        for a line-field model, with
+        :data:`~temtrack.sdk.illumination.DEFAULT_SIGMA`, and not for a mask model or
+        the classical backend; None never does.
     annotations : bool or AnnotationSettings
         Leave out dislocations lying mostly on burnt-in overlays (scale bars and their
         labels, dose text, timestamps, cursors), found in every frame with the help of
@@ -176,6 +183,7 @@ class Analyzer:
         providers: list | None = None,
         annotations: bool | AnnotationSettings = True,
         lines: str = "dark",
+        flatten: float | str | None = "auto",
     ):
         from temtrack.tracker import linker_names
 
@@ -194,10 +202,18 @@ class Analyzer:
             raise ValueError(f"scale must be a number > 0, 'auto' or None, got {scale!r}")
         if lines not in LINES:
             raise ValueError(f"lines must be one of {', '.join(map(repr, LINES))}, got {lines!r}")
-        self.settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers),
-                                         scale=None if scale == "auto" else scale, invert=lines == "bright")
+        if isinstance(flatten, str) and flatten != "auto":
+            raise ValueError(f"flatten must be a number of px > 0, 'auto' or None, got {flatten!r}")
+        settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers),
+                                    scale=None if scale == "auto" else scale, invert=lines == "bright",
+                                    flatten=None if flatten == "auto" else flatten)
         self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
         self.family = getattr(self.backend, "family", "multilabel")
+        if flatten == "auto" and self.family == "linefield":
+            from .illumination import DEFAULT_SIGMA
+
+            settings = dataclasses.replace(settings, flatten=DEFAULT_SIGMA)
+        self.settings = settings
         # A model with a fixed input size fits each frame to it, and a mask model or the
         # classical backend runs at the frames' own size: that is their "auto".
         self.auto_scale = (scale == "auto" and self.family == "linefield"
@@ -227,7 +243,7 @@ class Analyzer:
             "postprocess": dataclasses.asdict(self.postprocess),
             "tracker": self._new_linker().describe(),
             "pipeline": {"batch_size": self.settings.batch_size, "scale": "auto" if self.auto_scale else self.settings.scale,
-                         "lines": "bright" if self.settings.invert else "dark"},
+                         "lines": "bright" if self.settings.invert else "dark", "flatten": self.settings.flatten},
             "annotations": None if self.annotations is None else dataclasses.asdict(self.annotations),
         }
 

@@ -37,7 +37,7 @@ from .groundtruth import (
     iter_ground_truth,
     unlabelled_images,
 )
-from .linefield import LineFieldSettings, extract_lines, instance_masks
+from .linefield import LineFieldSettings, curve_masks, extract_lines
 from .metrics import MULTIPLE_RULES, ImageScore, score_image, summarize, summarize_splines
 from .atomic import write_atomic
 from .postprocess import PostprocessSettings
@@ -184,6 +184,9 @@ def evaluate(
     multiple: str = "exclude",
     label_width: int = 3,
     line_settings: LineFieldSettings | None = None,
+    scale: float | str | None = "auto",
+    lines: str = "dark",
+    flatten: float | str | None = "auto",
     progress: bool = True,
 ) -> EvaluationReport:
     """Segment every image of a folder with ``backend`` and score it against its ground truth.
@@ -208,6 +211,17 @@ def evaluate(
         (:func:`~temtrack.sdk.linefield.extract_lines`); its dislocations are drawn as
         masks (:func:`~temtrack.sdk.linefield.instance_masks`) and then scored like any
         mask model's.
+    scale, lines, flatten
+        What the model sees, as in the main job (:class:`~temtrack.sdk.analyzer.Analyzer`,
+        whose defaults these are): ``scale`` in model px per image px, or ``"auto"``,
+        which for a line-field model measures the line width in up to
+        :data:`~temtrack.sdk.linescale.FRAMES` images spread over the folder and
+        resamples every image by the one scale it picks
+        (:func:`~temtrack.sdk.linescale.choose_scale`); a line-field model's lines are
+        mapped back and scored in the image's own pixels. ``lines="bright"`` gives the
+        model ``1 - image``; ``flatten`` evens out the illumination
+        (:func:`~temtrack.sdk.illumination.flatten`; ``"auto"``: for a line-field
+        model). An explicit scale needs a line-field model.
     progress : bool
         Show a progress bar (on a terminal).
 
@@ -237,6 +251,7 @@ def evaluate(
     if not isinstance(settings, PostprocessSettings):
         raise TypeError(f"settings must be a PostprocessSettings or None, got {type(settings).__name__}")
     model = _resolve_backend(backend)
+    view = _ModelView.of(model, folder, scale=scale, lines=lines, flatten=flatten)
     skipped = tuple(path.name for path in unlabelled_images(folder, kind=kind))
 
     from tqdm import tqdm
@@ -255,13 +270,14 @@ def evaluate(
             if isinstance(model, _Truth):
                 pred = truth.masks
             else:
-                pred = _predict_at_frame_size(model, truth.image)
+                pred, placement = view.predict(model, truth.image)
                 if getattr(model, "family", "multilabel") == "linefield":
                     # The masks (for the thesis' metric) are drawn from the splines; the
                     # spline-level matching takes the splines themselves, as the main job
-                    # writes them.
-                    lines = extract_lines(pred, settings=line_settings)
-                    pred, curves = instance_masks(lines), [d.points for d in lines.dislocations]
+                    # writes them (in the image's own pixels).
+                    found = extract_lines(pred, settings=line_settings)
+                    curves = [placement.to_frame(d.points) for d in found.dislocations]
+                    pred = curve_masks(curves, line_settings.mask_width, truth.image.shape)
             seconds = time.perf_counter() - tic
             score = score_image(
                 pred, truth.masks, settings=settings, min_dice=min_dice, multiple=multiple, splines=True, pred_curves=curves
@@ -285,6 +301,7 @@ def evaluate(
             "multiple": multiple,
             "label_width": label_width,
             **({"linefield": line_settings.to_dict()} if getattr(model, "family", None) == "linefield" else {}),
+            **view.describe(),
         },
         version=__version__,
         images=tuple(results),
@@ -300,17 +317,74 @@ def evaluate(
 # --- writing --------------------------------------------------------------------------
 
 
-def _predict_at_frame_size(model, image: np.ndarray) -> np.ndarray:
-    """The model's masks of one image, at the image's size: a model with a fixed input
-    size sees the image letterboxed to it (as in the main job), and its masks are
-    mapped back."""
-    size = getattr(model, "input_size", None)
-    if size is None or tuple(size) == image.shape:
-        return model.predict(image[None])[0]
-    from .preprocess import fit_to_input
+@dataclass(frozen=True)
+class _ModelView:
+    """How ``evaluate`` shows each image to the model: the main job's scale, polarity
+    and illumination."""
 
-    fitted, placement = fit_to_input(image, tuple(size))
-    return placement.masks_to_frame(model.predict(fitted[None])[0])
+    scale: float | None
+    invert: bool
+    flatten: float | None
+    choice: dict | None = None  # scale="auto": the ScaleChoice, as the main job records it
+
+    @classmethod
+    def of(cls, model, folder: Path, *, scale, lines: str, flatten) -> "_ModelView":
+        from .analyzer import LINES
+
+        if lines not in LINES:
+            raise ValueError(f"lines must be one of {', '.join(map(repr, LINES))}, got {lines!r}")
+        for name, value in (("scale", scale), ("flatten", flatten)):
+            if isinstance(value, str) and value != "auto":
+                raise ValueError(f"{name} must be a number > 0, 'auto' or None, got {value!r}")
+            if value is not None and not isinstance(value, str) and (
+                    isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"{name} must be a number > 0, 'auto' or None, got {value!r}")
+        fields = getattr(model, "family", "multilabel") == "linefield" and not isinstance(model, _Truth)
+        dynamic = fields and getattr(model, "input_size", None) is None
+        if scale not in (None, "auto") and not dynamic:
+            raise ValueError(f"scale {scale!r} needs a line-field model that runs at any frame size; "
+                             "this backend's images are fitted to its input (give scale='auto' or None)")
+        if flatten == "auto":
+            from .illumination import DEFAULT_SIGMA
+
+            flatten = DEFAULT_SIGMA if fields else None
+        choice = None
+        if scale == "auto":
+            scale = None
+            if dynamic:
+                from .linescale import FRAMES, choose_scale
+                from .sources.base import _sample_indices
+
+                count = count_images(folder)
+                picked = None if count is None else set(_sample_indices(count, FRAMES))
+                images = [t.image for k, t in enumerate(iter_ground_truth(folder)) if picked is None or k in picked]
+                if picked is None:
+                    images = [images[k] for k in _sample_indices(len(images), FRAMES)]
+                made = choose_scale([1.0 - image for image in images] if lines == "bright" else images)
+                choice = made.to_dict()
+                scale = None if made.scale == 1.0 else made.scale
+        return cls(scale=scale, invert=lines == "bright", flatten=flatten, choice=choice)
+
+    def predict(self, model, image: np.ndarray):
+        """The model's output for one image and the Placement that maps it back: a
+        model with a fixed input size sees the image letterboxed (its masks come back
+        at the image's size, with a placement of scale 1); a line-field model sees it
+        resampled by ``scale`` (its fields stay at that size)."""
+        from .illumination import photometric
+        from .preprocess import apply, placement_for
+
+        size = getattr(model, "input_size", None)
+        fixed = size is not None and tuple(size) != image.shape
+        placement = placement_for(image.shape, tuple(size) if fixed else None, scale=None if fixed else self.scale)
+        seen = photometric(apply(image, placement), invert=self.invert, flatten_sigma=self.flatten)
+        output = model.predict(seen[None])[0]
+        if fixed:
+            return placement.masks_to_frame(output), placement_for(image.shape, None)
+        return output, placement
+
+    def describe(self) -> dict:
+        return {"model_view": {"scale": self.scale, "lines": "bright" if self.invert else "dark",
+                               "flatten": self.flatten, "scale_choice": self.choice}}
 
 
 def default_report_path(data: str | os.PathLike, backend: str) -> Path:
@@ -456,8 +530,14 @@ def format_summary(report: EvaluationReport) -> str:
         ("labelled / predicted per frame", _pair(s.get("true_per_frame"), s.get("pred_per_frame")), None),
     ]
     width = max(len(name) for name, _, _ in rows)
-    lines = [f"{Path(report.data).name} | backend {report.backend.get('backend', '?')}",
-             f"{'':{width}}  {'mean':>8}  {'median':>8}"]
+    lines = [f"{Path(report.data).name} | backend {report.backend.get('backend', '?')}"]
+    view = report.settings.get("model_view")
+    if view:
+        choice = view.get("scale_choice")
+        scale = choice["reason"] if choice else ("the images' own size" if view["scale"] is None else f"scale {view['scale']:g}")
+        flat = "as they are" if view["flatten"] is None else f"illumination evened out over {view['flatten']:g} px"
+        lines.append(f"model input: {scale}; {view['lines']} lines; {flat}")
+    lines.append(f"{'':{width}}  {'mean':>8}  {'median':>8}")
     for name, mean, median in rows:
         lines.append(f"{name:{width}}  {_cell(mean):>8}  {_cell(median):>8}")
     return "\n".join(lines)

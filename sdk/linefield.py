@@ -63,6 +63,7 @@ __all__ = [
     "LineFieldSettings",
     "SparseFields",
     "check_fields",
+    "curve_masks",
     "extract_lines",
     "hessian_direction",
     "instance_masks",
@@ -919,6 +920,18 @@ def _drawn(lines: list, width: int, shape: tuple[int, int]) -> list[Dislocation]
             box=(y0, y1, x0, x1),
             pixels=crop.astype(bool),
         ))
+    return out
+
+
+def curve_masks(curves, width: int, shape: tuple[int, int]) -> np.ndarray:
+    """``(n, H, W)`` uint8 0/1: each ``(m, 2)`` x, y curve drawn ``width`` px wide, as
+    :func:`extract_lines` draws a dislocation's pixels along its spline (so the masks
+    of a frame's dislocations are :func:`instance_masks`'); for splines mapped to
+    another pixel grid (a resampled frame's lines in the frame's own pixels)."""
+    out = np.zeros((len(curves), *shape), np.uint8)
+    for mask, curve in zip(out, curves):
+        cv2.polylines(mask, [np.round(np.asarray(curve, float) * 16).astype(np.int32)[:, None, :]], False, 1, width,
+                      cv2.LINE_8, shift=4)
     return out
 
 

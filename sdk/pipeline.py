@@ -82,6 +82,11 @@ class PipelineSettings:
         Give the model ``1 - frame``: for dislocations brighter than the background
         (dark field, weak beam), since the models know dark lines only. Everything else
         (overlays, burnt-in text, outputs) sees the frames as they are.
+    flatten : float or None
+        Even out each model input's illumination (vignetting, thickness) by dividing it
+        by its Gaussian blur of ``flatten`` model px
+        (:func:`temtrack.sdk.illumination.flatten`), after the resampling and the
+        inversion; None gives the model the frames as they are.
     """
 
     batch_size: int = 4
@@ -89,6 +94,7 @@ class PipelineSettings:
     scale: float | None = None
     read_ahead: int = 16
     invert: bool = False
+    flatten: float | None = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
@@ -101,6 +107,9 @@ class PipelineSettings:
             raise ValueError(f"read_ahead must be an integer >= 1, got {self.read_ahead!r}")
         if not isinstance(self.invert, bool):
             raise ValueError(f"invert must be True or False, got {self.invert!r}")
+        if self.flatten is not None and (isinstance(self.flatten, bool) or not isinstance(self.flatten, (int, float))
+                                         or not math.isfinite(self.flatten) or self.flatten <= 0):
+            raise ValueError(f"flatten must be None or a finite number of px > 0, got {self.flatten!r}")
 
     @property
     def processes(self) -> int:
@@ -422,6 +431,7 @@ class _Stages:
             self._put(self.decoded, (frame, time.perf_counter()))
 
     def _infer(self, _) -> None:
+        from .illumination import photometric
         from .preprocess import apply as fit
 
         backend, options = self.backend, self.postprocess
@@ -457,8 +467,11 @@ class _Stages:
             frames = [frame for frame, _ in batch]
             placement = self.placement_of(frames[0].image.shape)
             inputs = np.stack([f.image if placement is None else fit(f.image, placement) for f in frames])
-            if self.settings.invert:  # bright lines (dark field) as the dark lines the models know
-                inputs = 1.0 - inputs
+            if self.settings.invert or self.settings.flatten is not None:
+                # Bright lines (dark field) as the dark lines the models know; the
+                # illumination evened out.
+                inputs = np.stack([photometric(image, invert=self.settings.invert, flatten_sigma=self.settings.flatten)
+                                   for image in inputs])
             predict_packed = getattr(backend, "predict_packed", None)
             if not fields and getattr(backend, "threshold", None) not in (None, options.threshold):
                 predict_packed = None  # its crops are cut at its own threshold, not the one asked for

@@ -312,6 +312,9 @@ def _model_rows(metadata) -> list[tuple[str, str]]:
         rows.append(("scale", f"{_number(scale)} model px per frame px"))
     if _get(metadata, "settings", "pipeline", "lines") == "bright":
         rows.append(("lines", "bright (dark field): the model saw the inverted frames"))
+    flatten = _get(metadata, "settings", "pipeline", "flatten")
+    if isinstance(flatten, (int, float)):
+        rows.append(("illumination", f"evened out before the model (divided by its blur of {_number(flatten)} model px)"))
     selection = _get(metadata, "settings", "selection")
     if isinstance(selection, str):
         rows.append(("backend choice", selection))

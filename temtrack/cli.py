@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         default="exclude",
         help="predicted masks holding several dislocations: left out of matching (thesis; default) or matched and scored 0",
     )
+    evaluate.add_argument("--scale", type=_scale, default="auto", metavar="S|auto", help="line-field model: model px per "
+                          "image px; default auto, as the main job: the line width of 8 images spread over the folder "
+                          "decides one scale for all (the lines are scored in the images' own pixels)")
+    evaluate.add_argument("--lines", choices=("dark", "bright"), default="dark", help="dislocations darker than the "
+                          "background (default) or brighter (the model sees the inverted images)")
+    evaluate.add_argument("--flatten", type=_flatten, default="auto", metavar="SIGMA|auto|off", help="even out uneven "
+                          "illumination before the model, as the main job (default auto: 45 px for a line-field model)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -283,6 +290,9 @@ def _eval(args: argparse.Namespace) -> int:
         min_dice=args.min_dice,
         multiple=args.multiple,
         label_width=args.label_width,
+        scale=args.scale,
+        lines=args.lines,
+        flatten=args.flatten,
         progress=not args.quiet,
     )
     write_report(report, out, overwrite=args.overwrite)
@@ -469,6 +479,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lines", choices=("dark", "bright"), default="dark", help="dislocations darker than the "
                         "background (bright field; default) or brighter (dark field, weak beam: the model sees the "
                         "inverted frames)")
+    parser.add_argument("--flatten", type=_flatten, default="auto", metavar="SIGMA|auto|off", help="even out uneven illumination "
+                        "(vignetting, thickness, bend contours) before the model: each frame is divided by its "
+                        "Gaussian blur of SIGMA model px; default auto: 45 px for a line-field model, off for others")
     parser.add_argument("--every", type=int, default=1, help="process every K-th frame (default: 1)")
     parser.add_argument("--start", type=int, default=0, help="first frame (default: 0)")
     parser.add_argument("--end", type=int, help="stop before this frame (default: the last)")
@@ -504,17 +517,29 @@ def _run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scale(text: str):
-    """``--scale``: a number > 0 or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
+def _number_or_word(text: str, words: dict):
+    """A number > 0, or one of ``words`` (read case-blind) as the value it stands for."""
+    word = text.strip().lower()
+    if word in words:
+        return words[word]
+    expected = f"expected a number > 0 or {' or '.join(map(repr, words))}, got {text!r}"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(expected) from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(expected)
     return value
+
+
+def _scale(text: str):
+    """``--scale``: a number > 0 or ``auto``."""
+    return _number_or_word(text, {"auto": "auto"})
+
+
+def _flatten(text: str):
+    """``--flatten``: a number of px > 0, ``auto`` or ``off`` (None)."""
+    return _number_or_word(text, {"auto": "auto", "off": None})
 
 
 def _key_values(items: list[str], option: str) -> dict:
@@ -551,6 +576,8 @@ def _loops(args: argparse.Namespace, out: Path | None) -> int:
         raise ValueError(f"--{key.replace('_', '-')} goes with dislocations; the loop detector is classical (no model)")
     if args.lines != "dark":
         raise ValueError("--lines goes with dislocation lines; the loop detector finds dark loops and dots")
+    if args.flatten != "auto":
+        raise ValueError("--flatten goes with dislocations; the loop detector is classical (no model)")
     picture = None if args.plots is None else args.plots / "loops.png"
     if picture is not None and picture.exists() and not args.overwrite:
         raise FileExistsError(f"plot {picture} already exists; pass --overwrite to replace it")
@@ -647,6 +674,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         scale="auto" if args.scale is None else args.scale,
         lines=args.lines,
+        flatten=args.flatten,
         providers=None if args.providers is None else [p.strip() for p in args.providers.split(",") if p.strip()],
         annotations=not args.keep_overlays,
     )

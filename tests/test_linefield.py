@@ -260,7 +260,7 @@ def test_main_job_traces_line_fields_into_tracked_splines(pileup_video, workers)
 
     stack = np.stack([f.image for f in pileup_video])
     backend = TruthFields([f.image for f in pileup_video], [f.centrelines for f in pileup_video])
-    analyzer = Analyzer(backend=backend, workers=workers)
+    analyzer = Analyzer(backend=backend, workers=workers, flatten=None)  # the frames as they are: fields looked up by pixels
     assert isinstance(analyzer.postprocess, LineFieldSettings)
     splines = analyzer.run(stack, progress=False, fps=10.0).splines
     for frame in pileup_video:
@@ -301,7 +301,7 @@ def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
         cv2.imwrite(str(tmp_path / f"frame{k:03d}_dislocations.png"), labels)
         images.append(image / 255.0)
         curves.append(sample.centrelines)
-    report = evaluate(tmp_path, TruthFields(images, curves), progress=False)
+    report = evaluate(tmp_path, TruthFields(images, curves), flatten=None, progress=False)
     summary = report.summary
     # Lines that touch merge into one label component; the rest are found one to one.
     assert summary["spline_recall"] >= 0.8 and summary["matched_length_score"] >= 0.9

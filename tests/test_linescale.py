@@ -13,6 +13,8 @@ import pytest
 from temtrack.sdk.linescale import BAND, LEVELS, REFERENCE_SIGMA, STEP, choose_scale, line_sigma
 from temtrack.training.synth import generate_sample
 
+from _fake_backends import RecordingBackend
+
 # One level of the scale ladder either way (2**(1/4) = 1.19x); the measured width of a
 # hand-made line is within 1.5 levels (1.30x).
 ONE_STEP = STEP * 1.001
@@ -117,25 +119,6 @@ def test_frames_that_disagree_or_show_no_lines_keep_the_frames_own_size():
 # --- the main job ------------------------------------------------------------------------
 
 
-class RecordingBackend:
-    """A line-field 'model' that finds nothing and records the frame sizes it is given."""
-
-    name = "recording"
-    family = "linefield"
-    input_size = None
-    threshold = None
-
-    def __init__(self):
-        self.shapes = []
-
-    def predict(self, frames):
-        self.shapes.extend(f.shape for f in frames)
-        return [np.zeros((3, *f.shape), np.float32) for f in frames]
-
-    def describe(self):
-        return {"name": self.name}
-
-
 def _stack(zoom, n=3):
     return np.stack([_zoomed(generate_sample("sd1", seed=k, size=192).image, zoom) for k in range(n)])
 
@@ -196,7 +179,9 @@ def test_auto_finds_the_lines_that_a_twofold_magnification_hides():
     for scale in (None, "auto"):  # None: the frames' own size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputNotice)
-            splines = Analyzer(workers=0, scale=scale).run(np.stack(images), progress=False).splines
+            # The scale alone (evening out the illumination moves the counts by one: 19 and
+            # 22 of 26 lines without, 20 and 21 with).
+            splines = Analyzer(workers=0, scale=scale, flatten=None).run(np.stack(images), progress=False).splines
         found[scale] = sum(
             score_splines([np.column_stack([x, y]) for x, y in zip(s.x, s.y)], t, max_distance=10.0).n_found
             for s, t in ((splines[splines.frame == k], truth) for k, truth in enumerate(truths))

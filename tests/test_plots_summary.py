@@ -266,18 +266,20 @@ def test_summary_holds_the_counts_and_the_stills(tmp_path, run):
         assert f"frame {frame}, t = {frame / 15:.2f} s: {n} dislocation" in page
 
 
-def test_summary_says_how_the_frames_were_scaled_and_which_lines_were_looked_for(tmp_path, run):
+def test_summary_says_how_the_frames_were_scaled_lit_and_which_lines_were_looked_for(tmp_path, run):
     from temtrack.sdk.summary import write_summary
 
     metadata = {**run["metadata"], "scale_choice": {"scale": 0.543, "reason": "line width sigma 3.10 px: resampled"}}
-    metadata["settings"] = {**metadata["settings"], "pipeline": {"scale": "auto", "lines": "bright"}}
+    metadata["settings"] = {**metadata["settings"], "pipeline": {"scale": "auto", "lines": "bright", "flatten": 45.0}}
     page = write_summary(tmp_path / "a.html", splines=run["splines"], tracks=run["tracks"], pairs=run["pairs"],
                          metadata=metadata).read_text(encoding="utf-8")
     assert "<th>scale</th><td>0.543 model px per frame px: line width sigma 3.10 px: resampled</td>" in page
     assert "<th>lines</th><td>bright (dark field)" in page
+    assert "<th>illumination</th><td>evened out before the model (divided by its blur of 45 model px)" in page
     plain = write_summary(tmp_path / "b.html", splines=run["splines"], tracks=run["tracks"], pairs=run["pairs"],
                           metadata=run["metadata"]).read_text(encoding="utf-8")
-    assert "<th>scale</th>" not in plain and "<th>lines</th>" not in plain  # the classical backend: neither applies
+    # The classical backend: none applies.
+    assert "<th>scale</th>" not in plain and "<th>lines</th>" not in plain and "<th>illumination</th>" not in plain
 
 
 def test_summary_without_a_source_has_no_stills(tmp_path, run):
