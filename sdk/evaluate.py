@@ -209,8 +209,9 @@ def evaluate(
     line_settings : LineFieldSettings, optional
         Post-processing of a line-field model's output
         (:func:`~temtrack.sdk.linefield.extract_lines`); its dislocations are drawn as
-        masks (:func:`~temtrack.sdk.linefield.instance_masks`) and then scored like any
-        mask model's.
+        masks along their splines in the image's pixels
+        (:func:`~temtrack.sdk.linefield.curve_masks`) and then scored like any mask
+        model's.
     scale, lines, flatten
         What the model sees, as in the main job (:class:`~temtrack.sdk.analyzer.Analyzer`,
         whose defaults these are): ``scale`` in model px per image px, or ``"auto"``,
