@@ -159,6 +159,21 @@ def test_scale_auto_is_the_default_and_recorded_and_bad_scales_are_named(tmp_pat
     assert not (tmp_path / "t.parquet").exists()
 
 
+def test_flatten_is_on_by_default_can_be_set_or_turned_off_and_bad_values_are_named(tmp_path, video, capsys):
+    out = tmp_path / "s.parquet"
+    for given, recorded in ((None, 45.0), ("30", 30.0), ("off", None), ("AUTO", 45.0)):
+        assert _main(video, "--out", out, "--workers", 0, "--quiet", "--overwrite",
+                     *(() if given is None else ("--flatten", given))) == 0
+        assert read_metadata(out)["settings"]["pipeline"]["flatten"] == recorded, given
+    assert _main(video, "--out", tmp_path / "l.parquet", "--objects", "loops", "--flatten", "off", "--quiet") == 2
+    assert "--flatten goes with dislocations" in capsys.readouterr().err
+    for bad in ("0", "-5", "strong", "inf"):
+        with pytest.raises(SystemExit) as exit_:
+            _main(video, "--out", tmp_path / "t.parquet", "--flatten", bad, "--quiet")
+        assert exit_.value.code == 2 and "--flatten" in (err := capsys.readouterr().err) and "'off'" in err
+    assert not (tmp_path / "t.parquet").exists()
+
+
 def test_tracker_options_reach_the_linker(tmp_path, video):
     out = tmp_path / "s.parquet"
     assert _main(video, "--out", out, "--workers", 0, "--backend", "classical", "--quiet", "--tracker", "trackpy",

@@ -219,3 +219,24 @@ def test_vignetted_twip_frames_keep_their_lines_when_evened_out(real_data):
     total = sum(len(lab) for lab in labels)
     # Here 158 against 149 of 370 labelled lines.
     assert found["auto"] >= found[None] + 0.015 * total, (found, total)
+
+
+def test_tem_track_eval_takes_the_main_jobs_options_and_says_what_the_model_saw(tmp_path, capsys):
+    import json
+
+    from temtrack.cli import main
+    from temtrack.training.synth import resolve_config
+    from temtrack.training.synth.storage import write_dataset
+
+    folder = write_dataset(tmp_path / "set", resolve_config("sd1", size=128), 2, seed=3, progress=False)
+    for options, view in ((("--flatten", "off"), {"scale": None, "lines": "dark", "flatten": None}),
+                          (("--scale", "1.5", "--lines", "bright", "--flatten", "20"),
+                           {"scale": 1.5, "lines": "bright", "flatten": 20.0})):
+        out = tmp_path / f"r{len(options)}.json"
+        assert main(["eval", "--data", str(folder), "--model", "default", "--quiet", "--out", str(out), *options]) == 0
+        recorded = json.loads(out.read_text())["settings"]["model_view"]
+        assert {key: recorded[key] for key in view} == view
+        assert "model input: " in capsys.readouterr().out
+    assert main(["eval", "--data", str(folder), "--backend", "classical", "--scale", "2", "--quiet",
+                 "--out", str(tmp_path / "c.json")]) == 2
+    assert "scale 2.0 needs a line-field model" in capsys.readouterr().err
