@@ -52,17 +52,15 @@ def _lit_folder(target: Path, centre, strength: float) -> Path:
     """The labelled TWIP frames under a vignetting, as a line-label folder in ``target``."""
     import cv2
 
+    from temtrack.sdk.groundtruth import line_label_files
     from temtrack.training.augment import _vignette
 
     target.mkdir(parents=True)
-    for image_path in sorted(LABELLED.glob("frame*.png")):
-        if image_path.stem.endswith(("_dislocations", "_slip_traces")):
-            continue
+    for image_path, label_path in line_label_files(LABELLED):
         image = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
         lit = image * _vignette(image.shape, np.array(centre), strength)
         cv2.imwrite(str(target / image_path.name), np.round(np.clip(lit, 0, 1) * 255).astype(np.uint8))
-        label = image_path.with_name(f"{image_path.stem}_dislocations.png")
-        (target / label.name).write_bytes(label.read_bytes())
+        (target / label_path.name).write_bytes(label_path.read_bytes())
     return target
 
 

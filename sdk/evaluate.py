@@ -332,14 +332,15 @@ class _ModelView:
     def of(cls, model, folder: Path, *, scale, lines: str, flatten) -> "_ModelView":
         from .analyzer import LINES
 
+        from .pipeline import PipelineSettings
+
         if lines not in LINES:
             raise ValueError(f"lines must be one of {', '.join(map(repr, LINES))}, got {lines!r}")
         for name, value in (("scale", scale), ("flatten", flatten)):
             if isinstance(value, str) and value != "auto":
                 raise ValueError(f"{name} must be a number > 0, 'auto' or None, got {value!r}")
-            if value is not None and not isinstance(value, str) and (
-                    isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
-                raise ValueError(f"{name} must be a number > 0, 'auto' or None, got {value!r}")
+        # The numbers are checked as the main job checks them.
+        PipelineSettings(scale=None if scale == "auto" else scale, flatten=None if flatten == "auto" else flatten)
         fields = getattr(model, "family", "multilabel") == "linefield" and not isinstance(model, _Truth)
         dynamic = fields and getattr(model, "input_size", None) is None
         if scale not in (None, "auto") and not dynamic:

@@ -69,7 +69,10 @@ def illumination(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA) -> np.ndarr
     -------
     (H, W) ndarray of float32
     """
-    image = _check(image, sigma)
+    return _illumination(_check(image, sigma), sigma)
+
+
+def _illumination(image: np.ndarray, sigma: float) -> np.ndarray:
     height, width = image.shape
     image = image.astype(np.float32, copy=False)
     shrink = max(1, int(sigma // _SMALL_SIGMA))
@@ -113,7 +116,7 @@ def flatten(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
     mean = float(image.mean())
     if not mean > 0:
         return np.clip(image, 0, 1).astype(np.float32)
-    light = np.maximum(illumination(image, sigma=sigma), np.float32(FLOOR * mean))
+    light = np.maximum(_illumination(image, sigma), np.float32(FLOOR * mean))
     return np.clip(image / light * np.float32(mean), 0, 1).astype(np.float32)
 
 

@@ -101,7 +101,8 @@ class PipelineSettings:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise ValueError(f"workers must be None or an integer >= 0, got {self.workers!r}")
-        if self.scale is not None and not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+        if self.scale is not None and (isinstance(self.scale, bool) or not (
+                isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0)):
             raise ValueError(f"scale must be None or a finite number > 0, got {self.scale!r}")
         if not isinstance(self.read_ahead, int) or self.read_ahead < 1:
             raise ValueError(f"read_ahead must be an integer >= 1, got {self.read_ahead!r}")

@@ -137,6 +137,8 @@ def test_flatten_is_validated_and_auto_leaves_other_models_alone():
     for bad in (0, -1.0, float("nan"), True):
         with pytest.raises(ValueError, match="flatten"):
             PipelineSettings(flatten=bad)
+    with pytest.raises(ValueError, match="scale"):  # True is not a scale of 1
+        PipelineSettings(scale=True)
     assert Analyzer(backend="classical", workers=0).settings.flatten is None
     assert Analyzer(backend="classical", workers=0, flatten=30).settings.flatten == 30
 
