@@ -498,6 +498,10 @@ def _pair(a, b) -> str | None:
     return None if a is None or b is None else f"{a:.1f} / {b:.1f}"
 
 
+def _shares(a, b) -> str | None:
+    return None if a is None or b is None else f"{a:.0%} / {b:.0%}"
+
+
 def format_skipped(report: EvaluationReport, *, limit: int = 10) -> str | None:
     """One line naming the images the evaluation skipped for want of labels, or None.
 
@@ -529,6 +533,8 @@ def format_summary(report: EvaluationReport) -> str:
         ("centreline distance (px)", s["centreline_distance_mean"], None),
         ("spline recall (found / labelled lines)", s.get("spline_recall"), None),
         ("length score, found lines", s.get("matched_length_score"), None),
+        ("found length / labelled length", None, s.get("matched_length_ratio")),
+        ("  found lines >10 % shorter / longer", _shares(s.get("matched_shorter"), s.get("matched_longer")), None),
         ("labelled / predicted per frame", _pair(s.get("true_per_frame"), s.get("pred_per_frame")), None),
     ]
     width = max(len(name) for name, _, _ in rows)

@@ -15,7 +15,11 @@ import numpy as np
 
 from .geometry import distance_to_curve
 
-__all__ = ["SplineScore", "score_splines", "summarize_splines"]
+__all__ = ["LENGTH_TOLERANCE", "SplineScore", "score_splines", "summarize_splines"]
+
+#: A found line counts as drawn shorter (longer) than labelled when ``L_P / L_T`` is
+#: below ``1 - LENGTH_TOLERANCE`` (above ``1 + LENGTH_TOLERANCE``).
+LENGTH_TOLERANCE = 0.1
 
 
 def _ratio(numerator: float, denominator: float, *, both_empty: bool) -> float:
@@ -43,6 +47,10 @@ class SplineScore:
     pairs : tuple of (int, int)
         ``(label index, prediction index)`` of each found line, in the order of
         ``length_scores``.
+    length_ratios : tuple of float
+        ``L_P / L_T`` of each found line, in the same order: the sign the length score
+        drops (below 1: drawn shorter than labelled, in pieces or with ends cut off;
+        above 1: run on beyond the label's ends).
     """
 
     n_true: int
@@ -52,12 +60,13 @@ class SplineScore:
     length_scores: tuple
     distances: tuple
     pairs: tuple = ()
+    length_ratios: tuple = ()
 
     def to_dict(self) -> dict:
         return {
             "n_true": self.n_true, "n_pred": self.n_pred, "n_found": self.n_found, "recall": self.recall,
             "length_scores": list(self.length_scores), "distances": list(self.distances),
-            "pairs": [list(p) for p in self.pairs],
+            "pairs": [list(p) for p in self.pairs], "length_ratios": list(self.length_ratios),
         }
 
 
@@ -78,7 +87,9 @@ def score_splines(pred_curves, true_curves, *, max_distance: float = 5.0, min_co
       ``min_coverage`` of ``L``'s points lie within ``max_distance`` of ``P``;
     - among such pairs, each label takes at most one prediction and each prediction
       serves at most one label, minimising the summed mean distance (Hungarian);
-    - a found line scores ``max(0, 1 - |L_P - L_T| / L_T)`` from the arc lengths.
+    - a found line scores ``max(0, 1 - |L_P - L_T| / L_T)`` from the arc lengths, and
+      its ``L_P / L_T`` is kept too: the score alone does not say whether lines come
+      out too short or too long, and a length series inherits that bias.
 
     Unlabelled lines are not penalised: precision is not defined on partial labels.
 
@@ -100,8 +111,8 @@ def score_splines(pred_curves, true_curves, *, max_distance: float = 5.0, min_co
     --------
     >>> line = np.column_stack([np.linspace(0, 100, 50), np.full(50, 10.0)])
     >>> s = score_splines([line[:40] + [0, 2]], [line, line + [0, 40]])
-    >>> s.n_found, s.recall, round(s.length_scores[0], 2)
-    (1, 0.5, 0.8)
+    >>> s.n_found, s.recall, round(s.length_scores[0], 2), round(s.length_ratios[0], 2)
+    (1, 0.5, 0.8, 0.8)
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -131,10 +142,11 @@ def score_splines(pred_curves, true_curves, *, max_distance: float = 5.0, min_co
         rows, cols = linear_sum_assignment(finite)
         keep = np.isfinite(cost[rows, cols])
         found_rows, found_cols = rows[keep], cols[keep]
-    scores, distances = [], []
+    scores, distances, ratios = [], [], []
     for i, j in zip(found_rows, found_cols):
-        true_length = _arc_length(trues[i])
-        scores.append(max(0.0, 1.0 - abs(_arc_length(preds[j]) - true_length) / max(true_length, 1e-9)))
+        true_length, pred_length = _arc_length(trues[i]), _arc_length(preds[j])
+        scores.append(max(0.0, 1.0 - abs(pred_length - true_length) / max(true_length, 1e-9)))
+        ratios.append(pred_length / max(true_length, 1e-9))
         distances.append(float(cost[i, j]))
     return SplineScore(
         n_true=n_true,
@@ -144,19 +156,24 @@ def score_splines(pred_curves, true_curves, *, max_distance: float = 5.0, min_co
         length_scores=tuple(scores),
         distances=tuple(distances),
         pairs=tuple((int(i), int(j)) for i, j in zip(found_rows, found_cols)),
+        length_ratios=tuple(ratios),
     )
 
 
 def summarize_splines(scores: Sequence[SplineScore]) -> dict:
     """Totals and means over images: ``spline_recall`` (found / labelled, pooled),
     ``spline_recall_mean`` (over images), ``matched_length_score`` (mean over found
-    lines; None without any), ``matched_distance`` (px), ``true_per_frame`` and
-    ``pred_per_frame``."""
+    lines; None without any), ``matched_length_ratio`` (the median ``L_P / L_T`` of the
+    found lines) with its ``matched_length_ratio_quartiles`` and ``matched_shorter`` /
+    ``matched_longer`` (the share of found lines drawn more than 10 % shorter / longer
+    than labelled; all None without found lines), ``matched_distance`` (px),
+    ``true_per_frame`` and ``pred_per_frame``."""
     scores = list(scores)
     if not scores:
         raise ValueError("scores must hold at least one SplineScore, got an empty sequence")
     n_true, n_found = sum(s.n_true for s in scores), sum(s.n_found for s in scores)
     lengths = [v for s in scores for v in s.length_scores]
+    ratios = np.array([v for s in scores for v in s.length_ratios])
     distances = [v for s in scores for v in s.distances]
     return {
         "n_true": n_true,
@@ -164,6 +181,10 @@ def summarize_splines(scores: Sequence[SplineScore]) -> dict:
         "spline_recall": _ratio(n_found, n_true, both_empty=sum(s.n_pred for s in scores) == 0),
         "spline_recall_mean": float(np.mean([s.recall for s in scores])),
         "matched_length_score": float(np.mean(lengths)) if lengths else None,
+        "matched_length_ratio": float(np.median(ratios)) if len(ratios) else None,
+        "matched_length_ratio_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])] if len(ratios) else None,
+        "matched_shorter": float(np.mean(ratios < 1 - LENGTH_TOLERANCE)) if len(ratios) else None,
+        "matched_longer": float(np.mean(ratios > 1 + LENGTH_TOLERANCE)) if len(ratios) else None,
         "matched_distance": float(np.mean(distances)) if distances else None,
         "true_per_frame": float(np.mean([s.n_true for s in scores])),
         "pred_per_frame": float(np.mean([s.n_pred for s in scores])),

@@ -203,6 +203,29 @@ def test_spline_matching_needs_coverage_and_nearness():
         score_splines([], [], min_coverage=0)
 
 
+def test_found_lines_keep_the_sign_of_their_length_error():
+    """The length score is symmetric; the ratio says whether lines come out short
+    (pieces, cut ends) or long (run on beyond the label), and the summary counts each."""
+    from temtrack.sdk.splinematch import summarize_splines
+
+    label = _line((0, 10), (120, 10), 61)  # 120 px
+    short = score_splines([label[:37]], [label])  # 72 px: 0.6 of the label
+    longer = score_splines([_line((0, 10), (150, 10), 76)], [label])  # 150 px: 1.25 of it
+    assert short.length_ratios[0] == pytest.approx(0.6, abs=0.01)
+    assert longer.length_ratios[0] == pytest.approx(1.25, abs=0.01)
+    # The score cannot tell them apart by sign: 1 - |ratio - 1| either way.
+    assert short.length_scores[0] == pytest.approx(1 - abs(short.length_ratios[0] - 1), abs=1e-9)
+    assert longer.length_scores[0] == pytest.approx(1 - abs(longer.length_ratios[0] - 1), abs=1e-9)
+    exact = score_splines([label + [0, 1]], [label])
+    summary = summarize_splines([short, longer, exact])
+    assert summary["matched_length_ratio"] == pytest.approx(1.0, abs=0.01)  # median of 0.6, 1.0, 1.25
+    assert summary["matched_shorter"] == pytest.approx(1 / 3) and summary["matched_longer"] == pytest.approx(1 / 3)
+    low, high = summary["matched_length_ratio_quartiles"]
+    assert 0.6 < low < 1.0 < high < 1.25
+    nothing = summarize_splines([score_splines([], [label])])
+    assert nothing["matched_length_ratio"] is None and nothing["matched_shorter"] is None
+
+
 def test_spline_recall_takes_a_models_own_curves():
     """A line-field model's splines are matched as they are, not re-extracted from the
     masks drawn along them: two neighbours 3 px apart drawn 3 px wide merge into one
@@ -307,7 +330,12 @@ def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
     assert summary["spline_recall"] >= 0.8 and summary["matched_length_score"] >= 0.9
     assert summary["pred_per_frame"] >= summary["true_per_frame"] - 1
     assert report.settings["linefield"]["high"] == LineFieldSettings().high
-    assert "spline recall" in format_summary(report)
+    # Perfect fields draw each found line about as long as its label.
+    assert 0.9 <= summary["matched_length_ratio"] <= 1.1 and summary["matched_shorter"] <= 0.2
+    text = format_summary(report)
+    assert "spline recall" in text
+    ratio_row = next(line for line in text.splitlines() if line.startswith("found length / labelled length"))
+    assert float(ratio_row.split()[-1]) == pytest.approx(summary["matched_length_ratio"], abs=5e-4)
 
 
 def test_lines_along_the_image_edge_are_dropped():
