@@ -503,13 +503,11 @@ class Analyzer:
         that can be read only once), announced when it resamples."""
         from .linescale import ScaleChoice, choose_scale
 
-        if images is not None and self.settings.invert:
-            images = [1.0 - image for image in images]  # the width of the lines the model will see
         if images is None:
             choice = ScaleChoice(1.0, None, (), "the input can be read only once, so no frames were sampled for "
                                  "its line width: the frames' own size (give scale=S to resample)")
         else:
-            choice = choose_scale(images)
+            choice = choose_scale(images, invert=self.settings.invert)
         if choice.scale != 1.0 or images is None:
             warnings.warn(f"{name}: {choice.reason}", InputNotice, stacklevel=3)
         return choice

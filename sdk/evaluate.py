@@ -362,7 +362,7 @@ class _ModelView:
                 images = [t.image for k, t in enumerate(iter_ground_truth(folder)) if picked is None or k in picked]
                 if picked is None:
                     images = [images[k] for k in _sample_indices(len(images), FRAMES)]
-                made = choose_scale([1.0 - image for image in images] if lines == "bright" else images)
+                made = choose_scale(images, invert=lines == "bright")
                 choice = made.to_dict()
                 scale = None if made.scale == 1.0 else made.scale
         return cls(scale=scale, invert=lines == "bright", flatten=flatten, choice=choice)

@@ -193,7 +193,7 @@ def line_sigma(image) -> float | None:
     return levels[median]
 
 
-def choose_scale(frames: Iterable) -> ScaleChoice:
+def choose_scale(frames: Iterable, *, invert: bool = False) -> ScaleChoice:
     """The scale that brings a video's lines to the bundled model's training width.
 
     Parameters
@@ -201,6 +201,9 @@ def choose_scale(frames: Iterable) -> ScaleChoice:
     frames : iterable of (H, W) array_like of float
         A few frames spread through the video (:data:`FRAMES` is what the main job
         reads), gray in [0, 1].
+    invert : bool
+        The frames show bright lines, which the model sees inverted (``--lines
+        bright``): the width is measured on ``1 - frame``, the lines the model will see.
 
     Returns
     -------
@@ -211,7 +214,7 @@ def choose_scale(frames: Iterable) -> ScaleChoice:
         smallest level; else ``REFERENCE_SIGMA / sigma``
         within ``[MIN_SCALE, MAX_SCALE]``.
     """
-    measured = [line_sigma(frame) for frame in frames]
+    measured = [line_sigma(1.0 - np.asarray(frame, np.float32) if invert else frame) for frame in frames]
     # The smallest level is noise or texture finer than any line the scale could rescue.
     sigmas = tuple(s for s in measured if s is not None and s > LEVELS[0])
     if len(sigmas) <= len(measured) / 2:

@@ -104,6 +104,17 @@ def test_lines_far_from_the_training_width_are_resampled_to_it(sigma):
     assert "resampled by" in choice.reason
 
 
+def test_bright_lines_are_measured_as_the_model_will_see_them():
+    """``invert``: bright lines (dark field) are measured on the inverted frame, the one
+    the model sees with ``--lines bright``, and resampled as the dark lines would be."""
+    dark = [_line_frame(3.36, shape=(200, 240))] * 3
+    bright = [1.0 - frame for frame in dark]
+    as_dark = choose_scale(dark)
+    inverted = choose_scale(bright, invert=True)
+    assert inverted.scale == as_dark.scale != 1.0 and inverted.sigma == as_dark.sigma
+    assert inverted.sigmas == as_dark.sigmas
+
+
 def test_frames_that_disagree_or_show_no_lines_keep_the_frames_own_size():
     mixed = choose_scale([_line_frame(1.0), _line_frame(1.0), _line_frame(4.0), _line_frame(4.0)])
     assert mixed.scale == 1.0 and "disagree" in mixed.reason
