@@ -48,9 +48,10 @@ class SplineScore:
         ``(label index, prediction index)`` of each found line, in the order of
         ``length_scores``.
     length_ratios : tuple of float
-        ``L_P / L_T`` of each found line, in the same order: the sign the length score
-        drops (below 1: drawn shorter than labelled, in pieces or with ends cut off;
-        above 1: run on beyond the label's ends).
+        ``L_P / L_T`` of each found line, in the same order: which way its length is
+        off, which the length score does not say (below 1: drawn shorter than
+        labelled, in pieces or with ends cut off; above 1: run on beyond the label's
+        ends).
     """
 
     n_true: int
