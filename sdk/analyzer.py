@@ -202,18 +202,15 @@ class Analyzer:
             raise ValueError(f"scale must be a number > 0, 'auto' or None, got {scale!r}")
         if lines not in LINES:
             raise ValueError(f"lines must be one of {', '.join(map(repr, LINES))}, got {lines!r}")
-        if isinstance(flatten, str) and flatten != "auto":
-            raise ValueError(f"flatten must be a number of px > 0, 'auto' or None, got {flatten!r}")
+        from .illumination import model_flatten
+
+        # Checked before the model loads; "auto" is settled once its family is known.
         settings = PipelineSettings(batch_size=batch_size, workers=cap_workers(workers),
                                     scale=None if scale == "auto" else scale, invert=lines == "bright",
-                                    flatten=None if flatten == "auto" else flatten)
+                                    flatten=model_flatten(flatten, line_field=False))
         self.backend, self.selection = resolve_backend(model, backend=backend, providers=providers)
         self.family = getattr(self.backend, "family", "multilabel")
-        if flatten == "auto" and self.family == "linefield":
-            from .illumination import DEFAULT_SIGMA
-
-            settings = dataclasses.replace(settings, flatten=DEFAULT_SIGMA)
-        self.settings = settings
+        self.settings = dataclasses.replace(settings, flatten=model_flatten(flatten, line_field=self.family == "linefield"))
         # A model with a fixed input size fits each frame to it, and a mask model or the
         # classical backend runs at the frames' own size: that is their "auto".
         self.auto_scale = (scale == "auto" and self.family == "linefield"

@@ -331,25 +331,21 @@ class _ModelView:
     @classmethod
     def of(cls, model, folder: Path, *, scale, lines: str, flatten) -> "_ModelView":
         from .analyzer import LINES
-
+        from .illumination import model_flatten
         from .pipeline import PipelineSettings
 
         if lines not in LINES:
             raise ValueError(f"lines must be one of {', '.join(map(repr, LINES))}, got {lines!r}")
-        for name, value in (("scale", scale), ("flatten", flatten)):
-            if isinstance(value, str) and value != "auto":
-                raise ValueError(f"{name} must be a number > 0, 'auto' or None, got {value!r}")
-        # The numbers are checked as the main job checks them.
-        PipelineSettings(scale=None if scale == "auto" else scale, flatten=None if flatten == "auto" else flatten)
+        if isinstance(scale, str) and scale != "auto":
+            raise ValueError(f"scale must be a number > 0, 'auto' or None, got {scale!r}")
         fields = getattr(model, "family", "multilabel") == "linefield" and not isinstance(model, _Truth)
+        flatten = model_flatten(flatten, line_field=fields)
+        # The numbers are checked as the main job checks them.
+        PipelineSettings(scale=None if scale == "auto" else scale, flatten=flatten)
         dynamic = fields and getattr(model, "input_size", None) is None
         if scale not in (None, "auto") and not dynamic:
             raise ValueError(f"scale {scale!r} needs a line-field model that runs at any frame size; "
                              "this backend's images are fitted to its input (give scale='auto' or None)")
-        if flatten == "auto":
-            from .illumination import DEFAULT_SIGMA
-
-            flatten = DEFAULT_SIGMA if fields else None
         choice = None
         if scale == "auto":
             scale = None

@@ -30,7 +30,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["DEFAULT_SIGMA", "FLOOR", "flatten", "illumination", "photometric"]
+__all__ = ["DEFAULT_SIGMA", "FLOOR", "flatten", "illumination", "model_flatten", "photometric"]
 
 #: The blur's sigma in model px used by default for line-field models: about 27 times the
 #: width (Gaussian sigma, 1.68 px) of the lines the bundled model was trained on.
@@ -118,6 +118,19 @@ def flatten(image: np.ndarray, *, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
         return np.clip(image, 0, 1).astype(np.float32)
     light = np.maximum(_illumination(image, sigma), np.float32(FLOOR * mean))
     return np.clip(image / light * np.float32(mean), 0, 1).astype(np.float32)
+
+
+def model_flatten(flatten, *, line_field: bool) -> float | None:
+    """The blur sigma a model's inputs are evened out with, for a ``flatten`` option:
+    ``"auto"`` is :data:`DEFAULT_SIGMA` for a line-field model and None (no evening
+    out) for a mask model or the classical backend; a number or None is returned as it
+    is (:class:`~temtrack.sdk.pipeline.PipelineSettings` checks numbers); any other
+    text is a ValueError naming ``flatten``."""
+    if isinstance(flatten, str):
+        if flatten != "auto":
+            raise ValueError(f"flatten must be a number of px > 0, 'auto' or None, got {flatten!r}")
+        return DEFAULT_SIGMA if line_field else None
+    return flatten
 
 
 def photometric(image: np.ndarray, *, invert: bool = False, flatten_sigma: float | None = None) -> np.ndarray:
