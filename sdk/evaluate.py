@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +47,18 @@ __all__ = [
     "EvaluationReport",
     "ImageResult",
     "default_report_path",
+    "check_thresholds",
     "evaluate",
+    "evaluate_thresholds",
     "format_skipped",
     "format_summary",
     "plot_length_scores",
     "plot_path",
+    "format_thresholds",
+    "plot_thresholds",
     "read_report_summary",
+    "threshold_report_path",
+    "thresholds_plot_path",
     "write_report",
 ]
 
@@ -187,6 +193,7 @@ def evaluate(
     scale: float | str | None = "auto",
     lines: str = "dark",
     flatten: float | str | None = "auto",
+    threshold: float | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
     """Segment every image of a folder with ``backend`` and score it against its ground truth.
@@ -223,6 +230,11 @@ def evaluate(
         model ``1 - image``; ``flatten`` evens out the illumination
         (:func:`~temtrack.sdk.illumination.flatten`; ``"auto"``: for a line-field
         model). An explicit scale needs a line-field model.
+    threshold : float, optional
+        The main job's ``--threshold``: a line-field model's upper threshold on its
+        centre map (``line_settings.high``; ``low`` and ``min_score`` follow it down
+        where they are above it), or a mask model's mask threshold
+        (``settings.threshold``). None: the settings as given.
     progress : bool
         Show a progress bar (on a terminal).
 
@@ -238,6 +250,46 @@ def evaluate(
     ValueError
         Unknown backend name (the message lists the valid ones), or bad settings.
     """
+    return evaluate_thresholds(
+        data, backend, [threshold], settings=settings, min_dice=min_dice, multiple=multiple,
+        label_width=label_width, line_settings=line_settings, scale=scale, lines=lines,
+        flatten=flatten, progress=progress,
+    )[0]
+
+
+def evaluate_thresholds(
+    data: str | os.PathLike,
+    backend,
+    thresholds,
+    *,
+    settings: PostprocessSettings | None = None,
+    min_dice: float = 0.1,
+    multiple: str = "exclude",
+    label_width: int = 3,
+    line_settings: LineFieldSettings | None = None,
+    scale: float | str | None = "auto",
+    lines: str = "dark",
+    flatten: float | str | None = "auto",
+    progress: bool = True,
+) -> tuple[EvaluationReport, ...]:
+    """:func:`evaluate` at each of several thresholds, the model run once per image.
+
+    What a threshold buys and costs on one's own labelled frames: each report is
+    exactly what ``evaluate(..., threshold=t)`` gives (the same images, the model's
+    output computed once and post-processed at every threshold).
+
+    Parameters
+    ----------
+    thresholds : sequence of float or None
+        Distinct thresholds in (0, 1) (see ``threshold`` of :func:`evaluate`); None
+        stands for the settings as given.
+    Everything else as :func:`evaluate`.
+
+    Returns
+    -------
+    tuple of EvaluationReport
+        One per threshold, in the order given; ``settings["threshold"]`` says which.
+    """
     start = time.perf_counter()
     folder = Path(data)
     kind = folder_kind(folder)
@@ -251,13 +303,16 @@ def evaluate(
     line_settings = LineFieldSettings() if line_settings is None else line_settings
     if not isinstance(settings, PostprocessSettings):
         raise TypeError(f"settings must be a PostprocessSettings or None, got {type(settings).__name__}")
+    thresholds = check_thresholds(thresholds)
+    variants = [_at_threshold(settings, line_settings, t) for t in thresholds]
     model = _resolve_backend(backend)
     view = _ModelView.of(model, folder, scale=scale, lines=lines, flatten=flatten)
     skipped = tuple(path.name for path in unlabelled_images(folder, kind=kind))
+    fields = getattr(model, "family", "multilabel") == "linefield" and not isinstance(model, _Truth)
 
     from tqdm import tqdm
 
-    results = []
+    results = [[] for _ in thresholds]
     bar = tqdm(
         total=count_images(folder, kind=kind),
         desc=f"eval {getattr(model, 'name', 'backend')}",
@@ -267,51 +322,96 @@ def evaluate(
     try:
         for truth in iter_ground_truth(folder, label_width=label_width):
             tic = time.perf_counter()
-            curves = None
-            if isinstance(model, _Truth):
-                pred = truth.masks
-            else:
-                pred, placement = view.predict(model, truth.image)
-                if getattr(model, "family", "multilabel") == "linefield":
+            output = placement = None
+            if not isinstance(model, _Truth):
+                output, placement = view.predict(model, truth.image)
+            model_seconds = time.perf_counter() - tic
+            for (mask_settings, field_settings), scored in zip(variants, results):
+                tic = time.perf_counter()
+                curves = None
+                if output is None:
+                    pred = truth.masks
+                elif fields:
                     # The masks (for the thesis' metric) are drawn from the splines; the
                     # spline-level matching takes the splines themselves, as the main job
                     # writes them (in the image's own pixels).
-                    found = extract_lines(pred, settings=line_settings)
+                    found = extract_lines(output, settings=field_settings)
                     curves = [placement.to_frame(d.points) for d in found.dislocations]
-                    pred = curve_masks(curves, line_settings.mask_width, truth.image.shape)
-            seconds = time.perf_counter() - tic
-            score = score_image(
-                pred, truth.masks, settings=settings, min_dice=min_dice, multiple=multiple, splines=True, pred_curves=curves
-            )
-            results.append(ImageResult(truth.image_id, tuple(truth.image.shape), score, seconds))
+                    pred = curve_masks(curves, field_settings.mask_width, truth.image.shape)
+                else:
+                    pred = output
+                seconds = model_seconds + time.perf_counter() - tic
+                score = score_image(
+                    pred, truth.masks, settings=mask_settings, min_dice=min_dice, multiple=multiple,
+                    splines=True, pred_curves=curves,
+                )
+                scored.append(ImageResult(truth.image_id, tuple(truth.image.shape), score, seconds))
             bar.update()
     finally:
         bar.close()
-    if not results:
+    if not results[0]:
         raise EvaluationError(f"{folder} holds no image to evaluate")
 
     from temtrack import __version__
 
-    return EvaluationReport(
-        data=str(folder.resolve()),
-        kind=kind,
-        backend=model.describe(),
-        settings={
-            "postprocess": settings.to_dict(),
-            "min_dice": float(min_dice),
-            "multiple": multiple,
-            "label_width": label_width,
-            **({"linefield": line_settings.to_dict()} if getattr(model, "family", None) == "linefield" else {}),
-            **view.describe(),
-        },
-        version=__version__,
-        images=tuple(results),
-        summary={
-            **summarize([r.score for r in results]),
-            **summarize_splines([r.score.splines for r in results]),
-        },
-        seconds=time.perf_counter() - start,
-        skipped_unlabelled=skipped,
+    seconds = time.perf_counter() - start
+    return tuple(
+        EvaluationReport(
+            data=str(folder.resolve()),
+            kind=kind,
+            backend=model.describe(),
+            settings={
+                "postprocess": mask_settings.to_dict(),
+                "min_dice": float(min_dice),
+                "multiple": multiple,
+                "label_width": label_width,
+                "threshold": threshold,
+                **({"linefield": field_settings.to_dict()} if fields else {}),
+                **view.describe(),
+            },
+            version=__version__,
+            images=tuple(scored),
+            summary={
+                **summarize([r.score for r in scored]),
+                **summarize_splines([r.score.splines for r in scored]),
+            },
+            seconds=seconds,
+            skipped_unlabelled=skipped,
+        )
+        for threshold, (mask_settings, field_settings), scored in zip(thresholds, variants, results)
+    )
+
+
+def check_thresholds(thresholds) -> list:
+    """``thresholds`` as a list of floats in (0, 1) (None kept), each once; else a
+    ValueError naming the value."""
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
+        raise TypeError(f"thresholds must be a sequence of numbers, got {thresholds!r}")
+    checked = []
+    for value in thresholds:
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 < value < 1.0:
+                raise ValueError(f"a threshold must be a number in (0, 1), got {value!r}")
+            value = float(value)
+        if value in checked:
+            raise ValueError(f"threshold {value!r} is given twice")
+        checked.append(value)
+    if not checked:
+        raise ValueError("give at least one threshold")
+    return checked
+
+
+def _at_threshold(settings: PostprocessSettings, line_settings: LineFieldSettings, threshold):
+    """The mask and line-field settings at the main job's ``--threshold``: the masks'
+    threshold, and a line-field model's ``high`` with ``low`` and ``min_score`` brought
+    down to it where they are above (as :meth:`LineFieldSettings.for_threshold` does
+    for the defaults)."""
+    if threshold is None:
+        return settings, line_settings
+    return (
+        replace(settings, threshold=threshold),
+        replace(line_settings, high=threshold, low=min(line_settings.low, threshold),
+                min_score=min(line_settings.min_score, threshold)),
     )
 
 
@@ -466,6 +566,80 @@ def write_report(report: EvaluationReport, path: str | os.PathLike, *, overwrite
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     plot_length_scores(report, image)
+    return path
+
+
+def threshold_report_path(path: str | os.PathLike, threshold: float) -> Path:
+    """Where a threshold comparison puts the report at ``threshold``:
+    ``report.json`` -> ``report_t0.6.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_t{threshold:g}{path.suffix}")
+
+
+def thresholds_plot_path(path: str | os.PathLike) -> Path:
+    """Where a threshold comparison puts its plot: ``report.json`` -> ``report_thresholds.png``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_thresholds.png")
+
+
+def _threshold_label(report: EvaluationReport) -> str:
+    threshold = report.settings.get("threshold")
+    return "as set" if threshold is None else f"{threshold:g}"
+
+
+def format_thresholds(reports) -> str:
+    """A plain-text table of :func:`evaluate_thresholds`' reports, one row per threshold:
+    the thesis' length score and recall, spline recall, length score of the found
+    lines, found over labelled length (median) and labelled / predicted lines per frame."""
+    columns = ("threshold", "length score", "recall", "precision", "spline recall", "length, found",
+               "found/labelled length", "labelled / predicted per frame")
+    rows = []
+    for report in reports:
+        s = report.summary
+        rows.append((
+            _threshold_label(report), _cell(s["length_score_mean"]), _cell(s["dislocation_recall_mean"]),
+            _cell(s["dislocation_precision_mean"]), _cell(s.get("spline_recall")), _cell(s.get("matched_length_score")),
+            _cell(s.get("matched_length_ratio")), _pair(s.get("true_per_frame"), s.get("pred_per_frame")) or "-",
+        ))
+    widths = [max(len(column), *(len(row[k]) for row in rows)) for k, column in enumerate(columns)]
+    first = reports[0]
+    lines = [f"{Path(first.data).name} | backend {first.backend.get('backend', '?')} | {len(first.images)} images"]
+    lines.append("  ".join(f"{column:>{width}}" for column, width in zip(columns, widths)))
+    lines += ["  ".join(f"{cell:>{width}}" for cell, width in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def plot_thresholds(reports, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """What each threshold finds against how many lines it draws, as a PNG at ``path``:
+    spline recall and the thesis' length score (y) against predicted lines per frame
+    (x), one point per threshold, labelled with it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite (--overwrite) to replace it")
+    figure = Figure(figsize=(5.6, 3.8), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    x = [r.summary.get("pred_per_frame", math.nan) for r in reports]
+    for key, label, marker in (("spline_recall", "spline recall (found / labelled lines)", "o"),
+                               ("length_score_mean", "length score (thesis)", "s")):
+        y = [r.summary.get(key, math.nan) for r in reports]
+        order = np.argsort(x, kind="stable")
+        axes.plot(np.asarray(x)[order], np.asarray(y, float)[order], marker=marker, label=label)
+        for xi, yi, report in zip(x, y, reports):
+            axes.annotate(_threshold_label(report), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set_xlabel("predicted lines per frame")
+    axes.set_ylabel("score")
+    axes.set_ylim(0.0, 1.0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    first = reports[0]
+    axes.set_title(f"{Path(first.data).name}, {first.backend.get('backend', '?')}: thresholds compared", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
 
 

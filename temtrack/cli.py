@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
                           "background (default) or brighter (the model sees the inverted images)")
     evaluate.add_argument("--flatten", type=_flatten, default="auto", metavar="SIGMA|auto|off", help="even out uneven "
                           "illumination before the model, as the main job (default auto: 45 px for a line-field model)")
+    evaluate.add_argument("--threshold", type=_thresholds, metavar="T[,T...]", help="the main job's --threshold "
+                          "(a line-field model's upper threshold on its centre map, a mask model's mask threshold; "
+                          "default: the model's own). Several, comma-separated, compare them in one run: the model "
+                          "runs once per image, one report per threshold (OUT_tT.json), a table and a plot "
+                          "(OUT_thresholds.png) of what each finds and how many lines it draws")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing report")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -254,10 +259,14 @@ def _synth(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from temtrack.sdk.evaluate import (
         default_report_path,
-        evaluate,
+        evaluate_thresholds,
         format_skipped,
         format_summary,
+        format_thresholds,
         plot_path,
+        plot_thresholds,
+        threshold_report_path,
+        thresholds_plot_path,
         write_report,
     )
 
@@ -265,11 +274,15 @@ def _eval(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else default_report_path(args.data, name)
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out must end in .json (the box plot goes beside it as .png), got {out}")
-    for path in (out, plot_path(out)):
+    thresholds = args.threshold or [None]
+    sweep = len(thresholds) > 1
+    reports_at = [threshold_report_path(out, t) if sweep else out for t in thresholds]
+    written = [p for path in reports_at for p in (path, plot_path(path))] + ([thresholds_plot_path(out)] if sweep else [])
+    for path in written:
         if path.is_dir():
             raise ValueError(f"--out {out}: {path} is a folder; give a report file name ending in .json")
     if not args.overwrite:  # fail before the work, not after
-        for existing in (out, plot_path(out)):
+        for existing in written:
             if existing.exists():
                 raise FileExistsError(f"{existing} already exists; choose another --out or pass --overwrite")
     if args.model is not None:
@@ -284,9 +297,10 @@ def _eval(args: argparse.Namespace) -> int:
         backend = get_backend(str(model))
     else:
         backend = args.backend
-    report = evaluate(
+    reports = evaluate_thresholds(
         args.data,
         backend,
+        thresholds,
         min_dice=args.min_dice,
         multiple=args.multiple,
         label_width=args.label_width,
@@ -295,12 +309,20 @@ def _eval(args: argparse.Namespace) -> int:
         flatten=args.flatten,
         progress=not args.quiet,
     )
-    write_report(report, out, overwrite=args.overwrite)
-    print(format_summary(report))
-    skipped = format_skipped(report)
+    for report, path in zip(reports, reports_at):
+        write_report(report, path, overwrite=args.overwrite)
+    if sweep:
+        print(format_thresholds(reports))
+        plot_thresholds(reports, written[-1], overwrite=args.overwrite)
+    else:
+        print(format_summary(reports[0]))
+    skipped = format_skipped(reports[0])
     if skipped:
         print(f"warning: {skipped}", file=sys.stderr)
-    print(f"wrote {out} and {plot_path(out)}")
+    if sweep:
+        print(f"wrote {len(reports)} reports ({reports_at[0].name}, ...) with their box plots and {written[-1]}")
+    else:
+        print(f"wrote {out} and {plot_path(out)}")
     return 0
 
 
@@ -535,6 +557,22 @@ def _number_or_word(text: str, words: dict):
 def _scale(text: str):
     """``--scale``: a number > 0 or ``auto``."""
     return _number_or_word(text, {"auto": "auto"})
+
+
+def _thresholds(text: str) -> list[float]:
+    """``--threshold``: one number in (0, 1), or several separated by commas."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers in (0, 1) separated by commas, got {part.strip()!r} in {text!r}") from None
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"a threshold must be in (0, 1), got {part.strip()!r}")
+        if value in values:
+            raise argparse.ArgumentTypeError(f"threshold {part.strip()} is given twice in {text!r}")
+        values.append(value)
+    return values
 
 
 def _flatten(text: str):

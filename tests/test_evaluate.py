@@ -293,6 +293,31 @@ def test_cli_eval(dataset, tmp_path, capsys):
     assert "valid backends" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
+def test_cli_eval_compares_thresholds(dataset, tmp_path, capsys):
+    from temtrack.cli import main
+
+    out = tmp_path / "sweep" / "report.json"
+    args = ["eval", "--data", str(dataset), "--model", "default", "--out", str(out), "--quiet", "--threshold", "0.5,0.7"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = next(k for k, line in enumerate(printed) if line.lstrip().startswith("threshold"))
+    rows = [line.split() for line in printed[header + 1 : header + 3]]
+    assert [row[0] for row in rows] == ["0.5", "0.7"]
+    for threshold, row in zip((0.5, 0.7), rows):
+        report = json.loads((out.parent / f"report_t{threshold:g}.json").read_text())
+        assert report["settings"]["threshold"] == threshold and report["settings"]["linefield"]["high"] == threshold
+        assert float(row[1]) == pytest.approx(report["summary"]["length_score_mean"], abs=5e-4)
+        assert float(row[4]) == pytest.approx(report["summary"]["spline_recall"], abs=5e-4)
+        assert plot_path(out.parent / f"report_t{threshold:g}.json").is_file()
+    assert (out.parent / "report_thresholds.png").is_file() and not out.exists()
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    for bad, message in (("0.5,x", "'x'"), ("1.5", "(0, 1)"), ("0.5,0.5", "twice")):
+        with pytest.raises(SystemExit):
+            main(["eval", "--data", str(dataset), "--model", "default", "--threshold", bad])
+        assert message in capsys.readouterr().err
+
+
 def test_cli_eval_default_output_goes_beside_the_dataset(dataset, capsys):
     from temtrack.cli import main
 

@@ -308,22 +308,29 @@ def test_settings_of_the_other_family_are_refused(pileup_video):
     assert Analyzer(backend=backend, threshold=0.6).postprocess.high == 0.6
 
 
-def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
+def _labelled_frames(folder, seeds=(11, 12, 13)):
+    """Generator frames written as a folder of line labels (``frameK.png`` with
+    ``frameK_dislocations.png``); their images (as read back) and true centrelines."""
     import cv2
 
-    from temtrack.sdk.evaluate import evaluate, format_summary
-
     images, curves = [], []
-    for k, seed in enumerate((11, 12, 13)):
+    for k, seed in enumerate(seeds):
         sample = generate_sample("sd2", seed=seed, size=192)
         image = np.round(sample.image * 255).astype(np.uint8)
         labels = np.zeros_like(image)
         for line in sample.centrelines:
             cv2.polylines(labels, [np.round(line).astype(np.int32).reshape(-1, 1, 2)], False, 255, 1)
-        cv2.imwrite(str(tmp_path / f"frame{k:03d}.png"), image)
-        cv2.imwrite(str(tmp_path / f"frame{k:03d}_dislocations.png"), labels)
+        cv2.imwrite(str(folder / f"frame{k:03d}.png"), image)
+        cv2.imwrite(str(folder / f"frame{k:03d}_dislocations.png"), labels)
         images.append(image / 255.0)
         curves.append(sample.centrelines)
+    return images, curves
+
+
+def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
+    from temtrack.sdk.evaluate import evaluate, format_summary
+
+    images, curves = _labelled_frames(tmp_path)
     report = evaluate(tmp_path, TruthFields(images, curves), flatten=None, progress=False)
     summary = report.summary
     # Lines that touch merge into one label component; the rest are found one to one.
@@ -336,6 +343,52 @@ def test_eval_scores_a_line_field_model_and_finds_labelled_lines(tmp_path):
     assert "spline recall" in text
     ratio_row = next(line for line in text.splitlines() if line.startswith("found length / labelled length"))
     assert float(ratio_row.split()[-1]) == pytest.approx(summary["matched_length_ratio"], abs=5e-4)
+
+
+class DimFields(TruthFields):
+    """Perfect fields whose centre map peaks at 0.65: found at a threshold of 0.6, not
+    at the default 0.7. Counts the frames it is shown."""
+
+    def __init__(self, images, centrelines):
+        super().__init__(images, centrelines)
+        self.seen = 0
+
+    def predict(self, frames):
+        self.seen += len(frames)
+        dimmed = [f.copy() for f in super().predict(frames)]
+        for fields in dimmed:
+            fields[0] *= 0.65
+        return dimmed
+
+
+def test_eval_compares_thresholds_with_one_run_of_the_model(tmp_path):
+    from temtrack.sdk.evaluate import evaluate, evaluate_thresholds, format_thresholds, plot_thresholds
+
+    images, curves = _labelled_frames(tmp_path)
+    model = DimFields(images, curves)
+    reports = evaluate_thresholds(tmp_path, model, [0.6, 0.7, None], flatten=None, progress=False)
+    assert model.seen == len(images)  # the model ran once per image, for all three thresholds
+    low, high, default = (r.summary for r in reports)
+    # At 0.6 the dimmed ridges are traced (and scored like the full-strength fields);
+    # at 0.7, the default's upper threshold, nothing reaches it.
+    assert low["spline_recall"] >= 0.8 and low["matched_length_score"] >= 0.9
+    assert high["pred_per_frame"] == 0 and high["spline_recall"] == 0
+    assert default == high
+    assert [r.settings["threshold"] for r in reports] == [0.6, 0.7, None]
+    assert reports[0].settings["linefield"]["high"] == 0.6 and reports[0].settings["linefield"]["min_score"] == 0.6
+    # Each report is the one a run at that threshold alone gives.
+    alone = evaluate(tmp_path, DimFields(images, curves), flatten=None, threshold=0.6, progress=False)
+    assert alone.summary == low and alone.settings == reports[0].settings
+    table = format_thresholds(reports).splitlines()
+    assert len(table) == 2 + 3 and table[2].split()[0] == "0.6" and table[4].split()[0] == "as"
+    assert float(table[2].split()[4]) == pytest.approx(low["spline_recall"], abs=5e-4)
+    picture = plot_thresholds(reports, tmp_path / "out" / "thresholds.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileExistsError, match="thresholds.png"):
+        plot_thresholds(reports, picture)
+    for bad, message in (([0.6, 0.6], "given twice"), ([1.2], r"\(0, 1\)"), ([], "at least one"), ("0.6", "sequence")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            evaluate_thresholds(tmp_path, model, bad, flatten=None, progress=False)
 
 
 def test_lines_along_the_image_edge_are_dropped():
