@@ -2,7 +2,7 @@
 
     python benchmarks/compare_models.py --model bundled=default --model other=runs/x/best.pt \\
         --data twip=../shared/data/real/twip-8.4um/labeled --data sd1=scratch/sd1 \\
-        [--thresholds 0.5,0.55,0.6,0.65,0.7,0.75,0.8] [--out compare.json]
+        [--thresholds 0.5,0.55,0.6,0.65,0.7,0.75,0.8] [--out compare.json] [--cache DIR]
 
 A model trained further or differently draws its centre map higher or lower, so at one
 fixed threshold it may find more lines only because it draws more of them, or fewer
@@ -13,7 +13,9 @@ reference) draws at its own default threshold (``--reference-threshold``, 0.7): 
 thesis' length score, spline recall and length score of the found lines, linearly
 interpolated between the two thresholds that bracket that count (``-`` where the
 model's thresholds do not reach it). Prints the whole grid and that table; ``--out``
-keeps both as JSON.
+keeps both as JSON. ``--cache DIR`` keeps each model's rows on each folder
+(``NAME_DATA.json``, with the model file, folder and thresholds they were made with) and
+reuses them when those match, so a model added later does not re-run the others.
 """
 
 from __future__ import annotations
@@ -69,17 +71,28 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.5,0.55,0.6,0.65,0.7,0.75,0.8")
     parser.add_argument("--reference-threshold", type=float, default=0.7)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path)
     args = parser.parse_args()
     models, folders = _pairs(args.model, "--model"), _pairs(args.data, "--data")
     thresholds = sorted({float(t) for t in args.thresholds.split(",")} | {args.reference_threshold})
     grid: dict[str, dict[str, list[dict]]] = {}
     for name, path in models.items():
-        model = _model(path)
+        model = None
         grid[name] = {}
         for data, folder in folders.items():
-            reports = evaluate_thresholds(folder, model, thresholds, progress=False)
-            grid[name][data] = [{"threshold": t, **{k: r.summary[k] for k, _ in METRICS}, "pred_per_frame": r.summary["pred_per_frame"]}
-                                for t, r in zip(thresholds, reports)]
+            key = {"model": str(Path(path).resolve()) if Path(path).exists() else path,
+                   "data": str(Path(folder).resolve()), "thresholds": thresholds}
+            cached = args.cache / f"{name}_{data}.json" if args.cache else None
+            if cached is not None and cached.is_file() and json.loads(cached.read_text())["key"] == key:
+                grid[name][data] = json.loads(cached.read_text())["rows"]
+            else:
+                model = model or _model(path)
+                reports = evaluate_thresholds(folder, model, thresholds, progress=False)
+                grid[name][data] = [{"threshold": t, **{k: r.summary[k] for k, _ in METRICS}, "pred_per_frame": r.summary["pred_per_frame"]}
+                                    for t, r in zip(thresholds, reports)]
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_text(json.dumps({"key": key, "rows": grid[name][data]}, indent=1))
             for row in grid[name][data]:
                 print(f"{name:>12} {data:>8} t={row['threshold']:<5g} " + "  ".join(
                     f"{label} {row[key]:.3f}" for key, label in METRICS) + f"  lines/frame {row['pred_per_frame']:.1f}", flush=True)

@@ -15,6 +15,7 @@ from temtrack.sdk.evaluate import (
     EvaluationReport,
     default_report_path,
     evaluate,
+    evaluate_thresholds,
     format_skipped,
     plot_path,
     write_report,
@@ -159,6 +160,28 @@ def test_backend_objects_are_accepted_and_checked(dataset):
     assert report.summary["length_score_mean"] == 0.0 and report.summary["dislocation_recall_mean"] == 0.0
     with pytest.raises(TypeError, match="predict"):
         evaluate(dataset, object(), progress=False)
+
+
+def test_a_mask_models_threshold_is_its_mask_threshold(dataset, truth_report):
+    """A "model" that returns the true masks at probability 0.65: every dislocation is
+    found at a mask threshold of 0.6 (as the ground truth itself scores), none at 0.7."""
+
+    class Faint:
+        name = "faint"
+
+        def __init__(self):
+            self.masks = {read_sample(dataset, k).image.tobytes(): read_sample(dataset, k).masks for k in range(N_IMAGES)}
+
+        def predict(self, frames):
+            return [0.65 * self.masks[np.asarray(f, np.float32).tobytes()].astype(np.float32) for f in frames]
+
+        def describe(self):
+            return {"backend": "faint"}
+
+    found, missed = evaluate_thresholds(dataset, Faint(), [0.6, 0.7], progress=False)
+    assert found.summary["length_score_mean"] == pytest.approx(truth_report.summary["length_score_mean"], abs=1e-9)
+    assert found.settings["postprocess"]["threshold"] == 0.6 and "linefield" not in found.settings
+    assert missed.summary["length_score_mean"] == 0.0 and missed.summary["n_pred"] == 0
 
 
 def test_write_report_refuses_to_overwrite(truth_report, tmp_path):
