@@ -148,6 +148,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     output: str = "probabilities",
     threshold: float = 0.5,
+    line_threshold: float | None = None,
     reports: dict | None = None,
     parity_count: int = 4,
     overwrite: bool = False,
@@ -178,6 +179,11 @@ def export_onnx(
     threshold : float
         Probability threshold in (0, 1) recorded for post-processing (and applied in
         the graph with ``output="masks"``).
+    line_threshold : float, optional
+        For a line-field model: the upper threshold on its centre map that its
+        tracing runs at by default (``ModelMetadata.line_threshold``; the main job's
+        and eval's ``--threshold`` unless the user gives one). None: the tracing's
+        defaults.
     reports : dict, optional
         Name -> evaluation summary (e.g. ``tem-track eval`` reports' ``summary``) to
         record as the model's metric figures.
@@ -213,6 +219,8 @@ def export_onnx(
         raise ExportError(f"output must be 'probabilities' or 'masks' (uint8, thresholded in the graph), got {output!r}")
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
         raise ExportError(f"threshold must lie in (0, 1), got {threshold!r}")
+    if line_threshold is not None and not (isinstance(line_threshold, (int, float)) and 0.0 < line_threshold < 1.0):
+        raise ExportError(f"line_threshold must lie in (0, 1), got {line_threshold!r}")
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ExportError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
     if parity_count < 1:
@@ -227,6 +235,9 @@ def export_onnx(
             f"{checkpoint} is a 'linefield' model: it outputs fields, not the 'multilabel' family's masks; "
             "export it with output='probabilities' (the default)"
         )
+    if line_threshold is not None and not fields:
+        raise ExportError(f"{checkpoint} is a 'multilabel' model: line_threshold is for a 'linefield' model "
+                          "(a mask model's threshold is 'threshold')")
     train_config = state["config"]
     size = _input_size(input_size, train_config, config.size_multiple)
     net = net.eval()
@@ -275,6 +286,7 @@ def export_onnx(
             output="fields" if fields else "masks" if output == "masks" else "probabilities",
             family=config.family,
             size_multiple=config.size_multiple if fields else None,
+            line_threshold=line_threshold,
             name=name or (f"linefield-{config.architecture}-{config.encoder}" if fields else f"unetplusplus-{config.encoder}"),
             version=version or f"step-{state['step']}",
             description=description

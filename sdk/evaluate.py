@@ -234,7 +234,10 @@ def evaluate(
         The main job's ``--threshold``: a line-field model's upper threshold on its
         centre map (``line_settings.high``; ``low`` and ``min_score`` follow it down
         where they are above it), or a mask model's mask threshold
-        (``settings.threshold``). None: the settings as given.
+        (``settings.threshold``). None: as the main job, the model's own threshold
+        (its runtime's ``threshold``: a line-field model's ``line_threshold``, a mask
+        model's mask threshold) when the settings are not given, else the settings
+        as given.
     progress : bool
         Show a progress bar (on a terminal).
 
@@ -288,7 +291,8 @@ def evaluate_thresholds(
     Returns
     -------
     tuple of EvaluationReport
-        One per threshold, in the order given; ``settings["threshold"]`` says which.
+        One per threshold, in the order given; ``settings["threshold"]`` says which
+        (None: the settings' own).
     """
     start = time.perf_counter()
     folder = Path(data)
@@ -299,16 +303,21 @@ def evaluate_thresholds(
         raise ValueError(f"multiple must be one of {', '.join(MULTIPLE_RULES)}; got {multiple!r}")
     if isinstance(label_width, bool) or not isinstance(label_width, int) or label_width < 1:
         raise ValueError(f"label_width must be an int >= 1 (pixels), got {label_width!r}")
+    given = settings is not None, line_settings is not None
     settings = PostprocessSettings() if settings is None else settings
     line_settings = LineFieldSettings() if line_settings is None else line_settings
     if not isinstance(settings, PostprocessSettings):
         raise TypeError(f"settings must be a PostprocessSettings or None, got {type(settings).__name__}")
     thresholds = check_thresholds(thresholds)
-    variants = [_at_threshold(settings, line_settings, t) for t in thresholds]
     model = _resolve_backend(backend)
     view = _ModelView.of(model, folder, scale=scale, lines=lines, flatten=flatten)
     skipped = tuple(path.name for path in unlabelled_images(folder, kind=kind))
     fields = getattr(model, "family", "multilabel") == "linefield" and not isinstance(model, _Truth)
+    # As in the main job: without a threshold, the model's own (its runtime's
+    # ``threshold``), unless the settings were given.
+    own = None if given[1 if fields else 0] else getattr(model, "threshold", None)
+    thresholds = [own if t is None else t for t in thresholds]
+    variants = [_at_threshold(settings, line_settings, t) for t in thresholds]
 
     from tqdm import tqdm
 

@@ -41,6 +41,7 @@ __all__ = [
     "file_sha256",
     "output_op_types",
     "read_metadata",
+    "model_threshold",
     "write_metadata",
 ]
 
@@ -80,6 +81,12 @@ class ModelMetadata(BaseModel):
     family : {"multilabel", "linefield"}
         The model family (:mod:`temtrack.sdk.linefield` turns fields into
         dislocations, :mod:`temtrack.sdk.postprocess` masks).
+    line_threshold : float, optional
+        A line-field model's upper threshold on its centre map: the ``--threshold`` its
+        tracing runs at unless the user gives one (``LineFieldSettings.for_threshold``),
+        for a model whose centre map runs lower or higher than the one the tracing's
+        defaults were chosen for. None: the tracing's defaults. Only for
+        ``family="linefield"`` (``threshold`` is the mask threshold of the other family).
     size_multiple : int, optional
         A fully convolutional graph with dynamic height and width: it takes frames of
         any size whose sides are multiples of this (the runtime pads them), so frames
@@ -102,6 +109,7 @@ class ModelMetadata(BaseModel):
     output: Literal["logits", "probabilities", "masks", "fields"]
     family: Literal["multilabel", "linefield"] = "multilabel"
     size_multiple: int | None = None
+    line_threshold: float | None = None
     name: str = ""
     version: str = ""
     description: str = ""
@@ -160,6 +168,11 @@ class ModelMetadata(BaseModel):
                 f"family={self.family!r} with output={self.output!r}: a line-field model outputs 'fields', "
                 "a multi-label model 'logits', 'probabilities' or 'masks'"
             )
+        if self.line_threshold is not None:
+            if self.family != "linefield":
+                raise ValueError(f"line_threshold is for a line-field model, not family={self.family!r} (whose mask threshold is 'threshold')")
+            if not 0.0 < self.line_threshold < 1.0:
+                raise ValueError(f"line_threshold must lie in (0, 1), got {self.line_threshold}")
         if self.size_multiple is not None and self.size_multiple < 1:
             raise ValueError(f"size_multiple must be >= 1 or None, got {self.size_multiple}")
         return self
@@ -190,6 +203,17 @@ class ModelMetadata(BaseModel):
                 f"{source}: invalid {METADATA_KEY!r} metadata ({problems}); "
                 "rewrite it with temtrack.sdk.modelmeta.write_metadata"
             ) from None
+
+
+def model_threshold(metadata: ModelMetadata) -> float | None:
+    """The threshold a runtime offers the post-processing for a model (its
+    ``threshold`` attribute, which the main job and eval use unless the user gives
+    one): the mask threshold of a model that outputs probabilities or logits; None
+    for one that outputs masks thresholded in the graph; a line-field model's
+    ``line_threshold`` (None: the tracing's defaults)."""
+    if metadata.output == "fields":
+        return metadata.line_threshold
+    return None if metadata.output == "masks" else metadata.threshold
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata | None:

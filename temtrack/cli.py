@@ -175,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="threshold and cast to uint8 inside the graph (a quarter of the output bytes; "
                           "the per-dislocation score is then 1)")
     exporter.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default: 0.5)")
+    exporter.add_argument("--line-threshold", type=float, help="line-field model: the upper threshold on its centre "
+                          "map that the main job and eval use unless given --threshold (default: the tracing's, 0.7); "
+                          "choose it with 'tem-track eval --threshold T1,T2,...'")
     exporter.add_argument("--name", help="model name stored in the file (default: the architecture)")
     exporter.add_argument("--model-version", help="model version stored in the file (default: step-STEP)")
     exporter.add_argument("--description", help="one line about the model stored in the file")
@@ -406,6 +409,7 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         output="masks" if args.masks else "probabilities",
         threshold=args.threshold,
+        line_threshold=args.line_threshold,
         reports=reports,
         overwrite=args.overwrite,
         name=args.name,

@@ -307,8 +307,46 @@ def test_main_job_and_eval_run_an_exported_line_field_model(linefield_checkpoint
     assert report.summary["n_images"] == 1 and report.summary["true_per_frame"] == 1.0
 
 
+def test_a_line_field_model_carries_its_threshold_to_the_main_job_and_eval(linefield_checkpoint, tmp_path):
+    """Exported with line_threshold 0.45, the model traces at 0.45 in the main job and in
+    eval unless the user gives a threshold; without it, the checkpoint and its export
+    trace alike, at the tracing's defaults."""
+    import cv2
+
+    from temtrack.export.onnx import ExportError, export_onnx
+    from temtrack.sdk.analyzer import Analyzer
+    from temtrack.sdk.evaluate import evaluate
+    from temtrack.sdk.linefield import LineFieldSettings
+
+    plain = export_onnx(linefield_checkpoint, tmp_path / "plain.onnx").path
+    tuned = export_onnx(linefield_checkpoint, tmp_path / "tuned.onnx", line_threshold=0.45)
+    assert tuned.metadata.line_threshold == 0.45
+    assert Analyzer(tuned.path, workers=0).postprocess == LineFieldSettings.for_threshold(0.45)
+    assert Analyzer(tuned.path, workers=0, threshold=0.6).postprocess.high == 0.6
+    assert Analyzer(plain, workers=0).postprocess == LineFieldSettings()
+    assert Analyzer(linefield_checkpoint, workers=0).postprocess == LineFieldSettings()  # the .pt as its export
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    sample = generate_sample("sd1", seed=5, size=96)
+    cv2.imwrite(str(folder / "f.png"), np.round(sample.image * 255).astype(np.uint8))
+    label = np.zeros((96, 96), np.uint8)
+    cv2.line(label, (10, 10), (80, 10), 255, 1)
+    cv2.imwrite(str(folder / "f_dislocations.png"), label)
+    report = evaluate(folder, Analyzer(tuned.path, workers=0).backend, progress=False)
+    assert report.settings["threshold"] == 0.45 and report.settings["linefield"]["high"] == 0.45
+    assert evaluate(folder, Analyzer(tuned.path, workers=0).backend, threshold=0.6, progress=False).settings["linefield"]["high"] == 0.6
+    for bad, message in ((1.5, r"line_threshold must lie in \(0, 1\)"), (0.0, "line_threshold")):
+        with pytest.raises(ExportError, match=message):
+            export_onnx(linefield_checkpoint, tmp_path / "bad.onnx", line_threshold=bad)
+
+
 def test_metadata_ties_the_family_to_its_output():
     from temtrack.sdk.modelmeta import ModelMetadata
+
+    with pytest.raises(ValueError, match="line_threshold is for a line-field model"):
+        ModelMetadata(input_size=(64, 64), n_masks=3, output="probabilities", line_threshold=0.5)
+    with pytest.raises(ValueError, match=r"line_threshold must lie in \(0, 1\)"):
+        ModelMetadata(input_size=(64, 64), n_masks=3, output="fields", family="linefield", line_threshold=1.0)
 
     with pytest.raises(ValueError, match="line-field model outputs 'fields'"):
         ModelMetadata(input_size=(64, 64), n_masks=3, output="probabilities", family="linefield")

@@ -122,8 +122,10 @@ class TorchBackend:
     config : ModelConfig
     device : str or torch.device
     precision : {"auto", "fp32", "bf16", "fp16"}
-    threshold : float
-        Probability threshold post-processing should use.
+    threshold : float, optional
+        Probability threshold post-processing should use (None: 0.5); for a line-field
+        model the upper threshold of its tracing (None: the tracing's defaults, as for
+        the model's ONNX export).
     batch_size : int
         Most frames per forward pass.
     output : {"probabilities", "masks"}
@@ -166,7 +168,7 @@ class TorchBackend:
         *,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        threshold: float = 0.5,
+        threshold: float | None = None,
         batch_size: int = 8,
         output: str = "probabilities",
         source: dict | None = None,
@@ -180,8 +182,9 @@ class TorchBackend:
             raise ValueError(f"output must be 'probabilities' or 'masks', got {output!r}")
         if output == "masks" and config.family == "linefield":
             raise ValueError("output='masks' needs a multi-label model; a line-field model outputs fields (use 'probabilities')")
-        if not 0.0 < threshold < 1.0:
+        if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        fields = config.family == "linefield"
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if field_dtype not in _FIELD_DTYPES:
@@ -207,11 +210,14 @@ class TorchBackend:
         self.config = config
         self.family = config.family
         self.output = output
-        self.probability_threshold = float(threshold)
-        self.threshold = None if output == "masks" else float(threshold)
+        # A line-field model's threshold is its tracing's (None: the defaults); the
+        # probability threshold is the masks' (0.5 unless given).
+        self.probability_threshold = 0.5 if threshold is None or fields else float(threshold)
+        self.threshold = (None if threshold is None else float(threshold)) if fields else (
+            None if output == "masks" else self.probability_threshold)
         self.batch_size = int(batch_size)
         self.field_dtype = field_dtype
-        self.field_low = LineFieldSettings.for_threshold(self.probability_threshold).low if field_low is None else float(field_low)
+        self.field_low = LineFieldSettings.for_threshold(self.threshold if fields else self.probability_threshold).low if field_low is None else float(field_low)
         self.source = dict(source or {})
         self._pinned = None
         self._host: dict = {}  # reused (pinned on CUDA) host buffers of predict_packed, by slot
@@ -504,7 +510,7 @@ class TorchBackend:
             "precision": self.precision,
             "autocast": self.precision_label,
             "output": self.output,
-            "threshold": self.probability_threshold,
+            "threshold": self.threshold if self.family == "linefield" else self.probability_threshold,
             "channels_last": self.channels_last,
             "compile": self.compiled,
             "cuda_graphs": self.cuda_graphs,
@@ -519,7 +525,7 @@ def torch_backend(
     *,
     device: str = "auto",
     precision: str = "auto",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_size: int = 8,
     output: str = "probabilities",
     channels_last: bool | None = None,

@@ -42,6 +42,7 @@ from ..modelmeta import (
     _output_ops,
     check_against_graph,
     file_sha256,
+    model_threshold,
 )
 from .contract import checked_fields, checked_frames, checked_probabilities, normalisation, pad_to_multiple
 
@@ -87,9 +88,10 @@ class OnnxBackend:
         ``(H, W)`` in pixels that ``predict`` needs.
     n_masks : int
         N, masks per frame.
-    threshold : float
-        Probability threshold for post-processing (``metadata.threshold``); None for
-        a model that outputs uint8 masks thresholded in the graph.
+    threshold : float or None
+        Threshold for post-processing (:func:`~temtrack.sdk.modelmeta.model_threshold`):
+        ``metadata.threshold`` for probabilities; None for uint8 masks thresholded in
+        the graph; a line-field model's ``metadata.line_threshold``.
     providers : list of str
         The providers the session uses.
     sha256 : str
@@ -197,8 +199,7 @@ class OnnxBackend:
         self._multiple = metadata.size_multiple
         self.input_size = None if self._multiple else tuple(metadata.input_size)
         self.n_masks = metadata.n_masks
-        # Masks thresholded in the graph need no threshold afterwards.
-        self.threshold = None if metadata.output in ("masks", "fields") else metadata.threshold
+        self.threshold = model_threshold(metadata)
         self._dtype = _OUTPUT_TYPES[self._output.type]
         batch = input_shape[0]
         # A graph exported with a fixed batch runs in chunks of that size.

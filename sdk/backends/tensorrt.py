@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..enginemeta import REBUILD_HINT, check_engine_gpu, read_engine_info
-from ..modelmeta import ModelError
+from ..modelmeta import ModelError, model_threshold
 from . import gpu
 from .contract import checked_frames, checked_probabilities, normalisation
 from .gpu import cuda_call
@@ -86,8 +86,9 @@ class TensorRTBackend:
     n_masks : int
         N, masks per frame.
     threshold : float or None
-        Probability threshold for post-processing; None when the engine outputs
-        thresholded uint8 masks (``metadata.output == "masks"``).
+        Threshold for post-processing (:func:`~temtrack.sdk.modelmeta.model_threshold`):
+        None when the engine outputs thresholded uint8 masks (``metadata.output ==
+        "masks"``); a line-field engine's ``metadata.line_threshold``.
     sha256 : str
         Hex SHA-256 of the engine file when it was loaded.
     device : int
@@ -143,7 +144,7 @@ class TensorRTBackend:
         self.metadata = self.info.metadata
         self.input_size = tuple(self.metadata.input_size)
         self.n_masks = self.metadata.n_masks
-        self.threshold = None if self.metadata.output == "masks" else self.metadata.threshold
+        self.threshold = model_threshold(self.metadata)
         if self.metadata.channels != 1:
             raise ModelError(
                 f"{self.path}: metadata says channels={self.metadata.channels}; tem-track feeds grayscale frames, "
