@@ -362,11 +362,14 @@ def _models(args: argparse.Namespace) -> int:
             size = "x".join(str(v) for v in meta["input_size"])
             if meta.get("family") == "linefield":
                 shape = f"line fields ({meta['n_masks']} channels), any frame size (trained at {size})"
+                own = meta.get("line_threshold")
+                threshold = f"traced at threshold {own}" if own is not None else "traced at the default threshold"
             else:
                 shape = f"N={meta['n_masks']}, input {size}"
+                threshold = f"threshold {meta['threshold']}"
             print(f"  model      {meta['name']} {meta['version']}: {meta.get('family', 'multilabel')} "
                   f"{extra.get('architecture', '?')} {extra.get('encoder', '')}, {shape}, {extra.get('precision', '?')}, "
-                  f"output {meta['output']}, threshold {meta['threshold']}")
+                  f"output {meta['output']}, {threshold}")
             if checkpoint:
                 score = checkpoint.get("best_length_score")
                 score = f"{score:.4f}" if isinstance(score, float) else score

@@ -175,30 +175,31 @@ def _analyzer(backend, **options):
     return Analyzer(backend=backend, workers=0, **options)  # scale="auto" is the default
 
 
-def test_auto_finds_the_lines_that_a_twofold_magnification_hides():
-    """The bundled model on generator frames shown 2x as large: with ``scale="auto"`` it
-    finds more of the true lines than at the frames' own size."""
+def test_auto_finds_the_lines_that_a_fourfold_magnification_hides():
+    """The bundled model on generator frames shown 4x as large: with ``scale="auto"`` it
+    finds many more of the true lines than at the frames' own size. (The model of stop
+    39, trained with zooms up to 2.5x on larger crops, finds as many at 2x either way:
+    22 and 23 of 26 lines; at 4x, 2 and 13 of 17.)"""
     from temtrack.sdk.analyzer import Analyzer, InputNotice
     from temtrack.sdk.splinematch import score_splines
 
+    zoom = 4.0
     images, truths = [], []
     for seed in range(3):
-        sample = generate_sample("sd1", seed=100 + seed, size=256)
-        images.append(_zoomed(sample.image, 2.0))
-        truths.append([2.0 * np.asarray(c) for c in sample.centrelines])
+        sample = generate_sample("sd1", seed=100 + seed, size=160)
+        images.append(_zoomed(sample.image, zoom))
+        truths.append([zoom * np.asarray(c) for c in sample.centrelines])
     found = {}
     for scale in (None, "auto"):  # None: the frames' own size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InputNotice)
-            # The scale alone (evening out the illumination moves the counts by one: 19 and
-            # 22 of 26 lines without, 20 and 21 with).
             splines = Analyzer(workers=0, scale=scale, flatten=None).run(np.stack(images), progress=False).splines
         found[scale] = sum(
-            score_splines([np.column_stack([x, y]) for x, y in zip(s.x, s.y)], t, max_distance=10.0).n_found
+            score_splines([np.column_stack([x, y]) for x, y in zip(s.x, s.y)], t, max_distance=5.0 * zoom).n_found
             for s, t in ((splines[splines.frame == k], truth) for k, truth in enumerate(truths))
         )
     total = sum(len(t) for t in truths)
-    assert found["auto"] >= found[None] + 0.1 * total, (found, total)
+    assert found["auto"] >= found[None] + 0.25 * total, (found, total)
 
 
 def test_auto_keeps_its_meaning_for_other_models_and_inputs_read_once():

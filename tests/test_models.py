@@ -131,6 +131,8 @@ def test_models_command_lists_bundled_and_user_models(tmp_path, user_dir, capsys
     meta = read_metadata(entry.path)
     shape = f"line fields ({meta.n_masks} channels)" if meta.family == "linefield" else f"N={meta.n_masks}"
     assert f"{entry.name}  (default, bundled)" in printed and shape in printed and "no user models" in printed
+    if meta.family == "linefield":  # the threshold it is traced at, not the mask threshold it does not use
+        assert (f"traced at threshold {meta.line_threshold}" if meta.line_threshold else "traced at the default threshold") in printed
     trained = next(line for line in printed.splitlines() if "best validation length score" in line)
     assert re.search(r"score \d\.\d{4}$", trained), trained  # rounded, not 0.15339999...
     model = dark_line_model(tmp_path / "lab.onnx", n_masks=3)
