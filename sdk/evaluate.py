@@ -46,15 +46,15 @@ __all__ = [
     "EvaluationError",
     "EvaluationReport",
     "ImageResult",
-    "default_report_path",
     "check_thresholds",
+    "default_report_path",
     "evaluate",
     "evaluate_thresholds",
     "format_skipped",
     "format_summary",
+    "format_thresholds",
     "plot_length_scores",
     "plot_path",
-    "format_thresholds",
     "plot_thresholds",
     "read_report_summary",
     "threshold_report_path",
@@ -724,6 +724,8 @@ def format_summary(report: EvaluationReport) -> str:
         scale = choice["reason"] if choice else ("the images' own size" if view["scale"] is None else f"scale {view['scale']:g}")
         flat = "as they are" if view["flatten"] is None else f"illumination evened out over {view['flatten']:g} px"
         lines.append(f"model input: {scale}; {view['lines']} lines; {flat}")
+    if report.settings.get("threshold") is not None:
+        lines.append(f"threshold {report.settings['threshold']:g}")
     lines.append(f"{'':{width}}  {'mean':>8}  {'median':>8}")
     for name, mean, median in rows:
         lines.append(f"{name:{width}}  {_cell(mean):>8}  {_cell(median):>8}")

@@ -127,9 +127,10 @@ class LineFieldSettings:
         suppressed. 0: from the model's direction channels.
     """
 
-    # Chosen on the synthetic validation images of the line-field CPU model (never the
-    # held-out sets or real frames): the same length score as 0.5 / 0.25 / 10 px with a
-    # third of the predictions (docs/model-card.md).
+    # Chosen on the synthetic validation images of the line-field CPU model 2026.11 (never
+    # the held-out sets or real frames): the same length score as 0.5 / 0.25 / 10 px with
+    # a third of the predictions (docs/model-card.md). A model may carry its own ``high``
+    # (ModelMetadata.line_threshold; the bundled 2026.12 model's is 0.4).
     high: float = 0.7
     low: float = 0.35
     min_length: float = 30.0

@@ -315,7 +315,7 @@ def test_a_line_field_model_carries_its_threshold_to_the_main_job_and_eval(linef
 
     from temtrack.export.onnx import ExportError, export_onnx
     from temtrack.sdk.analyzer import Analyzer
-    from temtrack.sdk.evaluate import evaluate
+    from temtrack.sdk.evaluate import evaluate, format_summary
     from temtrack.sdk.linefield import LineFieldSettings
 
     plain = export_onnx(linefield_checkpoint, tmp_path / "plain.onnx").path
@@ -334,6 +334,7 @@ def test_a_line_field_model_carries_its_threshold_to_the_main_job_and_eval(linef
     cv2.imwrite(str(folder / "f_dislocations.png"), label)
     report = evaluate(folder, Analyzer(tuned.path, workers=0).backend, progress=False)
     assert report.settings["threshold"] == 0.45 and report.settings["linefield"]["high"] == 0.45
+    assert "threshold 0.45" in format_summary(report).splitlines()
     assert evaluate(folder, Analyzer(tuned.path, workers=0).backend, threshold=0.6, progress=False).settings["linefield"]["high"] == 0.6
     for bad, message in ((1.5, r"line_threshold must lie in \(0, 1\)"), (0.0, "line_threshold")):
         with pytest.raises(ExportError, match=message):
